@@ -1,0 +1,242 @@
+"""Trained Click-Gaussian features: the result of training, and its file format (numpy only).
+
+The Blender extension loads this module without torch, so it uses numpy + stdlib only.
+
+Per-Gaussian features are 24-d: ``[coarse 12 | fine' 12]``. The coarse feature of Gaussian i is
+``features[i, :12]``; the fine feature is the whole 24-d vector ``concat(coarse, fine')`` (the
+granularity prior). Global clusters ("objects" at the coarse level, "parts" at the fine level) are
+unit vectors in the same spaces; every Gaussian carries one label per level (-1 = no cluster).
+
+File format (``.npz``, written atomically, loaded with ``allow_pickle=False``):
+
+==================  =============  ===========================================================
+key                 dtype          content
+==================  =============  ===========================================================
+format_version      int32 []       :data:`FORMAT_VERSION` (currently 1)
+features            float16 [N,24] per-Gaussian features, index-aligned with the scene
+coarse_centers      float32 [Cc,12] unit coarse cluster centres (Cc may be 0)
+fine_centers        float32 [Cf,24] unit fine cluster centres (Cf may be 0)
+coarse_labels       int32 [N]      coarse cluster per Gaussian, -1 = none
+fine_labels         int32 [N]      fine cluster per Gaussian, -1 = none
+settings_json       str []         JSON of the training settings (and run facts)
+scene_hash          str []         :func:`scene_hash` of the scene the features belong to
+==================  =============  ===========================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import TrainingError
+
+FORMAT_VERSION = 1
+COARSE_DIM = 12  # coarse feature width (paper)
+FEATURE_DIM = 24  # full (fine) feature width = coarse 12 + fine' 12 (paper)
+LEVELS = ("coarse", "fine")
+
+_KEYS = (
+    "format_version",
+    "features",
+    "coarse_centers",
+    "fine_centers",
+    "coarse_labels",
+    "fine_labels",
+    "settings_json",
+    "scene_hash",
+)
+
+
+def level_dim(level: str) -> int:
+    """Feature width of a level: 12 for ``"coarse"``, 24 for ``"fine"``."""
+    if level == "coarse":
+        return COARSE_DIM
+    if level == "fine":
+        return FEATURE_DIM
+    raise TrainingError(f"level must be 'coarse' or 'fine', got {level!r}")
+
+
+def scene_hash(scene: Any) -> str:
+    """A fast fingerprint of a scene's geometry: sha1 over the Gaussian count and the raw
+    float32 bytes of means, scales, quats and opacities (colour is not part of it, so a recolour
+    keeps the features valid)."""
+    h = hashlib.sha1()
+    h.update(np.int64(scene.num_gaussians).tobytes())
+    for name in ("means", "scales", "quats", "opacities"):
+        arr = np.ascontiguousarray(getattr(scene, name), dtype="<f4")
+        h.update(name.encode())
+        h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+def default_features_path(scene_path: str | os.PathLike) -> str:
+    """``<scene>.clickgs.npz`` beside the scene file (``fox.ply`` -> ``fox.clickgs.npz``)."""
+    p = os.fspath(scene_path)
+    root, ext = os.path.splitext(p)
+    if ext.lower() == ".ply":
+        p = root  # SuperSplat "x.compressed.ply" -> "x.compressed.clickgs.npz"
+    return p + ".clickgs.npz"
+
+
+def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` [M, D] scaled to unit length as float32 (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(n, eps)
+
+
+@dataclass
+class TrainedFeatures:
+    """Per-Gaussian features, global clusters and labels of both levels (see module doc)."""
+
+    features: np.ndarray  # [N, 24] float16: [coarse 12 | fine' 12]
+    coarse_centers: np.ndarray  # [Cc, 12] float32, unit
+    fine_centers: np.ndarray  # [Cf, 24] float32, unit
+    coarse_labels: np.ndarray  # [N] int32, -1 = no cluster
+    fine_labels: np.ndarray  # [N] int32, -1 = no cluster
+    settings: dict = field(default_factory=dict)
+    scene_hash: str = ""
+    _unit_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.features = np.asarray(self.features, dtype=np.float16)
+        self.coarse_centers = np.asarray(self.coarse_centers, dtype=np.float32).reshape(-1, COARSE_DIM)
+        self.fine_centers = np.asarray(self.fine_centers, dtype=np.float32).reshape(-1, FEATURE_DIM)
+        self.coarse_labels = np.asarray(self.coarse_labels, dtype=np.int32)
+        self.fine_labels = np.asarray(self.fine_labels, dtype=np.int32)
+        if self.features.ndim != 2 or self.features.shape[1] != FEATURE_DIM:
+            raise TrainingError(f"features must be [N, {FEATURE_DIM}], got {list(self.features.shape)}")
+        n = self.features.shape[0]
+        for name, labels, centers in (
+            ("coarse_labels", self.coarse_labels, self.coarse_centers),
+            ("fine_labels", self.fine_labels, self.fine_centers),
+        ):
+            if labels.shape != (n,):
+                raise TrainingError(f"{name} must be [{n}], got {list(labels.shape)}")
+            if n and (labels.min() < -1 or labels.max() >= len(centers)):
+                raise TrainingError(f"{name} refer to clusters outside 0..{len(centers) - 1}")
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.features.shape[0])
+
+    def centers(self, level: str) -> np.ndarray:
+        """Unit cluster centres of a level: [Cc, 12] or [Cf, 24] float32."""
+        level_dim(level)
+        return self.coarse_centers if level == "coarse" else self.fine_centers
+
+    def labels(self, level: str) -> np.ndarray:
+        """Per-Gaussian cluster labels of a level: [N] int32, -1 = none."""
+        level_dim(level)
+        return self.coarse_labels if level == "coarse" else self.fine_labels
+
+    def level_features(self, level: str) -> np.ndarray:
+        """Raw (not normalised) per-Gaussian features of a level as float32: [N, 12] or [N, 24]."""
+        return self.features[:, : level_dim(level)].astype(np.float32)
+
+    def unit_features(self, level: str) -> np.ndarray:
+        """L2-normalised per-Gaussian features of a level, float32, cached (fast cosine)."""
+        if level not in self._unit_cache:
+            self._unit_cache[level] = normalize_rows(self.level_features(level))
+        return self._unit_cache[level]
+
+    def members(self, level: str, clusters: list[int] | np.ndarray) -> np.ndarray:
+        """Indices (int64, sorted) of every Gaussian whose label at ``level`` is in ``clusters``."""
+        labels = self.labels(level)
+        clusters = np.asarray(list(clusters), dtype=np.int32)
+        if clusters.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if clusters.size == 1:
+            return np.flatnonzero(labels == clusters[0])
+        return np.flatnonzero(np.isin(labels, clusters))
+
+    # ---------------------------------------------------------------- file I/O
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the ``.npz`` atomically (temp file + os.replace); returns the path written."""
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise TrainingError(f"cannot write features to {path}: folder {folder} does not exist")
+        arrays = {
+            "format_version": np.int32(FORMAT_VERSION),
+            "features": self.features,
+            "coarse_centers": self.coarse_centers,
+            "fine_centers": self.fine_centers,
+            "coarse_labels": self.coarse_labels,
+            "fine_labels": self.fine_labels,
+            "settings_json": np.array(json.dumps(self.settings, sort_keys=True, default=_json_default)),
+            "scene_hash": np.array(self.scene_hash),
+        }
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, scene: Any = None) -> "TrainedFeatures":
+        """Read a features file. With ``scene``, checks that the file was trained for it
+        (same :func:`scene_hash`) and raises :class:`TrainingError` when it is stale."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise TrainingError(f"features file {path} does not exist (train the scene first)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in _KEYS if k not in z.files]
+                if missing:
+                    raise TrainingError(f"{path} is not a Click-Gaussian features file (missing {', '.join(missing)})")
+                version = int(z["format_version"])
+                if version > FORMAT_VERSION:
+                    raise TrainingError(
+                        f"{path} has features format {version}; this engine reads up to {FORMAT_VERSION} (update it)"
+                    )
+                data = {k: z[k] for k in _KEYS}
+        except TrainingError:
+            raise
+        except Exception as exc:  # zip/npy corruption, truncated file, pickled object arrays
+            raise TrainingError(f"{path} is not a readable features file ({exc.__class__.__name__}: {exc})") from None
+        try:
+            settings = json.loads(str(data["settings_json"]))
+        except ValueError:
+            raise TrainingError(f"{path} has corrupt settings_json") from None
+        out = cls(
+            features=data["features"],
+            coarse_centers=data["coarse_centers"],
+            fine_centers=data["fine_centers"],
+            coarse_labels=data["coarse_labels"],
+            fine_labels=data["fine_labels"],
+            settings=settings,
+            scene_hash=str(data["scene_hash"]),
+        )
+        if scene is not None:
+            if scene.num_gaussians != out.num_gaussians:
+                raise TrainingError(
+                    f"{path} holds features for {out.num_gaussians} Gaussians but the scene has "
+                    f"{scene.num_gaussians}: retrain the scene"
+                )
+            if scene_hash(scene) != out.scene_hash:
+                raise TrainingError(f"{path} was trained for a different version of this scene: retrain it")
+        return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    return str(obj)
