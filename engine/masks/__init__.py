@@ -1,0 +1,27 @@
+"""Two-level training masks (Click-Gaussian, supplementary B).
+
+Public API:
+- :class:`ViewMasks` (coarse, fine: int32 [H, W], -1 = unassigned, view-local IDs) and
+  :func:`area_rule` (SAM segment records -> ViewMasks: coarse keeps the largest overlapping
+  segment, fine the smallest).
+- Mask sources (:class:`MaskSource` protocol): :class:`SamMaskSource` (segment-anything from a
+  checkpoint file), :class:`FolderMaskSource` (masks computed elsewhere),
+  :class:`BuiltinMaskSource` (classical two-scale segmentation, no download; lower quality than
+  SAM).
+- :func:`prepare_masks`: masks for a list of views, cached on disk, with progress and cancel.
+
+Importing this package does not import torch (only :class:`SamMaskSource` needs it, when used).
+"""
+
+from .area_rule import UNASSIGNED, ViewMasks, area_rule, area_rule_stack
+from .source import MaskSource, MaskSourceBase, MaskWarning
+
+__all__ = [
+    "UNASSIGNED",
+    "MaskSource",
+    "MaskSourceBase",
+    "MaskWarning",
+    "ViewMasks",
+    "area_rule",
+    "area_rule_stack",
+]

@@ -1,0 +1,87 @@
+"""The mask-source interface shared by SAM, mask folders and the built-in segmenter.
+
+A source turns one view's image into SAM-style segment records (overlapping bool masks); the
+area rule (:mod:`.area_rule`) turns those into the two-level ID maps. A source that already
+has two-level maps (a folder of precomputed maps) overrides :meth:`MaskSourceBase.view_masks`.
+
+numpy only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import MaskError
+from .area_rule import ViewMasks, area_rule
+
+
+class MaskWarning(UserWarning):
+    """A non-fatal mask problem (e.g. a view where the source found no segment)."""
+
+
+@runtime_checkable
+class MaskSource(Protocol):
+    """What :func:`engine.masks.prepare_masks` needs from a mask source.
+
+    name: short identifier (``"sam"``, ``"folder"``, ``"builtin"``).
+    quality: for the user, e.g. ``"sam (vit_h)"`` or ``"builtin (lower quality than SAM)"``.
+    """
+
+    name: str
+    quality: str
+
+    def segments(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """image uint8 [H, W, 3] RGB -> SAM-style records (bool ``segmentation`` [H, W],
+        int ``area``), overlapping allowed."""
+        ...
+
+
+class MaskSourceBase:
+    """Shared behaviour of the project's sources.
+
+    Subclasses set ``name`` and ``quality`` and implement :meth:`segments`; they describe their
+    settings in :meth:`settings` (JSON-able; part of the mask cache key). ``cacheable`` is False
+    for sources that are as cheap to read as the cache itself.
+    """
+
+    name: str = "source"
+    quality: str = ""
+    cacheable: bool = True
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-able description of everything that changes this source's output."""
+        return {}
+
+    def segments(self, image: np.ndarray) -> list[dict[str, Any]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def view_masks(self, image: np.ndarray, name: str | None = None) -> ViewMasks:
+        """The two-level maps of one view: the area rule over :meth:`segments`. ``name`` is the
+        view's name (image file name or stem); sources that look masks up by view use it."""
+        image = check_image(image, name)
+        return area_rule(self.segments(image), image.shape[0], image.shape[1])
+
+
+def view_masks_from(source: Any, image: np.ndarray, name: str | None = None) -> ViewMasks:
+    """Two-level maps of one view from any source: its own ``view_masks`` when it has one,
+    otherwise the area rule over ``segments(image)``."""
+    if hasattr(source, "view_masks"):
+        return source.view_masks(image, name)
+    image = check_image(image, name)
+    return area_rule(source.segments(image), image.shape[0], image.shape[1])
+
+
+def check_image(image: Any, name: str | None = None) -> np.ndarray:
+    """Validate a view image: uint8 [H, W, 3] RGB (an [H, W, 4] RGBA image loses its alpha,
+    an [H, W] grey image is repeated to 3 channels). Returns a C-contiguous uint8 [H, W, 3]."""
+    label = f"image {name!r}" if name else "image"
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise MaskError(f"{label} must be uint8 RGB, got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise MaskError(f"{label} must be [H, W, 3] RGB, got shape {arr.shape}")
+    return np.ascontiguousarray(arr[:, :, :3])
