@@ -1,0 +1,178 @@
+"""Every loss term against its direct formula on tiny inputs (values and gradients)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from engine.train import losses as L
+
+
+def _seg(p: int, k: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, k, (p,), generator=g)
+
+
+def _feat(p: int, d: int, seed: int, bias: float = 0.7) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(p, d, generator=g, dtype=torch.float64) + bias).requires_grad_()
+
+
+@pytest.mark.parametrize("p,k,seed", [(1, 1, 0), (7, 3, 1), (40, 5, 2), (97, 11, 3), (64, 1, 4)])
+def test_positive_term_equals_pair_formula(p, k, seed):
+    seg = _seg(p, k, seed)
+    x = _feat(p, 12, seed)
+    fast = L.positive_pair_loss(L.unit(x), seg)
+    (gf,) = torch.autograd.grad(fast, x)
+    ref = L.positive_pair_loss_reference(L.unit(x), seg)
+    (gr,) = torch.autograd.grad(ref, x)
+    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(gf, gr)
+
+
+@pytest.mark.parametrize("p,k,seed,block", [(2, 2, 0, 1), (9, 3, 1, 4), (50, 4, 2, 7), (130, 9, 3, 32), (33, 1, 5, 8)])
+@pytest.mark.parametrize("margin", [0.5, 0.75])
+def test_fused_negative_term_equals_pair_formula(p, k, seed, block, margin):
+    seg = _seg(p, k, seed)
+    x = _feat(p, 24, seed)
+    fast = L.negative_pair_loss(L.unit(x), seg, margin, block=block)
+    (gf,) = torch.autograd.grad(fast, x)
+    ref = L.negative_pair_loss_reference(L.unit(x), seg, margin)
+    (gr,) = torch.autograd.grad(ref, x)
+    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(gf, gr)
+    if p >= 40 and k > 1:
+        assert float(ref.detach()) > 0  # the case is not vacuous
+
+
+def test_negative_term_ignores_same_segment_pairs():
+    # all pixels identical and in one segment: no negative pairs at all
+    x = torch.ones(10, 12, requires_grad=True)
+    assert float(L.negative_pair_loss(L.unit(x), torch.zeros(10, dtype=torch.long), 0.5)) == 0.0
+    # two segments with identical features: every cross pair counts with S = 1
+    seg = torch.tensor([0] * 4 + [1] * 6)
+    v = L.negative_pair_loss(L.unit(x), seg, 0.5)
+    assert math.isclose(float(v), 2 * 4 * 6 / 100, rel_tol=1e-6)
+
+
+def test_contrastive_uses_published_margins_and_ignores_unassigned():
+    p = 60
+    seg_c, seg_f = _seg(p, 3, 7), _seg(p, 6, 8)
+    seg_f[:10] = -1
+    x = _feat(p, 24, 9, bias=0.3)
+    pos, neg = L.contrastive_loss(x, seg_c, seg_f)
+    ok = seg_f >= 0
+    fine = x[ok]
+    want_pos = L.positive_pair_loss_reference(L.unit(x[:, :12]), seg_c) + L.positive_pair_loss_reference(
+        L.unit(fine), seg_f[ok]
+    )
+    want_neg = L.negative_pair_loss_reference(L.unit(x[:, :12]), seg_c, 0.5) + L.negative_pair_loss_reference(
+        L.unit(fine), seg_f[ok], 0.75
+    )
+    torch.testing.assert_close(pos, want_pos)
+    torch.testing.assert_close(neg, want_neg)
+    rp, rn = L.contrastive_loss(x, seg_c, seg_f, reference=True)
+    torch.testing.assert_close(rp, pos)
+    torch.testing.assert_close(rn, neg)
+
+
+def test_stop_gradient_blocks_coarse_half_in_fine_negative_term():
+    p = 50
+    seg_c = torch.zeros(p, dtype=torch.long)  # one coarse segment: coarse negative term is 0
+    seg_f = _seg(p, 5, 11)
+    x = _feat(p, 24, 12, bias=1.0)
+    _, neg = L.contrastive_loss(x, torch.full_like(seg_c, -1), seg_f)
+    assert float(neg) > 0
+    (g,) = torch.autograd.grad(neg, x)
+    assert torch.all(g[:, :12] == 0)  # no gradient into the coarse half
+    assert g[:, 12:].abs().sum() > 0
+    # without the stop-gradient the coarse half would receive gradient
+    nf = L.negative_pair_loss_reference(L.unit(x), seg_f, 0.75)
+    (g2,) = torch.autograd.grad(nf, x)
+    assert g2[:, :12].abs().sum() > 0
+    # the positive fine term does train the coarse half (granularity prior)
+    pos, _ = L.contrastive_loss(x, torch.full_like(seg_c, -1), seg_f)
+    (g3,) = torch.autograd.grad(pos, x)
+    assert g3[:, :12].abs().sum() > 0
+
+
+def test_without_prior_fine_level_ignores_coarse_half():
+    p = 30
+    seg_f = _seg(p, 4, 2)
+    x = _feat(p, 24, 3)
+    pos, neg = L.contrastive_loss(x, torch.full_like(seg_f, -1), seg_f, use_prior=False)
+    (g,) = torch.autograd.grad(pos + neg, x)
+    assert torch.all(g[:, :12] == 0)
+    torch.testing.assert_close(pos, L.positive_pair_loss_reference(L.unit(x[:, 12:]), seg_f))
+
+
+def _gfl_direct(f, centers, margin):
+    m, c = f.shape[0], centers.shape[0]
+    pos = 0.0
+    neg = 0.0
+    for i in range(m):
+        cos = [float(torch.dot(f[i] / f[i].norm(), centers[k])) for k in range(c)]
+        ci = max(range(c), key=lambda k: cos[k])
+        if cos[ci] > 0.9:
+            pos -= cos[ci]
+        neg += sum(cos[k] for k in range(c) if k != ci and cos[k] > margin) / c
+    return pos / m, neg / m
+
+
+def test_gfl_terms_match_direct_formula():
+    g = torch.Generator().manual_seed(5)
+    centers = L.unit(torch.randn(4, 12, generator=g, dtype=torch.float64))
+    # features near the centres so that both the 0.9 threshold and the margin are crossed
+    f = centers[torch.randint(0, 4, (40,), generator=g)] + 0.08 * torch.randn(40, 12, generator=g, dtype=torch.float64)
+    f[:5] = centers[0] + centers[1]  # between two clusters: negative term active
+    pos, neg = L.gfl_loss_level(f, centers, 0.5)
+    wp, wn = _gfl_direct(f, centers, 0.5)
+    assert wp < 0 and wn > 0
+    assert math.isclose(float(pos), wp, rel_tol=1e-9)
+    assert math.isclose(float(neg), wn, rel_tol=1e-9)
+
+
+def test_gfl_total_uses_fine_prior():
+    g = torch.Generator().manual_seed(6)
+    f = torch.randn(20, 24, generator=g, dtype=torch.float64)
+    cc = L.unit(torch.randn(3, 12, generator=g, dtype=torch.float64))
+    cf = L.unit(torch.randn(5, 24, generator=g, dtype=torch.float64))
+    total = L.gfl_loss(f, cc, cf)
+    want = sum(L.gfl_loss_level(f[:, :12], cc, 0.5)) + sum(L.gfl_loss_level(f, cf, 0.75))
+    torch.testing.assert_close(total, want)
+    assert float(L.gfl_loss(f, None, None)) == 0.0
+
+
+def test_norm3d_radii():
+    f = torch.zeros(2, 24, dtype=torch.float64)
+    f[0, 0] = 1.0
+    f[0, 12] = 1.0  # coarse radius 1, fine' radius 1 -> fine 24-d radius sqrt(2): loss 0
+    f[1, :12] = 2.0 / math.sqrt(12)  # coarse norm 2, fine' norm 0
+    assert math.isclose(float(L.norm3d_loss(f)), (0 + (1 + 1)) / 2, rel_tol=1e-9)
+    assert math.isclose(float(L.fine_feature(f[:1]).norm()), math.sqrt(2), rel_tol=1e-9)
+
+
+def test_norm2d_matches_direct_formula():
+    x = _feat(9, 24, 4)
+    v = L.norm2d_loss(x)
+    want = 0.0
+    for row in x:
+        want += (float(row[:12].norm()) - 1.0) ** 2 + (float(row.norm()) - math.sqrt(2)) ** 2
+    assert math.isclose(float(v), want / (2 * 9), rel_tol=1e-9)
+
+
+def test_spatial_matches_direct_formula():
+    f = _feat(12, 24, 6)
+    idx = torch.tensor([0, 3, 7])
+    nbr = torch.tensor([[1, 2], [4, 5], [8, 11]])
+    v = L.spatial_loss(f, idx, nbr)
+    want = 0.0
+    for i, row in zip(idx.tolist(), nbr.tolist()):
+        for k in row:
+            want -= float(torch.nn.functional.cosine_similarity(f[i], f[k], dim=0))
+    assert math.isclose(float(v), want / 6, rel_tol=1e-9)
+    v.backward()
+    assert f.grad[[0, 1, 2, 3, 4, 5, 7, 8, 11]].abs().sum() > 0
+    assert torch.all(f.grad[[6, 9, 10]] == 0)
