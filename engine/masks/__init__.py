@@ -21,7 +21,16 @@ __all__ = [
     "MaskSource",
     "MaskSourceBase",
     "MaskWarning",
+    "SamMaskSource",
     "ViewMasks",
     "area_rule",
     "area_rule_stack",
 ]
+
+
+def __getattr__(name: str):  # SamMaskSource imports torch: load it only when asked for
+    if name == "SamMaskSource":
+        from .sam import SamMaskSource
+
+        return SamMaskSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

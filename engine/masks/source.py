@@ -9,6 +9,7 @@ numpy only.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -54,21 +55,28 @@ class MaskSourceBase:
         """JSON-able description of everything that changes this source's output."""
         return {}
 
-    def segments(self, image: np.ndarray) -> list[dict[str, Any]]:  # pragma: no cover - abstract
+    def segments(  # pragma: no cover - abstract
+        self, image: np.ndarray, cancel: threading.Event | None = None
+    ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def view_masks(self, image: np.ndarray, name: str | None = None) -> ViewMasks:
+    def view_masks(
+        self, image: np.ndarray, name: str | None = None, cancel: threading.Event | None = None
+    ) -> ViewMasks:
         """The two-level maps of one view: the area rule over :meth:`segments`. ``name`` is the
-        view's name (image file name or stem); sources that look masks up by view use it."""
+        view's name (image file name or stem); sources that look masks up by view use it.
+        ``cancel``: sources with long per-view work stop early (raising Cancelled) when set."""
         image = check_image(image, name)
-        return area_rule(self.segments(image), image.shape[0], image.shape[1])
+        return area_rule(self.segments(image, cancel=cancel), image.shape[0], image.shape[1])
 
 
-def view_masks_from(source: Any, image: np.ndarray, name: str | None = None) -> ViewMasks:
-    """Two-level maps of one view from any source: its own ``view_masks`` when it has one,
-    otherwise the area rule over ``segments(image)``."""
-    if hasattr(source, "view_masks"):
-        return source.view_masks(image, name)
+def view_masks_from(
+    source: Any, image: np.ndarray, name: str | None = None, cancel: threading.Event | None = None
+) -> ViewMasks:
+    """Two-level maps of one view from any source: its own ``view_masks`` for the project's
+    sources, otherwise the area rule over ``segments(image)`` (the bare protocol)."""
+    if isinstance(source, MaskSourceBase):
+        return source.view_masks(image, name, cancel)
     image = check_image(image, name)
     return area_rule(source.segments(image), image.shape[0], image.shape[1])
 
