@@ -14,10 +14,12 @@ Importing this package does not import torch (only :class:`SamMaskSource` needs 
 """
 
 from .area_rule import UNASSIGNED, ViewMasks, area_rule, area_rule_stack
+from .folder import FolderMaskSource
 from .source import MaskSource, MaskSourceBase, MaskWarning
 
 __all__ = [
     "UNASSIGNED",
+    "FolderMaskSource",
     "MaskSource",
     "MaskSourceBase",
     "MaskWarning",
