@@ -84,7 +84,7 @@ def test_cameras_see_the_scene(small):
         assert inside.mean() > 0.95
         ids = raycast_ids(small, cam, "object", max_steps=96)
         # objects are seen and the table fills much of the frame, below them (upright image)
-        assert (ids >= 1).mean() > 0.03 and (ids == 0).mean() > 0.3
+        assert (ids >= 1).mean() > 0.03 and (ids == 0).mean() > 0.15
         rows = np.nonzero(ids == 0)[0]
         assert rows.max() > np.nonzero(ids >= 1)[0].min()
 
