@@ -1,0 +1,93 @@
+"""How a Gaussian scene is stored on a Blender mesh (names and meanings; no bpy here).
+
+One mesh vertex per Gaussian; the vertex position is the Gaussian's mean in the object's local
+space (the file's coordinates mapped by the import's axis conversion). Every Gaussian property is
+a POINT-domain attribute, in the file's own conventions, so nothing is lost:
+
+====================  ============  ======================================================
+attribute             type          meaning
+====================  ============  ======================================================
+``gs_position``       FLOAT_VECTOR  the mean as read from the file (file axes); export uses it
+                                    with the current position to work out what was edited
+``gs_index``          INT           the Gaussian's row in the source file (features, clicks)
+``gs_f_dc``           FLOAT_VECTOR  SH degree-0 coefficient (f_dc_0-2), RGB
+``gs_sh<k>``          FLOAT_VECTOR  SH coefficient k = 1..15 (basis order), RGB; in the file it
+                                    is ``f_rest_{c*K + k-1}`` for channel c
+``gs_opacity``        FLOAT         opacity logit
+``gs_scale``          FLOAT_VECTOR  log standard deviations (scale_0-2)
+``gs_rotation``       QUATERNION    rotation wxyz (rot_0-3), as stored (maybe unnormalised)
+``gs_x_<name>``       FLOAT / INT   any other per-vertex property of the file (nx, ny, ...)
+``gs_color``          FLOAT_COLOR   display colour: SH DC colour (linear) with alpha = opacity
+====================  ============  ======================================================
+
+Object custom properties (``gs_*``) record the file layout (JSON), the axis conversion matrix
+applied at import (4x4, file -> local) and the source path, so export undoes the conversion
+exactly and writes the input's property layout.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .engine.scene import GaussianScene, PlyLayout
+
+POSITION = "gs_position"
+INDEX = "gs_index"
+F_DC = "gs_f_dc"
+OPACITY = "gs_opacity"
+SCALE = "gs_scale"
+ROTATION = "gs_rotation"
+COLOR = "gs_color"
+EXTRA_PREFIX = "gs_x_"
+
+
+def sh_name(k: int) -> str:
+    """Attribute name of SH coefficient ``k`` (1..15, gsplat basis order)."""
+    return f"gs_sh{k}"
+
+
+# object custom properties
+PROP_LAYOUT = "gs_layout"
+PROP_AXIS = "gs_axis_matrix"
+PROP_SOURCE = "gs_source"
+PROP_SH_DEGREE = "gs_sh_degree"
+PROP_COUNT = "gs_count"
+
+
+def layout_to_json(layout: PlyLayout | None) -> str:
+    """JSON text of a PLY layout (vertex dtype as ``descr``), or "" for none."""
+    if layout is None:
+        return ""
+    return json.dumps(
+        {
+            "descr": [list(d) for d in layout.vertex_dtype.descr],
+            "format": layout.format,
+            "comments": list(layout.comments),
+            "obj_info": list(layout.obj_info),
+            "source": layout.source,
+        }
+    )
+
+
+def layout_from_json(text: str) -> PlyLayout | None:
+    """Inverse of :func:`layout_to_json`; None for "" or unreadable text."""
+    if not text:
+        return None
+    try:
+        d = json.loads(text)
+        dtype = np.dtype([tuple(x) for x in d["descr"]])
+        return PlyLayout(dtype, d["format"], list(d["comments"]), list(d["obj_info"]), d["source"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def display_colors(scene: GaussianScene) -> np.ndarray:
+    """[N, 4] float32 RGBA display colour: SH DC colour (sRGB-ish values as 3DGS renders them,
+    converted to linear for Blender's scene-linear colour attributes) and alpha = opacity."""
+    rgba = np.empty((scene.num_gaussians, 4), np.float32)
+    c = scene.base_colors()
+    rgba[:, :3] = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    rgba[:, 3] = scene.activated_opacities()
+    return rgba

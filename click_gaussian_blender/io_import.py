@@ -1,0 +1,122 @@
+"""3DGS .ply -> Blender mesh object (one vertex per Gaussian, every property an attribute).
+
+The file is read by the project's one PLY reader (:func:`engine.ply.read_ply`: Inria layout,
+SuperSplat ``.compressed.ply``); this module only moves arrays into Blender with bulk
+``foreach_set`` calls (no per-vertex Python). See :mod:`.attributes` for the attribute scheme.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import bpy
+import numpy as np
+
+from . import attributes as A
+from . import display
+from .engine.ply import read_ply
+from .engine.scene import GaussianScene
+
+# 3DGS / COLMAP scenes use the OpenCV camera frame: y down, z forward. Blender is z up.
+DEFAULT_AXIS_FORWARD = "Z"
+DEFAULT_AXIS_UP = "-Y"
+
+
+@dataclass
+class ImportSettings:
+    axis_matrix: np.ndarray = field(default_factory=lambda: np.eye(4))  # [4, 4] file -> local
+    display_ratio: float = 1.0  # fraction of Gaussians drawn (display only)
+    name: str | None = None  # object name (default: the file name)
+
+
+def _set(attr: bpy.types.Attribute, key: str, values: np.ndarray, dtype=np.float32) -> None:
+    attr.data.foreach_set(key, np.ascontiguousarray(values, dtype=dtype).reshape(-1))
+
+
+def _new(mesh: bpy.types.Mesh, name: str, type_: str) -> bpy.types.Attribute:
+    old = mesh.attributes.get(name)
+    if old is not None:
+        mesh.attributes.remove(old)
+    return mesh.attributes.new(name, type_, "POINT")
+
+
+def extra_attribute_type(arr: np.ndarray) -> str:
+    """INT for integer properties that fit int32, FLOAT otherwise."""
+    if arr.dtype.kind in "iub" and arr.dtype.itemsize <= 2 or arr.dtype.kind == "i" and arr.dtype.itemsize == 4:
+        return "INT"
+    return "FLOAT"
+
+
+def scene_to_mesh(scene: GaussianScene, mesh: bpy.types.Mesh, axis_matrix: np.ndarray) -> None:
+    """Fill an empty mesh with one vertex per Gaussian and all attributes."""
+    n = scene.num_gaussians
+    m = np.asarray(axis_matrix, dtype=np.float64)
+    mesh.vertices.add(n)
+    co = scene.means.astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+    mesh.vertices.foreach_set("co", co.astype(np.float32).reshape(-1))
+    _set(_new(mesh, A.POSITION, "FLOAT_VECTOR"), "vector", scene.means)
+    _set(_new(mesh, A.INDEX, "INT"), "value", np.arange(n, dtype=np.int32), np.int32)
+    _set(_new(mesh, A.F_DC, "FLOAT_VECTOR"), "vector", scene.sh_dc)
+    for k in range(scene.sh_rest.shape[1]):
+        _set(_new(mesh, A.sh_name(k + 1), "FLOAT_VECTOR"), "vector", scene.sh_rest[:, k])
+    _set(_new(mesh, A.OPACITY, "FLOAT"), "value", scene.opacities)
+    _set(_new(mesh, A.SCALE, "FLOAT_VECTOR"), "vector", scene.scales)
+    _set(_new(mesh, A.ROTATION, "QUATERNION"), "value", scene.quats)
+    for name, arr in scene.extra.items():
+        t = extra_attribute_type(arr)
+        _set(_new(mesh, A.EXTRA_PREFIX + name, t), "value", arr, np.int32 if t == "INT" else np.float32)
+    color = mesh.color_attributes.new(A.COLOR, "FLOAT_COLOR", "POINT")
+    _set(color, "color", A.display_colors(scene))
+    mesh.update()
+
+
+def scene_to_object(
+    scene: GaussianScene,
+    context: bpy.types.Context,
+    settings: ImportSettings,
+    source: str = "",
+) -> bpy.types.Object:
+    """Create, link, select and make active a splat object for ``scene``."""
+    name = settings.name or _object_name(source or scene.path or "Gaussians")
+    mesh = bpy.data.meshes.new(name)
+    scene_to_mesh(scene, mesh, settings.axis_matrix)
+    obj = bpy.data.objects.new(name, mesh)
+    obj[A.PROP_LAYOUT] = A.layout_to_json(scene.layout)
+    obj[A.PROP_AXIS] = [float(v) for v in np.asarray(settings.axis_matrix, np.float64).reshape(-1)]
+    obj[A.PROP_SOURCE] = os.path.abspath(source) if source else ""
+    obj[A.PROP_SH_DEGREE] = scene.sh_degree
+    obj[A.PROP_COUNT] = scene.num_gaussians
+    collection = context.collection if context.collection is not None else context.scene.collection
+    collection.objects.link(obj)
+    co = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", co)
+    display.setup_display(obj, display.robust_extent(co.reshape(-1, 3)), display_ratio=settings.display_ratio)
+    view_layer = context.view_layer
+    for other in view_layer.objects.selected:
+        other.select_set(False)
+    obj.select_set(True)
+    view_layer.objects.active = obj
+    return obj
+
+
+def _object_name(path: str) -> str:
+    base = os.path.basename(os.fspath(path))
+    for ext in (".compressed.ply", ".ply"):
+        if base.lower().endswith(ext):
+            return base[: -len(ext)] or "Gaussians"
+    return base or "Gaussians"
+
+
+def import_ply(context: bpy.types.Context, path: str, settings: ImportSettings | None = None
+               ) -> tuple[bpy.types.Object, dict[str, float]]:
+    """Read a 3DGS .ply (raises :class:`engine.errors.EngineError` with a one-line message on
+    bad input) and create its object. Returns (object, timings in seconds)."""
+    settings = settings or ImportSettings()
+    t0 = time.perf_counter()
+    scene = read_ply(path)
+    t1 = time.perf_counter()
+    obj = scene_to_object(scene, context, settings, source=path)
+    t2 = time.perf_counter()
+    return obj, {"read": t1 - t0, "build": t2 - t1}

@@ -1,0 +1,150 @@
+"""File > Import / Export "3D Gaussian Splatting (.ply)" and drag-and-drop of .ply files.
+
+Operators are adapters: properties -> settings -> one call (:func:`.io_import.import_ply`,
+:func:`.io_export.export_ply`) -> report. Engine errors (messages written for users) become an
+ERROR report and CANCELLED; warnings are reported after the operation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, CollectionProperty, FloatProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper, ImportHelper, axis_conversion, orientation_helper
+
+from . import io_export, io_import
+from .engine.errors import EngineError
+
+
+@orientation_helper(axis_forward=io_import.DEFAULT_AXIS_FORWARD, axis_up=io_import.DEFAULT_AXIS_UP)
+class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
+    """Import a 3D Gaussian Splatting scene (.ply, SuperSplat .compressed.ply) as a mesh with
+    one vertex per Gaussian"""
+
+    bl_idname = "import_scene.gaussian_splatting"
+    bl_label = "Import 3D Gaussian Splatting"
+    bl_options = {"REGISTER", "UNDO", "PRESET"}
+
+    filename_ext = ".ply"
+    filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+    display_ratio: FloatProperty(
+        name="Display Ratio", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
+        description="Fraction of Gaussians drawn in the viewport (display only; all are kept)")
+
+    def _paths(self) -> list[str]:
+        if self.files and self.directory:
+            return [os.path.join(self.directory, f.name) for f in self.files if f.name]
+        return [self.filepath]
+
+    def execute(self, context):
+        axis = np.array(axis_conversion(from_forward=self.axis_forward, from_up=self.axis_up).to_4x4())
+        settings = io_import.ImportSettings(axis_matrix=axis, display_ratio=self.display_ratio)
+        done = 0
+        for path in self._paths():
+            try:
+                obj, _ = io_import.import_ply(context, path, settings)
+            except EngineError as exc:
+                self.report({"ERROR"}, str(exc))
+                continue
+            done += 1
+            self.report({"INFO"}, f"Imported {obj[io_import.A.PROP_COUNT]:,} Gaussians from {os.path.basename(path)}")
+        return {"FINISHED"} if done else {"CANCELLED"}
+
+    def invoke(self, context, event):
+        if self.filepath and not self.files:  # drag and drop of one file
+            return self.execute(context)
+        return ImportHelper.invoke(self, context, event)
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(self, "axis_forward")
+        layout.prop(self, "axis_up")
+        layout.prop(self, "display_ratio")
+
+
+class CLICKGS_OT_export_ply(bpy.types.Operator, ExportHelper):
+    """Export the active Gaussian Splatting object as a 3DGS .ply with every edit applied
+    (moves, rotations, scales, duplicates, deletions; SH rotated), in the file's own axes"""
+
+    bl_idname = "export_scene.gaussian_splatting"
+    bl_label = "Export 3D Gaussian Splatting"
+    bl_options = {"REGISTER", "PRESET"}
+
+    filename_ext = ".ply"
+    filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+    apply_transform: BoolProperty(
+        name="Apply Object Transform", default=True,
+        description="Export in world space (the object's location, rotation and scale applied)")
+    overwrite: BoolProperty(
+        name="Overwrite Existing", default=False,
+        description="Replace the file if it exists, even the scene's source file")
+
+    @classmethod
+    def poll(cls, context):
+        return io_export.is_splat_object(context.active_object)
+
+    def invoke(self, context, event):
+        if not self.filepath:
+            self.filepath = io_export.export_scene_path_default(context.active_object)
+        return ExportHelper.invoke(self, context, event)
+
+    def execute(self, context):
+        obj = context.active_object
+        settings = io_export.ExportSettings(apply_transform=self.apply_transform, overwrite=self.overwrite)
+        try:
+            rep = io_export.export_ply(obj, self.filepath, settings)
+        except EngineError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        for w in rep.warnings:
+            self.report({"WARNING"}, w)
+        self.report({"INFO"}, f"Exported {rep.count:,} Gaussians to {os.path.basename(self.filepath)}")
+        return {"FINISHED"}
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(self, "apply_transform")
+        layout.prop(self, "overwrite")
+
+
+class CLICKGS_FH_ply(bpy.types.FileHandler):
+    bl_idname = "CLICKGS_FH_ply"
+    bl_label = "3D Gaussian Splatting"
+    bl_import_operator = CLICKGS_OT_import_ply.bl_idname
+    bl_export_operator = CLICKGS_OT_export_ply.bl_idname
+    bl_file_extensions = ".ply"
+
+    @classmethod
+    def poll_drop(cls, context):
+        return context.area is not None and context.area.type == "VIEW_3D"
+
+
+def _menu_import(self, context):
+    self.layout.operator(CLICKGS_OT_import_ply.bl_idname, text="3D Gaussian Splatting (.ply)")
+
+
+def _menu_export(self, context):
+    self.layout.operator(CLICKGS_OT_export_ply.bl_idname, text="3D Gaussian Splatting (.ply)")
+
+
+_CLASSES = (CLICKGS_OT_import_ply, CLICKGS_OT_export_ply, CLICKGS_FH_ply)
+
+
+def register() -> None:
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.TOPBAR_MT_file_import.append(_menu_import)
+    bpy.types.TOPBAR_MT_file_export.append(_menu_export)
+
+
+def unregister() -> None:
+    bpy.types.TOPBAR_MT_file_export.remove(_menu_export)
+    bpy.types.TOPBAR_MT_file_import.remove(_menu_import)
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)
