@@ -241,7 +241,11 @@ def send_message(sock: Any, header: Mapping[str, Any], arrays: Mapping[str, obje
     """Write one frame to a socket (``sendall``); small pieces are joined so a frame costs few
     system calls, large arrays are sent from their own memory without copying. Not thread-safe:
     callers sharing a socket hold a lock. Returns the frame size in bytes."""
-    bufs = encode_frame(header, arrays)
+    return send_buffers(sock, encode_frame(header, arrays))
+
+
+def send_buffers(sock: Any, bufs: list[bytes | memoryview]) -> int:
+    """Write the buffers of one frame (from :func:`encode_frame`); see :func:`send_message`."""
     total = 0
     pending: list[bytes | memoryview] = []
     pending_size = 0
