@@ -8,7 +8,10 @@ A geometry-nodes modifier ("Gaussian Splats") turns the mesh vertices into point
   hide the scene);
 - ``Display Ratio`` (0-1) keeps a stable random subset of the points (by ``gs_index``), for
   responsive viewports on huge scenes — display only; editing and export see every Gaussian;
-- selected vertices are stored as ``gs_selected`` (1.0) for the material to highlight;
+- Gaussians flagged in the ``gs_highlight`` boolean attribute (:func:`set_highlight`: the click
+  selection, or the vertex selection through the "Highlight Selected" operator) are stored as
+  ``gs_selected`` (1.0) for the material to highlight. (Geometry nodes cannot read Blender's
+  internal ``.select_vert``; in Edit Mode Blender's own overlay marks selected vertices.)
 - the "Gaussian Splat" material emits the ``gs_color`` attribute (SH DC colour), mixes it towards
   orange where ``gs_selected`` is set, and is transparent by ``1 - opacity`` (the colour alpha).
 
@@ -27,7 +30,8 @@ from . import attributes as A
 NODE_GROUP = "Gaussian Splats"
 MATERIAL = "Gaussian Splat"
 MODIFIER = "Gaussian Splats"
-SELECTED = "gs_selected"
+SELECTED = "gs_selected"  # float copy on the displayed points, read by the material
+HIGHLIGHT_ATTR = "gs_highlight"  # BOOLEAN POINT attribute on the mesh: Gaussians to highlight
 HIGHLIGHT = (1.0, 0.35, 0.0, 1.0)  # Blender's selection orange, linear
 
 
@@ -109,11 +113,11 @@ def splat_material() -> bpy.types.Material:
 def splat_node_group() -> bpy.types.NodeTree:
     """The shared geometry-nodes group (created once per .blend)."""
     ng = bpy.data.node_groups.get(NODE_GROUP)
-    if ng is not None and ng.get("gs_version") == 1:
+    if ng is not None and ng.get("gs_version") == 2:
         return ng
     if ng is None:
         ng = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")
-    ng["gs_version"] = 1
+    ng["gs_version"] = 2
     ng.nodes.clear()
     ng.interface.clear()
     iface = ng.interface
@@ -133,11 +137,11 @@ def splat_node_group() -> bpy.types.NodeTree:
     gout = nodes.new("NodeGroupOutput")
     gout.location = (600, 0)
 
-    # selection -> gs_selected (float) on the vertices, before they become points
+    # highlight (bool) -> gs_selected (float) on the vertices, before they become points
     selattr = nodes.new("GeometryNodeInputNamedAttribute")
     selattr.data_type = "BOOLEAN"
     selattr.location = (-1000, -300)
-    selattr.inputs["Name"].default_value = ".select_vert"
+    selattr.inputs["Name"].default_value = HIGHLIGHT_ATTR
     store = nodes.new("GeometryNodeStoreNamedAttribute")
     store.data_type = "FLOAT"
     store.domain = "POINT"
@@ -227,6 +231,58 @@ def set_display(obj: bpy.types.Object, *, point_size: float | None = None,
     obj.update_tag()
 
 
+def set_highlight(obj: bpy.types.Object, mask: np.ndarray | None) -> int:
+    """Highlight the Gaussians where ``mask`` [N] bool is set (None clears). Returns the count."""
+    mesh = obj.data
+    attr = mesh.attributes.get(HIGHLIGHT_ATTR)
+    if mask is None:
+        if attr is not None:
+            mesh.attributes.remove(attr)
+        obj.update_tag()
+        return 0
+    mask = np.ascontiguousarray(mask, dtype=bool).reshape(-1)
+    if len(mask) != len(mesh.vertices):
+        raise ValueError(f"highlight mask has {len(mask)} entries for {len(mesh.vertices)} Gaussians")
+    if attr is None or attr.data_type != "BOOLEAN" or attr.domain != "POINT":
+        if attr is not None:
+            mesh.attributes.remove(attr)
+        attr = mesh.attributes.new(HIGHLIGHT_ATTR, "BOOLEAN", "POINT")
+    attr.data.foreach_set("value", mask)
+    mesh.update()
+    obj.update_tag()
+    return int(mask.sum())
+
+
+def selected_vertices(obj: bpy.types.Object) -> np.ndarray:
+    """[N] bool current vertex selection (Edit-Mode changes synced first)."""
+    if obj.mode == "EDIT":
+        obj.update_from_editmode()
+    sel = np.empty(len(obj.data.vertices), bool)
+    obj.data.vertices.foreach_get("select", sel)
+    return sel
+
+
+class CLICKGS_OT_highlight_selected(bpy.types.Operator):
+    """Highlight the selected Gaussians (vertex selection) in Object Mode and renders"""
+
+    bl_idname = "object.gaussian_highlight_selected"
+    bl_label = "Highlight Selected Gaussians"
+    bl_options = {"REGISTER", "UNDO"}
+
+    clear: bpy.props.BoolProperty(name="Clear", default=False, description="Remove the highlight")
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and get_modifier(obj) is not None
+
+    def execute(self, context):
+        obj = context.active_object
+        n = set_highlight(obj, None if self.clear else selected_vertices(obj))
+        self.report({"INFO"}, f"{n:,} Gaussians highlighted")
+        return {"FINISHED"}
+
+
 def get_display(obj: bpy.types.Object) -> dict[str, float]:
     mod = get_modifier(obj)
     if mod is None:
@@ -268,8 +324,8 @@ def robust_extent(points: np.ndarray) -> float:
 
 
 def register() -> None:
-    pass
+    bpy.utils.register_class(CLICKGS_OT_highlight_selected)
 
 
 def unregister() -> None:
-    pass
+    bpy.utils.unregister_class(CLICKGS_OT_highlight_selected)

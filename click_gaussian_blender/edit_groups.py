@@ -52,6 +52,15 @@ def _residuals(m: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.linalg.norm(src @ m[:3, :3].T + m[:3, 3] - dst, axis=1)
 
 
+def _snap(m: np.ndarray, rtol: float = 1e-6) -> np.ndarray:
+    """A fitted matrix whose linear part is the identity within ``rtol`` becomes an exact
+    translation, so moved-only Gaussians keep their rotation and scale bit for bit."""
+    if np.max(np.abs(m[:3, :3] - np.eye(3))) <= rtol:
+        m = m.copy()
+        m[:3, :3] = np.eye(3)
+    return m
+
+
 def _best_fit(src: np.ndarray, dst: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """(matrix, residuals): the similarity if it explains the points within tol, else the
     affine fit if it does better."""
@@ -105,7 +114,7 @@ def estimate_edits(
         if res.max() <= tol:
             groups[idx] = len(mats)
             free[idx] = False
-            mats.append(mat)
+            mats.append(_snap(mat))
 
     rng = np.random.default_rng(seed)
     while free.sum() >= 4 and len(mats) < max_groups:
@@ -143,7 +152,7 @@ def estimate_edits(
             break
         groups[inl] = len(mats)
         free[inl] = False
-        mats.append(best)
+        mats.append(_snap(best))
 
     groups[free] = TRANSLATED
     if selected is not None and mats:

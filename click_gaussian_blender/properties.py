@@ -37,6 +37,9 @@ class CLICKGS_PT_splat_object(bpy.types.Panel):
         for item in mod.node_group.interface.items_tree:
             if getattr(item, "in_out", None) == "INPUT" and item.name in ("Point Size", "Max Radius", "Display Ratio"):
                 layout.prop(mod, f'["{item.identifier}"]', text=item.name)
+        row = layout.row(align=True)
+        row.operator("object.gaussian_highlight_selected", text="Highlight Selected")
+        row.operator("object.gaussian_highlight_selected", text="Clear").clear = True
 
 
 def register() -> None:
