@@ -81,9 +81,13 @@ class EngineProcess:
         text = list(self._stdout)[-5:] + list(self._stderr)[-lines:]
         return "\n".join(t.rstrip() for t in text if t.strip())
 
-    def describe_exit(self) -> str:
-        """A one-paragraph account of how the engine ended (for EngineGone messages)."""
-        code = self.process.poll()
+    def describe_exit(self, wait_s: float = 1.0) -> str:
+        """A one-paragraph account of how the engine ended (for EngineGone messages). The
+        socket closes a moment before the process is gone: wait up to ``wait_s`` for its exit."""
+        try:
+            code = self.process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            code = None
         if code is None:
             return f"engine pid {self.pid} still running; log: {self.log_path}"
         parts = [f"engine exited with code {code}"]
