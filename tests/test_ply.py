@@ -346,6 +346,26 @@ def test_nan_values_refused_or_dropped(fox_path: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(scene.means[:, 0], raw["x"][keep])
 
 
+def test_empty_scene_refused(tmp_path: Path) -> None:
+    p = tmp_path / "empty.ply"
+    write_ply(_random_scene(0, 1), p)
+    with pytest.raises(SceneFormatError, match="empty.ply: the file holds no Gaussians"):
+        read_ply(p)
+
+
+def test_io_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.bench.io import main
+
+    assert main(["--n", "2000", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert lines["round trip vertex bytes identical"] == "1 bool"
+    for label in ("read ours (read_ply -> GaussianScene)", "write ours (write_ply, atomic + fsync)",
+                  "read plyfile (Inria-style per-property arrays)"):
+        value, unit = lines[label].split()
+        assert unit == "s" and float(value) >= 0
+
+
 def test_engine_ply_is_torch_free() -> None:
     import subprocess
     import sys
