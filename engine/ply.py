@@ -33,8 +33,10 @@ SH-3 file reads in a few tenths of a second (``python -m engine.bench io``).
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -100,11 +102,17 @@ def _read_plydata(path: str, name: str) -> plyfile.PlyData:
         raise SceneFormatError(f"{path}: file not found")
     if os.path.isdir(path):
         raise SceneFormatError(f"{path}: is a folder, not a .ply file")
-    with open(path, "rb") as f:
-        magic = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise SceneFormatError(f"{path}: cannot open: {exc.strerror or exc}") from None
     if magic not in (b"ply\n", b"ply\r"):
         raise SceneFormatError(f"{name}: not a PLY file (it does not start with 'ply')")
     try:
+        fast = _read_ascii_vertices(path, name)
+        if fast is not None:
+            return fast
         # mmap='c' (plyfile's default, copy-on-write): binary elements are memory-mapped,
         # trailing bytes after the last element are ignored, a short file raises early EOF.
         return plyfile.PlyData.read(path, mmap="c")
@@ -122,6 +130,37 @@ def _read_plydata(path: str, name: str) -> plyfile.PlyData:
         raise SceneFormatError(f"{name}: malformed PLY header: {exc}") from None
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise SceneFormatError(f"{name}: cannot read PLY: {exc}") from None
+
+
+def _read_ascii_vertices(path: str, name: str) -> plyfile.PlyData | None:
+    """ASCII files holding only a vertex element without list properties: plyfile's header
+    parser, then ``np.loadtxt`` into the element's dtype (4x faster than plyfile's row-by-row
+    ASCII reader, same values: both parse each token to the property's type). None when the file
+    is binary or has another shape (plyfile then reads it)."""
+    parse_header = getattr(plyfile.PlyData, "_parse_header", None)
+    if parse_header is None:  # a plyfile without it: use the plain (slower) path
+        return None
+    with open(path, "rb") as f:
+        data = parse_header(f)
+        if not data.text or [e.name for e in data.elements] != ["vertex"]:
+            return None
+        element = data.elements[0]
+        if any(isinstance(p, plyfile.PlyListProperty) for p in element.properties):
+            return None
+        dtype = _property_dtype(element, "=")
+        text = io.TextIOWrapper(f, encoding="ascii", errors="strict", newline=None)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "input contained no data" for 0 rows
+                arr = np.loadtxt(text, dtype=dtype, max_rows=element.count, comments=None, ndmin=1)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SceneFormatError(f"{name}: malformed ASCII vertex data: {exc}") from None
+    if arr.shape[0] < element.count:
+        raise SceneFormatError(
+            f"{name}: truncated file: element 'vertex' declares {element.count} records but only "
+            f"{arr.shape[0]} are complete")
+    element.data = arr
+    return data
 
 
 def is_compressed_ply(data: plyfile.PlyData) -> bool:
