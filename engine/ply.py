@@ -8,7 +8,9 @@ Reads
   :attr:`GaussianScene.extra` (in file order), trailing bytes after the last record ignored;
 - SuperSplat / PlayCanvas ``.compressed.ply`` (chunks of 256 splats with min/max bounds and packed
   uint32 position/rotation/scale/colour, optional uint8 ``sh`` element), decoded to the Inria
-  conventions (log scales, logit opacity, ``f_dc`` from colour, wxyz quaternions).
+  conventions (log scales, logit opacity, ``f_dc`` from colour, wxyz quaternions);
+- antimatter15 ``.splat`` files (headerless, 32 bytes per splat), decoded the same way.
+Scenes from the last two are written back as standard Inria ``.ply`` files.
 
 Values are stored as read: quaternions are never normalised here (see
 :meth:`GaussianScene.unit_quats`), log scales and opacity logits are not clamped.
@@ -64,7 +66,8 @@ _ALPHA_EPS = 0.5 / 255.0
 # ----------------------------------------------------------------------------------------- read
 
 def read_ply(path: str | os.PathLike, *, drop_invalid: bool = False) -> GaussianScene:
-    """Read a 3DGS scene from an Inria-layout ``.ply`` or a SuperSplat ``.compressed.ply``.
+    """Read a 3DGS scene from an Inria-layout ``.ply``, a SuperSplat ``.compressed.ply`` or an
+    antimatter15 ``.splat`` file.
 
     Args:
         path: the file.
@@ -81,6 +84,8 @@ def read_ply(path: str | os.PathLike, *, drop_invalid: bool = False) -> Gaussian
     """
     path = os.fspath(path)
     name = _display(path)
+    if path.lower().endswith(".splat") and _has_no_ply_magic(path):
+        return _check_finite(_read_splat(path, name), name, drop_invalid)
     data = _read_plydata(path, name)
     try:
         if is_compressed_ply(data):
@@ -91,6 +96,44 @@ def read_ply(path: str | os.PathLike, *, drop_invalid: bool = False) -> Gaussian
         del data  # release the memory map before anyone wants to replace the file
     scene.path = path
     return _check_finite(scene, name, drop_invalid, known_finite)
+
+
+def _has_no_ply_magic(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(3) != b"ply"
+    except OSError:
+        return False  # the PLY path reports missing / unreadable files
+
+
+_SPLAT_DTYPE = np.dtype([("position", "<f4", (3,)), ("scale", "<f4", (3,)),
+                         ("rgba", "u1", (4,)), ("rot", "u1", (4,))])
+
+
+def _read_splat(path: str, name: str) -> GaussianScene:
+    """antimatter15's ``.splat`` (32 bytes per splat, no header: position float32 x3, linear
+    scale float32 x3, RGBA uint8 with A = opacity, quaternion wxyz as uint8 q*128+128), decoded
+    to Inria conventions like the compressed format; no higher SH."""
+    size = os.path.getsize(path)
+    if size == 0 or size % _SPLAT_DTYPE.itemsize:
+        raise SceneFormatError(
+            f"{name}: not a .splat file ({size} bytes is not a positive multiple of 32)")
+    rec = np.fromfile(path, dtype=_SPLAT_DTYPE)
+    n = rec.shape[0]
+    rgba = rec["rgba"].astype(np.float32) / 255.0
+    alpha = np.clip(rgba[:, 3].astype(np.float64), _ALPHA_EPS, 1.0 - _ALPHA_EPS)
+    with np.errstate(divide="ignore"):
+        scales = np.log(rec["scale"].astype(np.float64)).astype(np.float32)  # 0 -> -inf: refused
+    layout = PlyLayout(vertex_dtype=inria_vertex_dtype(0), format="binary_little_endian",
+                       comments=[], obj_info=[], source="splat")
+    return GaussianScene(
+        means=np.ascontiguousarray(rec["position"], dtype=np.float32),
+        scales=scales,
+        quats=((rec["rot"].astype(np.float32) - 128.0) / 128.0),
+        opacities=np.log(alpha / (1.0 - alpha)).astype(np.float32),
+        sh_dc=((rgba[:, :3] - 0.5) / _SH_C0).astype(np.float32),
+        sh_rest=np.zeros((n, 0, 3), np.float32),
+        layout=layout, path=path)
 
 
 def _display(path: str) -> str:

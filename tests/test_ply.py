@@ -264,6 +264,36 @@ def test_compressed_saturated_alpha_gives_finite_logits(tmp_path: Path) -> None:
     np.testing.assert_allclose(scene.activated_opacities(), alpha, atol=0.003)
 
 
+def test_splat_file_decodes_like_its_encoder(fox_path: Path, tmp_path: Path) -> None:
+    """antimatter15's convert.py encoding of the fox, decoded back within quantisation error."""
+    fox = read_ply(fox_path)
+    keep = np.isfinite(fox.opacities)
+    fox = fox.subset(keep)
+    n = fox.num_gaussians
+    rec = np.zeros(n, [("p", "<f4", (3,)), ("s", "<f4", (3,)), ("c", "u1", (4,)), ("r", "u1", (4,))])
+    rec["p"] = fox.means
+    rec["s"] = np.exp(fox.scales)
+    colour = np.c_[0.5 + SH_C0 * fox.sh_dc, 1 / (1 + np.exp(-fox.opacities))]
+    rec["c"] = (colour * 255).clip(0, 255).astype(np.uint8)
+    q = fox.quats / np.linalg.norm(fox.quats, axis=1, keepdims=True)
+    rec["r"] = (q * 128 + 128).clip(0, 255).astype(np.uint8)
+    path = tmp_path / "fox.splat"
+    rec.tofile(path)
+    scene = read_ply(path)
+    assert scene.num_gaussians == n and scene.sh_degree == 0 and scene.layout.source == "splat"
+    np.testing.assert_array_equal(scene.means, fox.means)
+    np.testing.assert_allclose(scene.scales, fox.scales, atol=1e-5)
+    np.testing.assert_allclose(scene.base_colors(), np.clip(colour[:, :3], 0, 1), atol=1 / 255 + 1e-6)
+    visible = colour[:, 3] > 0.01
+    np.testing.assert_allclose(scene.activated_opacities()[visible], colour[visible, 3], atol=1 / 255 + 1e-6)
+    agree = np.abs(np.sum(scene.unit_quats() * q, axis=1))
+    assert agree.min() > 0.999
+    bad = tmp_path / "bad.splat"
+    bad.write_bytes(bytes(33))
+    with pytest.raises(SceneFormatError, match="bad.splat: not a .splat file"):
+        read_ply(bad)
+
+
 # ------------------------------------------------------------------------------ bad input
 
 def _write_raw(path: Path, header_lines: list[str], body: bytes = b"") -> Path:
