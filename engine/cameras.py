@@ -184,7 +184,9 @@ def load_cameras(path: str | os.PathLike, images_dir: str | os.PathLike | None =
 
     Cameras come back sorted by image name, in the OpenCV convention. Images are matched by file
     name (exact relative path, then base name, then stem with any image extension) in
-    ``images_dir`` when given. Missing images are an error (naming them) when ``images_dir`` is
+    ``images_dir`` when given. A camera whose PNG/JPEG image has another size (e.g. the
+    downscaled ``images_4`` of a full-resolution COLMAP model) is scaled to the image's size,
+    with a warning; a different aspect ratio is an error. Missing images are an error (naming them) when ``images_dir`` is
     given or when some images of the capture are present; when none are found the cameras come
     back without images (``image_path=None``) and a warning is issued.
 
@@ -562,6 +564,7 @@ def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike 
             warned = True
         cams.append(Camera.from_opengl(c2w, intrinsics(fx, fy, cx, cy), w, h, name,
                                        str(image) if image is not None else None))
+    _fit_to_images(cams, p.name, warn)
     return cams
 
 
@@ -640,6 +643,34 @@ def _attach_images(cams: list[Camera], folder: Path | None, *, explicit: bool, w
         raise CameraError(_missing_message(f"{where} (images in {folder})", missing, len(cams)))
     for c, m in zip(cams, matched):
         c.image_path = str(m)
+    _fit_to_images(cams, where, warn)
+
+
+def _fit_to_images(cams: list[Camera], where: str, warn: Warn) -> None:
+    """Scale each camera (in place) to the size of its image when they differ, e.g. a COLMAP
+    model at full resolution with the downscaled ``images_4`` folder. The aspect ratios must
+    agree within 1% (downscalers round sizes); images whose size cannot be read from the header
+    (formats other than PNG/JPEG) are left alone."""
+    scaled = []
+    for c in cams:
+        if c.image_path is None:
+            continue
+        try:
+            w, h = image_size(c.image_path)
+        except CameraError:
+            continue
+        if (w, h) == (c.width, c.height):
+            continue
+        sx, sy = w / c.width, h / c.height
+        if abs(sx - sy) > 0.01 * max(sx, sy):
+            raise CameraError(f"{where}: image {c.image_path} is {w}x{h} but its camera is "
+                              f"{c.width}x{c.height} (a different aspect ratio)")
+        fitted = c.scaled(w, h)
+        c.K, c.width, c.height = fitted.K, fitted.width, fitted.height
+        scaled.append(c.name)
+    if scaled:
+        warn(f"{where}: {len(scaled)} cameras scaled to the size of their images "
+             f"(e.g. {scaled[0]})")
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

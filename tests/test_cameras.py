@@ -213,10 +213,30 @@ def test_colmap_images_matched_by_name_in_other_folder(tmp_path: Path, garden: d
     root = tmp_path / "scene"
     _write_colmap(root / "sparse" / "0", garden, ["sub/A.JPG", "b.jpg", "c.jpg"], True, ["PINHOLE"] * 3)
     small = tmp_path / "images_4"
-    for n in ("A.JPG", "b.png", "c.jpg"):  # downscaled copies, one re-encoded as PNG
-        _png(small / n, 4, 3)
+    for n in ("A.JPG", "b.png", "c.jpg"):  # same-size copies, one re-encoded as PNG
+        _png(small / n, 648, 420)
     cams = load_cameras(root / "sparse" / "0", images_dir=small, warn=lambda m: None)
     assert [Path(c.image_path).name for c in cams] == ["b.png", "c.jpg", "A.JPG"]
+    assert all((c.width, c.height) == (648, 420) for c in cams)
+
+
+def test_cameras_scaled_to_downscaled_images(tmp_path: Path, garden: dict) -> None:
+    root = tmp_path / "scene"
+    _write_colmap(root / "sparse" / "0", garden, ["a.png", "b.png", "c.png"], True, ["PINHOLE"] * 3)
+    for n in ("a.png", "b.png", "c.png"):
+        _png(root / "images_4" / n, 162, 105)  # 648x420 / 4
+    messages: list[str] = []
+    cams = load_cameras(root, images_dir=root / "images_4", warn=messages.append)
+    full = load_cameras(root, warn=lambda m: None)
+    for c, f in zip(cams, full):
+        assert (c.width, c.height) == (162, 105)
+        np.testing.assert_allclose(c.K[:2], f.K[:2] / 4)
+        pts = garden["means3d"][:100]
+        np.testing.assert_allclose(c.project(pts)[0], f.project(pts)[0] / 4, rtol=1e-9)
+    assert any("3 cameras scaled" in m for m in messages)
+    _png(root / "images_4" / "b.png", 100, 100)
+    with pytest.raises(CameraError, match=r"b.png is 100x100 but its camera is 648x420"):
+        load_cameras(root, images_dir=root / "images_4", warn=lambda m: None)
 
 
 def test_colmap_fisheye_and_truncated_refused(tmp_path: Path, garden: dict) -> None:
@@ -249,7 +269,7 @@ def test_inria_cameras_json(tmp_path: Path, garden: dict) -> None:
     p.write_text(json.dumps(entries))
     imgs = tmp_path / "images"
     for i in range(3):
-        _png(imgs / f"DSC{i:04d}.JPG", 2, 2)
+        _png(imgs / f"DSC{i:04d}.JPG", 648, 420)
     cams = load_cameras(p, images_dir=imgs)
     assert [c.name for c in cams] == ["DSC0000", "DSC0001", "DSC0002"]
     for i, c in enumerate(cams):
