@@ -15,6 +15,7 @@ _MODULES = [
     "properties",
     "display",
     "operators_io",
+    "click_props", "preferences", "engine_link", "selection", "ops_engine", "ops_train", "ops_click", "panel",
 ]
 
 _loaded: list = []
