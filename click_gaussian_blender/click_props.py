@@ -1,0 +1,53 @@
+"""Scene settings of the Click-Gaussian panel (``scene.clickgs``): training inputs, mask source,
+granularity, similarity threshold and the click tool's last message."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+LEVEL_ITEMS = [("coarse", "Coarse", "Whole objects"), ("fine", "Fine", "Parts of objects")]
+
+
+class ClickGaussianSettings(bpy.types.PropertyGroup):
+    level: EnumProperty(name="Granularity", items=LEVEL_ITEMS, default="coarse",
+                        description="Select whole objects (coarse) or their parts (fine); F toggles in the click tool")
+    min_similarity: FloatProperty(
+        name="Similarity Threshold", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+        description="A click selects nothing when the best cluster's cosine similarity to the clicked "
+                    "feature is below this (0 = always select the best cluster)")
+    training_input: EnumProperty(
+        name="Views", default="ORBIT",
+        items=[("ORBIT", "Rendered from Splats", "Virtual views around the scene, rendered from the Gaussians"),
+               ("CAMERAS", "Capture Cameras", "The original capture's cameras and images (COLMAP, "
+                                              "cameras.json, transforms.json, .npz)")])
+    cameras_path: StringProperty(name="Cameras", subtype="FILE_PATH",
+                                 description="COLMAP sparse folder or file, cameras.json, transforms.json or .npz")
+    images_dir: StringProperty(name="Images", subtype="DIR_PATH",
+                               description="Folder with the capture's images (optional: rendered when missing)")
+    orbit_views: IntProperty(name="Views", default=24, min=4, max=512, description="Number of virtual views")
+    orbit_size: IntProperty(name="Size", default=256, min=64, max=2048, description="Virtual view size in pixels")
+    mask_source: EnumProperty(
+        name="Masks", default="builtin",
+        items=[("builtin", "Built-in", "Built-in segmentation (no download; lower quality than SAM)"),
+               ("sam", "SAM", "Segment Anything with the checkpoint set in the preferences (slow on CPU)"),
+               ("folder", "Mask Folder", "Masks computed elsewhere, one per view")])
+    mask_folder: StringProperty(name="Mask Folder", subtype="DIR_PATH")
+    iterations: IntProperty(name="Iterations", default=3000, min=1, max=100000)
+    pixels_per_iter: IntProperty(name="Pixels / Iteration", default=10000, min=64, max=200000)
+    message: StringProperty(name="Last Message", default="")
+    group_index: IntProperty(name="Selection", default=0)
+
+
+def get(scene: bpy.types.Scene) -> ClickGaussianSettings:
+    return scene.clickgs
+
+
+def register() -> None:
+    bpy.utils.register_class(ClickGaussianSettings)
+    bpy.types.Scene.clickgs = PointerProperty(type=ClickGaussianSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.clickgs
+    bpy.utils.unregister_class(ClickGaussianSettings)

@@ -1,0 +1,126 @@
+"""Trained Click-Gaussian features stored ON the splat mesh, so they are saved in the .blend,
+stay index-aligned with the Gaussians through Blender's delete / duplicate / separate (Blender
+carries point attributes along), and clicking works with the engine stopped.
+
+=========================  ============  ==================================================
+name                       where / type  meaning
+=========================  ============  ==================================================
+``gs_feat0`` .. ``gs_feat7``  POINT       the 24-d feature ``[coarse 12 | fine' 12]`` as 8
+                           FLOAT_VECTOR  3-wide float32 columns (float16 on the engine side)
+``gs_label_coarse``        POINT INT     global coarse cluster of the Gaussian, -1 = none
+``gs_label_fine``          POINT INT     global fine cluster, -1 = none
+``gs_coarse_centers``      mesh prop     flat float list, Cc x 12 unit coarse centres
+``gs_fine_centers``        mesh prop     flat float list, Cf x 24 unit fine centres
+``gs_features_meta``       mesh prop     JSON: settings, scene_hash, counts, trained_at
+=========================  ============  ==================================================
+
+Centres live on the mesh datablock (not the object) so a separated or duplicated mesh keeps
+them. No bpy import at module level beyond type hints: the functions take a ``bpy.types.Mesh``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from .engine.errors import TrainingError
+from .engine.features import COARSE_DIM, FEATURE_DIM, TrainedFeatures
+
+FEATURE_ATTRS = tuple(f"gs_feat{i}" for i in range(FEATURE_DIM // 3))
+LABEL_ATTRS = {"coarse": "gs_label_coarse", "fine": "gs_label_fine"}
+PROP_CENTERS = {"coarse": "gs_coarse_centers", "fine": "gs_fine_centers"}
+PROP_META = "gs_features_meta"
+
+
+def has_features(mesh: Any) -> bool:
+    """True when the mesh carries a complete set of stored features."""
+    attrs = mesh.attributes
+    return (PROP_META in mesh and all(a in attrs for a in FEATURE_ATTRS)
+            and all(a in attrs for a in LABEL_ATTRS.values()))
+
+
+def _attr(mesh: Any, name: str, type_: str) -> Any:
+    a = mesh.attributes.get(name)
+    if a is not None and (a.data_type != type_ or a.domain != "POINT"):
+        mesh.attributes.remove(a)
+        a = None
+    return a if a is not None else mesh.attributes.new(name, type_, "POINT")
+
+
+def store_features(mesh: Any, trained: TrainedFeatures, *, extra_meta: dict | None = None) -> None:
+    """Write ``trained`` (rows index-aligned with the mesh's vertices) onto ``mesh``.
+    Raises TrainingError when the counts differ (the mesh changed since training began)."""
+    n = len(mesh.vertices)
+    if trained.num_gaussians != n:
+        raise TrainingError(f"the features are for {trained.num_gaussians:,} Gaussians but {mesh.name!r} now has "
+                            f"{n:,}: the mesh changed during training; train again")
+    feats = np.ascontiguousarray(trained.features, dtype=np.float32)
+    for i, name in enumerate(FEATURE_ATTRS):
+        _attr(mesh, name, "FLOAT_VECTOR").data.foreach_set("vector", np.ascontiguousarray(feats[:, 3 * i:3 * i + 3]).reshape(-1))
+    for level, name in LABEL_ATTRS.items():
+        _attr(mesh, name, "INT").data.foreach_set("value", np.ascontiguousarray(trained.labels(level), np.int32))
+    for level, prop in PROP_CENTERS.items():
+        mesh[prop] = np.asarray(trained.centers(level), np.float64).reshape(-1).tolist() or [0.0]
+    meta = {"settings": trained.settings, "scene_hash": trained.scene_hash, "num_gaussians": n,
+            "coarse_clusters": int(len(trained.coarse_centers)), "fine_clusters": int(len(trained.fine_centers)),
+            "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), **(extra_meta or {})}
+    mesh[PROP_META] = json.dumps(meta, default=str)
+    mesh.update()
+
+
+def read_meta(mesh: Any) -> dict[str, Any]:
+    """The stored metadata (empty dict when there is none or it is unreadable)."""
+    try:
+        return dict(json.loads(mesh.get(PROP_META, "") or "{}"))
+    except (ValueError, TypeError):
+        return {}
+
+
+def _centers(mesh: Any, level: str, count: int, dim: int) -> np.ndarray:
+    flat = np.asarray(mesh.get(PROP_CENTERS[level], []), dtype=np.float32).reshape(-1)
+    if count == 0:
+        return np.zeros((0, dim), np.float32)
+    if flat.size != count * dim:
+        raise TrainingError(f"{mesh.name!r}: stored {level} cluster centres are damaged; train again")
+    return flat.reshape(count, dim)
+
+
+def read_labels(mesh: Any, level: str) -> np.ndarray:
+    """[N] int32 labels of a level (-1 = none)."""
+    n = len(mesh.vertices)
+    out = np.empty(n, np.int32)
+    mesh.attributes[LABEL_ATTRS[level]].data.foreach_get("value", out)
+    return out
+
+
+def load_features(mesh: Any) -> TrainedFeatures:
+    """The mesh's stored features as :class:`TrainedFeatures` (rows = current vertices).
+    Raises TrainingError with a user message when the mesh has none."""
+    if not has_features(mesh):
+        raise TrainingError(f"{mesh.name!r} has no trained features yet: train it first (Click-Gaussian panel > Train)")
+    meta = read_meta(mesh)
+    n = len(mesh.vertices)
+    feats = np.empty((n, FEATURE_DIM), np.float32)
+    col = np.empty(n * 3, np.float32)
+    for i, name in enumerate(FEATURE_ATTRS):
+        mesh.attributes[name].data.foreach_get("vector", col)
+        feats[:, 3 * i:3 * i + 3] = col.reshape(n, 3)
+    cc = _centers(mesh, "coarse", int(meta.get("coarse_clusters", 0)), COARSE_DIM)
+    fc = _centers(mesh, "fine", int(meta.get("fine_clusters", 0)), FEATURE_DIM)
+    labels = {lv: read_labels(mesh, lv) for lv in LABEL_ATTRS}
+    return TrainedFeatures(feats, cc, fc, labels["coarse"], labels["fine"],
+                           settings=dict(meta.get("settings") or {}), scene_hash=str(meta.get("scene_hash", "")))
+
+
+def clear_features(mesh: Any) -> None:
+    """Remove every stored feature attribute and property."""
+    for name in (*FEATURE_ATTRS, *LABEL_ATTRS.values()):
+        a = mesh.attributes.get(name)
+        if a is not None:
+            mesh.attributes.remove(a)
+    for prop in (*PROP_CENTERS.values(), PROP_META):
+        if prop in mesh:
+            del mesh[prop]
