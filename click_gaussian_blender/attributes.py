@@ -87,7 +87,10 @@ def display_colors(scene: GaussianScene) -> np.ndarray:
     """[N, 4] float32 RGBA display colour: SH DC colour (sRGB-ish values as 3DGS renders them,
     converted to linear for Blender's scene-linear colour attributes) and alpha = opacity."""
     rgba = np.empty((scene.num_gaussians, 4), np.float32)
-    c = scene.base_colors()
-    rgba[:, :3] = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    c = scene.base_colors()  # float32 in [0, 1]
+    lin = np.power((c + np.float32(0.055)) / np.float32(1.055), np.float32(2.4), dtype=np.float32)
+    low = c <= 0.04045
+    lin[low] = c[low] / np.float32(12.92)
+    rgba[:, :3] = lin
     rgba[:, 3] = scene.activated_opacities()
     return rgba

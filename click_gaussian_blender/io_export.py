@@ -80,15 +80,16 @@ def object_to_scene(obj: bpy.types.Object, settings: ExportSettings | None = Non
     axis = np.asarray(obj[A.PROP_AXIS], dtype=np.float64).reshape(4, 4)
     layout = A.layout_from_json(obj.get(A.PROP_LAYOUT, ""))
     co = np.empty(n * 3, np.float32)
-    mesh.vertices.foreach_get("co", co)
+    mesh.attributes["position"].data.foreach_get("vector", co)
     co = co.reshape(n, 3)
     orig_file = _get(mesh, A.POSITION, "vector", 3)
     ks = [k for k in range(1, 16) if A.sh_name(k) in mesh.attributes]
     if ks != list(range(1, len(ks) + 1)) or len(ks) not in (0, 3, 8, 15):
         raise SceneFormatError(f"mesh {mesh.name!r} has an incomplete set of SH attributes ({len(ks)})")
-    sh_rest = np.empty((n, len(ks), 3), np.float32)
+    sh_buf = np.empty((len(ks), n * 3), np.float32)  # coefficient-major: no strided copies
     for k in ks:
-        sh_rest[:, k - 1] = _get(mesh, A.sh_name(k), "vector", 3)
+        mesh.attributes[A.sh_name(k)].data.foreach_get("vector", sh_buf[k - 1])
+    sh_rest = sh_buf.reshape(len(ks), n, 3).transpose(1, 0, 2)  # [N, K, 3] view
     extra = {}
     names = layout.vertex_dtype.names if layout is not None else ()
     for attr in mesh.attributes:
@@ -138,7 +139,10 @@ def object_to_scene(obj: bpy.types.Object, settings: ExportSettings | None = Non
     else:
         mats = base[None]
         groups = np.zeros(n, np.int32)
-    out = apply_affine_groups(scene, mats, groups)
+    if len(mats) == 1 and np.array_equal(mats[0], np.eye(4)):
+        out = scene  # nothing to transform: the imported values, exactly
+    else:
+        out = apply_affine_groups(scene, mats, groups, copy=False)
     # positions: exactly where the vertices are now
     if moved.any() or not np.array_equal(base, np.eye(4)):
         full = inv_axis @ world

@@ -185,14 +185,21 @@ def sh_rotation_matrix(orthogonal: np.ndarray, degree: int) -> np.ndarray:
 
 
 def rotate_sh(sh_rest: np.ndarray, orthogonal: np.ndarray) -> np.ndarray:
-    """SH coefficients beyond DC [N, K, 3] rotated by an orthogonal [3, 3]; same dtype."""
-    k = sh_rest.shape[1]
+    """SH coefficients beyond DC [N, K, 3] rotated by an orthogonal [3, 3]; same dtype.
+
+    Computed as one [K, K] x [K, N*3] matrix product in the input's float precision (float32
+    here: ~1e-7 relative error); when ``sh_rest`` is a view of a contiguous [K, N, 3] buffer
+    (as the Blender exporter builds it) no transposing copy is made, and the result is such a
+    view too."""
+    n, k, _ = sh_rest.shape
     if k == 0:
         return sh_rest.copy()
     degree = {3: 1, 8: 2, 15: 3}[k]
     w = sh_rotation_matrix(orthogonal, degree)
-    out = np.einsum("ij,njc->nic", w, sh_rest.astype(np.float64))
-    return out.astype(sh_rest.dtype)
+    dtype = sh_rest.dtype if sh_rest.dtype in (np.float32, np.float64) else np.float64
+    coeff_major = np.ascontiguousarray(np.moveaxis(sh_rest, 1, 0), dtype=dtype)  # [K, N, 3]
+    out = (w.astype(dtype) @ coeff_major.reshape(k, n * 3)).reshape(k, n, 3)
+    return np.moveaxis(out, 0, 1).astype(sh_rest.dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,7 +265,7 @@ def _transform_arrays(
         u[flip, :, 2] *= -1.0
         new_quats = matrix_to_quat(u).astype(quats.dtype)
         new_scales = np.log(np.maximum(sig, 1e-30)).astype(log_scales.dtype)
-    new_sh = rotate_sh(sh_rest, q_orth) if sh_rest.shape[1] else sh_rest.copy()
+    new_sh = rotate_sh(sh_rest, q_orth) if sh_rest.shape[1] else sh_rest
     return new_means, new_quats, new_scales, new_sh
 
 
@@ -275,10 +282,13 @@ def apply_affine_groups(
     scene: GaussianScene,
     matrices: np.ndarray,  # [G, 4, 4]
     groups: np.ndarray,  # [N] int, group index per Gaussian, -1 = left unchanged
+    *,
+    copy: bool = True,
 ) -> GaussianScene:
     """A new scene where each Gaussian ``i`` with ``groups[i] = g >= 0`` is mapped by
     ``matrices[g]`` and the others are copied bit-for-bit. Identity matrices are skipped, so an
-    untouched Gaussian's values stay exact."""
+    untouched Gaussian's values stay exact. With ``copy=False`` arrays that do not change are
+    shared with ``scene`` instead of copied (for callers that own the scene, e.g. exporters)."""
     mats = np.asarray(matrices, dtype=np.float64)
     if mats.ndim != 3 or mats.shape[1:] != (4, 4):
         raise EngineError(f"transform matrices must have shape [G, 4, 4], got {mats.shape}")
@@ -287,8 +297,8 @@ def apply_affine_groups(
         raise EngineError(f"group index has shape {groups.shape}, expected ({scene.num_gaussians},)")
     if len(groups) and groups.max(initial=-1) >= len(mats):
         raise EngineError(f"group index {int(groups.max())} has no matrix ({len(mats)} given)")
-    means, quats = scene.means.copy(), scene.quats.copy()
-    scales, sh_rest = scene.scales.copy(), scene.sh_rest.copy()
+    arrays = {"means": scene.means, "quats": scene.quats, "scales": scene.scales, "sh_rest": scene.sh_rest}
+    owned = {name: False for name in arrays}
     order = np.argsort(groups, kind="stable")
     bounds = np.searchsorted(groups[order], np.arange(len(mats) + 1))
     for g in range(len(mats)):
@@ -297,18 +307,25 @@ def apply_affine_groups(
             continue
         m = _check_matrix(mats[g], f"transform {g}")
         if len(idx) == len(groups):
-            idx = slice(None)
-        means[idx], quats[idx], scales[idx], sh_rest[idx] = _transform_arrays(
-            scene.means[idx], scene.quats[idx], scene.scales[idx], scene.sh_rest[idx], m
-        )
+            results = _transform_arrays(scene.means, scene.quats, scene.scales, scene.sh_rest, m)
+            for name, value in zip(arrays, results):
+                arrays[name], owned[name] = value, True
+            continue
+        results = _transform_arrays(scene.means[idx], scene.quats[idx], scene.scales[idx], scene.sh_rest[idx], m)
+        for name, value in zip(arrays, results):
+            if not owned[name]:
+                arrays[name], owned[name] = np.array(arrays[name]), True
+            arrays[name][idx] = value
+    if copy:
+        arrays = {k: (v if owned[k] else v.copy()) for k, v in arrays.items()}
     return GaussianScene(
-        means=means,
-        scales=scales,
-        quats=quats,
-        opacities=scene.opacities.copy(),
-        sh_dc=scene.sh_dc.copy(),
-        sh_rest=sh_rest,
-        extra={k: v.copy() for k, v in scene.extra.items()},
+        means=arrays["means"],
+        scales=arrays["scales"],
+        quats=arrays["quats"],
+        opacities=scene.opacities.copy() if copy else scene.opacities,
+        sh_dc=scene.sh_dc.copy() if copy else scene.sh_dc,
+        sh_rest=arrays["sh_rest"],
+        extra={k: (v.copy() if copy else v) for k, v in scene.extra.items()},
         layout=scene.layout,
         path=scene.path,
     )
