@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -615,6 +616,11 @@ def write_ply(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool 
         raise SceneFormatError(f"{path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file private (0600); give it the mode of the file it replaces, or
+        # the usual 0644 for a new one
+        mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0o644
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(header.encode("ascii") + b"\n")
             if fmt == "ascii":

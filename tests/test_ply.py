@@ -154,6 +154,8 @@ def test_write_refuses_to_replace_files(fox_path: Path, tmp_path: Path) -> None:
     write_ply(sub, out, overwrite=True)
     assert read_ply(out).num_gaussians == 10
     assert [p.name for p in tmp_path.iterdir()] == ["a.ply"]  # no temporary file left behind
+    if os.name == "posix":
+        assert out.stat().st_mode & 0o777 == 0o644  # not the temporary file's private 0600
     with pytest.raises(SceneFormatError, match="does not exist"):
         write_ply(sub, tmp_path / "nope" / "b.ply")
 
