@@ -14,11 +14,14 @@ Importing this package does not import torch (only :class:`SamMaskSource` needs 
 """
 
 from .area_rule import UNASSIGNED, ViewMasks, area_rule, area_rule_stack
+from .builtin import BuiltinMaskSource, BuiltinSettings
 from .folder import FolderMaskSource
 from .source import MaskSource, MaskSourceBase, MaskWarning
 
 __all__ = [
     "UNASSIGNED",
+    "BuiltinMaskSource",
+    "BuiltinSettings",
     "FolderMaskSource",
     "MaskSource",
     "MaskSourceBase",

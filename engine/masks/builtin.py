@@ -1,0 +1,295 @@
+"""A mask source that needs no download: classical two-scale image segmentation.
+
+LOWER QUALITY THAN SAM. It groups pixels by colour and edges only (scikit-image's
+Felzenszwalb-Huttenlocher graph segmentation), so it knows nothing about objects: parts with
+the colour of their surroundings merge, and textured surfaces may split. It exists so the whole
+product runs on a fresh offline machine; use SAM (:class:`engine.masks.SamMaskSource`) whenever
+a checkpoint is available.
+
+How it mimics SAM's multi-granular output: the image (resized so its long side is
+``work_size``, so results do not depend on resolution and cost stays fixed) is segmented at a
+fine and a coarse scale; every connected region of every scale becomes one segment record.
+Regions at a coarse scale are larger and span several fine regions (on the fox statue: the red
+bib and the grey statue are separate fine regions and often one coarse region), so the area
+rule sends coarse regions to the coarse map and fine regions to the fine map. Regions smaller
+than ``min_area`` (fraction of the image) are dropped, and regions of the flat colour the image
+border has (a rendered view's empty background) are dropped when ``drop_background`` is set.
+
+numpy + scikit-image only.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import MaskError
+from .area_rule import UNASSIGNED, ViewMasks
+from .source import MaskSourceBase, check_image
+
+
+@dataclass(frozen=True)
+class BuiltinSettings:
+    """Settings of the built-in segmenter (all part of the mask cache key).
+
+    work_size: long side (pixels) the image is segmented at; labels are scaled back up.
+    scales: Felzenszwalb ``scale`` per level at ``work_size`` (larger = bigger regions), finest
+        first; two or more.
+    sigma: Gaussian pre-smoothing (pixels at ``work_size``) before segmenting.
+    min_size: Felzenszwalb's smallest region (pixels at ``work_size``) at the finest scale;
+        scaled with the scale for coarser levels.
+    min_area: segments covering less than this fraction of the image are dropped.
+    drop_background: drop regions that touch the border and are mostly (80%+) the colour most of
+        the border has (within ``background_tol``, 0-255 units), when at least half of the
+        border has one flat colour: the empty background of views rendered from splats. The
+        image is then cropped to the box around the rest (grown by ``crop_margin`` of its size)
+        before resizing to ``work_size``, so results do not depend on how the scene is framed.
+    """
+
+    work_size: int = 256
+    scales: tuple[float, ...] = (200.0, 800.0)
+    sigma: float = 1.0
+    min_size: int = 40
+    min_area: float = 0.001
+    drop_background: bool = True
+    background_tol: float = 8.0
+    crop_margin: float = 0.04
+    absorb_parts: float = 0.03
+    absorb_share: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.work_size < 32:
+            raise MaskError(f"builtin masks: work_size must be at least 32 pixels, got {self.work_size}")
+        if len(self.scales) < 1 or any(s <= 0 for s in self.scales):
+            raise MaskError(f"builtin masks: scales must be positive, got {self.scales}")
+        if not 0.0 <= self.min_area < 1.0:
+            raise MaskError(f"builtin masks: min_area must be a fraction in [0, 1), got {self.min_area}")
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+
+
+def _resize_index(n_out: int, n_in: int) -> np.ndarray:
+    """Nearest-neighbour source index [n_out] for resampling n_in samples to n_out."""
+    return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
+
+
+def _content_box(image: np.ndarray, s: BuiltinSettings) -> tuple[tuple[int, int, int, int], np.ndarray | None]:
+    """((y0, y1, x0, x1), background colour [3] or None): the box around everything that is
+    not the flat border colour, grown by ``crop_margin`` of its size, or the whole image when
+    there is no flat background (or ``drop_background`` is off)."""
+    h, w = image.shape[:2]
+    whole = (0, h, 0, w)
+    if not s.drop_background:
+        return whole, None
+    bg = _background_colour(image, s.background_tol)
+    if bg is None:
+        return whole, None
+    content = np.abs(image.astype(np.int16) - bg).max(axis=2) > s.background_tol
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    if rows.size == 0:
+        return whole, bg
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    m = int(round(s.crop_margin * max(y1 - y0, x1 - x0))) + 1
+    return (max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)), bg
+
+
+def _level_labels(image: np.ndarray, s: BuiltinSettings) -> tuple[list[np.ndarray], tuple[int, int, int, int]]:
+    """(per level int32 [h, w] region labels at work size (-1 = dropped, regions 4-connected,
+    numbered 0..R-1), the image box (y0, y1, x0, x1) they cover).
+
+    The box is the content box (:func:`_content_box`), so a scene framed small or large in the
+    view is segmented alike; it is resized so its long side is ``work_size``."""
+    from skimage.measure import label as connected
+    from skimage.segmentation import felzenszwalb
+    from skimage.transform import resize
+
+    box, bg = _content_box(image, s)
+    y0, y1, x0, x1 = box
+    crop = image[y0:y1, x0:x1]
+    h0, w0 = crop.shape[:2]
+    f = s.work_size / max(h0, w0)
+    if f < 1.0:
+        h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
+        small = (resize(crop, (h, w), order=1, anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8)
+    else:
+        small = np.ascontiguousarray(crop)
+    h, w = small.shape[:2]
+    levels = []
+    for scale in s.scales:
+        min_size = int(round(s.min_size * scale / s.scales[0]))
+        regions = felzenszwalb(small, scale=scale, sigma=s.sigma, min_size=min_size)
+        lab = connected(regions, background=-1, connectivity=1) - 1  # split disconnected pieces
+        lab = lab.astype(np.int32)
+        if bg is not None:
+            lab = _drop_background(lab, small, bg, s.background_tol)
+        levels.append(lab)
+    if s.absorb_parts > 0 and len(levels) > 1:
+        levels[-1] = _absorb_parts(levels[-1], s.absorb_parts * h * w, s.absorb_share)
+    return levels, box
+
+
+def _absorb_parts(lab: np.ndarray, max_area: float, share: float) -> np.ndarray:
+    """Merge each region smaller than ``max_area`` pixels into the neighbour that holds at least
+    ``share`` of its border with other regions (borders with unassigned pixels do not count):
+    a small part mostly enclosed by one region belongs to that region's object (the bib on the
+    statue). Smallest regions first, with borders and areas updated after every merge, until
+    nothing changes."""
+    n = int(lab.max()) + 1
+    if n <= 1:
+        return lab
+    pairs = []
+    for a, b in ((lab[:, :-1], lab[:, 1:]), (lab[:-1], lab[1:])):
+        m = (a != b) & (a >= 0) & (b >= 0)
+        pairs.append(np.stack([a[m], b[m]], 1))
+    p = np.concatenate(pairs)
+    p = np.concatenate([p, p[:, ::-1]])  # both directions
+    if p.size == 0:
+        return lab
+    counts = np.zeros((n, n), np.int64)
+    np.add.at(counts, (p[:, 0], p[:, 1]), 1)
+    area = np.bincount(lab[lab >= 0], minlength=n).astype(np.int64)
+    alive = area > 0
+    owner = np.arange(n)
+    changed = True
+    while changed:  # merging can make a region eligible (a thin ring between a part and its whole)
+        changed = False
+        for r in np.argsort(area, kind="stable"):
+            if not alive[r] or area[r] >= max_area:
+                continue
+            total = counts[r].sum()
+            if total == 0:
+                continue
+            best = int(np.argmax(counts[r]))
+            if counts[r, best] < share * total:
+                continue
+            counts[best] += counts[r]
+            counts[:, best] += counts[:, r]
+            counts[best, best] = 0
+            counts[r] = 0
+            counts[:, r] = 0
+            area[best] += area[r]
+            area[r] = 0
+            alive[r] = False
+            owner[owner == r] = best
+            changed = True
+    _, dense = np.unique(owner, return_inverse=True)
+    return np.where(lab >= 0, dense[np.maximum(lab, 0)], UNASSIGNED).astype(np.int32)
+
+
+def _background_colour(small: np.ndarray, tol: float) -> np.ndarray | None:
+    """The flat colour [3] most of the image border has (a rendered view's background), or
+    None when under half of the border pixels are within ``tol`` of one colour."""
+    border = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]]).astype(np.int16)
+    colours, counts = np.unique(border, axis=0, return_counts=True)
+    mode = colours[np.argmax(counts)]
+    close = np.abs(border - mode).max(axis=1) <= tol
+    return mode if close.mean() >= 0.5 else None
+
+
+def _drop_background(lab: np.ndarray, small: np.ndarray, bg_colour: np.ndarray, tol: float) -> np.ndarray:
+    """Set to -1 the regions that touch the border and are mostly (80%+) the background colour
+    [3] (within ``tol``): the empty background of a view rendered from splats."""
+    n = int(lab.max()) + 1
+    if n <= 0:
+        return lab
+    is_bg = np.abs(small.astype(np.int16) - bg_colour).max(axis=2) <= tol
+    valid = lab >= 0
+    area = np.bincount(lab[valid], minlength=n)
+    bg_px = np.bincount(lab[valid & is_bg], minlength=n)
+    border = np.zeros(n, bool)
+    for edge in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
+        border[edge[edge >= 0]] = True
+    bg = border & (bg_px >= 0.8 * np.maximum(area, 1))
+    if bg.any():
+        lab = np.where(valid & bg[np.maximum(lab, 0)], UNASSIGNED, lab).astype(np.int32)
+    return lab
+
+
+class BuiltinMaskSource(MaskSourceBase):
+    """Classical two-scale segmentation (scikit-image Felzenszwalb); no download, runs anywhere.
+
+    Lower quality than SAM (see the module docstring). ``settings``: a BuiltinSettings, or
+    keyword overrides of its fields (``BuiltinMaskSource(scales=(300, 1200))``).
+    """
+
+    name = "builtin"
+    quality = "builtin (lower quality than SAM)"
+
+    def __init__(self, settings: BuiltinSettings | None = None, **overrides: Any) -> None:
+        base = settings or BuiltinSettings()
+        if overrides:
+            unknown = sorted(set(overrides) - set(asdict(base)))
+            if unknown:
+                raise MaskError(f"unknown builtin mask setting(s): {', '.join(unknown)}")
+            base = BuiltinSettings(**{**asdict(base), **overrides})
+        self.config = base
+
+    def settings(self) -> dict[str, Any]:
+        return {"builtin": asdict(self.config), "version": 1}
+
+    def _segment_labels(self, image: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(per level int32 [H, W] global segment IDs with -1 = none, per level int64 [R_k]
+        areas in pixels). Global IDs number segments level by level, finest first; segments
+        smaller than min_area are removed and the rest renumbered."""
+        h, w = image.shape[:2]
+        levels, (y0, y1, x0, x1) = _level_labels(image, self.config)
+        ri, ci = _resize_index(y1 - y0, levels[0].shape[0]), _resize_index(x1 - x0, levels[0].shape[1])
+        min_px = self.config.min_area * h * w
+        out, areas, offset = [], [], 0
+        for lab in levels:
+            full = np.full((h, w), UNASSIGNED, np.int32)
+            full[y0:y1, x0:x1] = lab[ri[:, None], ci[None, :]]
+            n = int(lab.max()) + 1
+            area = np.bincount(full[full >= 0], minlength=max(n, 0)) if n > 0 else np.zeros(0, np.int64)
+            keep = (area >= max(min_px, 1))
+            new_id = np.full(max(n, 0) + 1, UNASSIGNED, np.int64)  # slot n: index for -1
+            new_id[:n][keep] = offset + np.arange(int(keep.sum()))
+            full = new_id[np.where(full >= 0, full, n)].astype(np.int32)
+            out.append(full)
+            areas.append(area[keep].astype(np.int64))
+            offset += int(keep.sum())
+        return out, areas
+
+    def segments(self, image: np.ndarray, cancel: threading.Event | None = None) -> list[dict[str, Any]]:
+        """image uint8 [H, W, 3] -> SAM-style records (bool ``segmentation`` [H, W], ``area``,
+        ``bbox`` XYWH, ``level`` 0 = finest), fine-scale regions first."""
+        image = check_image(image)
+        labels, areas = self._segment_labels(image)
+        records: list[dict[str, Any]] = []
+        for k, (full, area) in enumerate(zip(labels, areas)):
+            first = len(records)
+            for j in range(area.size):
+                m = full == first + j
+                ys, xs = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
+                records.append({
+                    "segmentation": m,
+                    "area": int(area[j]),
+                    "bbox": [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)],
+                    "level": k,
+                })
+        return records
+
+    def view_masks(
+        self, image: np.ndarray, name: str | None = None, cancel: threading.Event | None = None
+    ) -> ViewMasks:
+        """The area rule over :meth:`segments`, computed directly from the per-level label maps
+        (each level is a partition, so a pixel is covered by at most one segment per level):
+        identical result, without building [H, W] masks per segment."""
+        image = check_image(image, name)
+        labels, areas = self._segment_labels(image)
+        all_areas = np.concatenate(areas + [np.zeros(1, np.int64)])  # last slot: "none"
+        none = all_areas.size - 1
+        coarse = np.full(labels[0].shape, UNASSIGNED, np.int32)
+        fine = coarse.copy()
+        best_c = np.full(labels[0].shape, -1, np.int64)
+        best_f = np.full(labels[0].shape, np.iinfo(np.int64).max, np.int64)
+        for full in labels:  # levels in ID order: strict comparisons keep the lower ID on ties
+            a = all_areas[np.where(full >= 0, full, none)]
+            has = full >= 0
+            up = has & (a > best_c)
+            coarse[up], best_c[up] = full[up], a[up]
+            down = has & (a < best_f)
+            fine[down], best_f[down] = full[down], a[down]
+        return ViewMasks(coarse, fine)
