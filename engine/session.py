@@ -206,7 +206,8 @@ class EngineSession:
             self.cameras = list(cameras)
             self.images = checked
             self.views = None
-        return {"num_cameras": len(cameras), "num_images": sum(im is not None for im in checked),
+        return {"num_cameras": len(cameras),
+                "num_images": sum(im is not None or bool(c.image_path) for im, c in zip(checked, cameras)),
                 "sizes": sorted({(c.width, c.height) for c in cameras})}
 
     @staticmethod
@@ -219,30 +220,11 @@ class EngineSession:
         return np.ascontiguousarray(im[..., :3])
 
     def load_cameras(self, path: str, images_dir: str | None = None) -> dict[str, Any]:
-        """Cameras from COLMAP / cameras.json / transforms.json (engine.cameras.load_cameras);
-        images named by the cameras are read when ``images_dir`` (or the file) gives them."""
+        """Cameras from COLMAP / cameras.json / transforms.json / npz (engine.cameras.load_cameras);
+        their photos (``camera.image_path``) are read when masks are prepared."""
         from .cameras import load_cameras
 
-        cams = load_cameras(path, images_dir)
-        images = [self._read_image(c) if c.image_path else None for c in cams]
-        return self.set_cameras(cams, images)
-
-    def _read_image(self, cam: Camera) -> np.ndarray:
-        from skimage.io import imread
-        from skimage.transform import resize
-
-        try:
-            im = imread(cam.image_path)
-        except (OSError, ValueError) as exc:
-            raise CameraError(f"cannot read image {cam.image_path} for camera {cam.name!r}: {exc}") from None
-        if im.ndim == 2:
-            im = np.repeat(im[..., None], 3, axis=2)
-        im = im[..., :3]
-        if im.dtype != np.uint8:
-            im = (np.clip(im / max(float(im.max()), 1.0), 0, 1) * 255).astype(np.uint8) if im.dtype.kind != "f" else (np.clip(im, 0, 1) * 255).astype(np.uint8)
-        if im.shape[:2] != (cam.height, cam.width):
-            im = (resize(im, (cam.height, cam.width), anti_aliasing=True) * 255).astype(np.uint8)
-        return im
+        return self.set_cameras(load_cameras(os.path.expanduser(path), images_dir))
 
     def orbit_cameras(self, n_views: int, width: int, height: int) -> dict[str, Any]:
         """Virtual views on orbits around the scene (engine.cameras.orbit_cameras); their images
@@ -308,47 +290,33 @@ class EngineSession:
             return os.path.join(base, ".clickgs-cache")
         return os.path.join(tempfile.gettempdir(), "clickgs-cache")
 
-    def render_image(self, cam: Camera) -> np.ndarray:
-        """uint8 [H, W, 3] RGB render of the scene from ``cam`` (for views without photos)."""
-        from .render import render
-
-        out = render(self.gaussians(), cam)
-        rgb = out.values.detach().cpu().numpy() if hasattr(out.values, "detach") else np.asarray(out.values)
-        return (np.clip(rgb[..., :3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
     def prepare_masks(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> dict[str, Any]:
-        """Training views: the images (rendered from the splats where no photo was given) and
-        their two-level masks from the mask source (cached on disk)."""
-        from .masks import prepare_masks
-        from .train import TrainView
+        """Training views (engine.train.views_from_scene): each camera's image (given, else its
+        photo file, else rendered from the splats) and its two-level masks from the mask source
+        (the built-in one when none was set), cached on disk."""
+        from .train import views_from_scene
 
         with self._lock:
-            self._require_scene()
-            cams, images, source = list(self.cameras), list(self.images), self.mask_source
+            scene = self._require_scene()
+            cams, images = list(self.cameras), list(self.images)
         if not cams:
             raise CameraError("no cameras: set cameras (or orbit views) before preparing masks")
-        if source is None:
+        if self.mask_source is None:
             self.set_mask_source("builtin")
-            source = self.mask_source
-        report = _wrap_progress(progress, "render")
-        named = []
-        for i, (cam, im) in enumerate(zip(cams, images)):
-            if cancel is not None and cancel.is_set():
-                from .errors import Cancelled
+        source = self.mask_source
 
-                raise Cancelled("mask preparation was cancelled")
-            if im is None:
-                im = self.render_image(cam)
-                report(i + 1, len(cams), f"rendered view {cam.name or i}")
-            named.append((cam.name or f"view{i:03d}", im))
+        def report(stage: str, done: int, total: int) -> None:
+            if progress is not None:
+                progress({"phase": stage, "done": int(done), "total": int(total)})
+
         t0 = time.perf_counter()
-        view_masks = prepare_masks(source, named, cache_dir=self._mask_cache_dir(),
-                                   progress=_wrap_progress(progress, "masks"), cancel=cancel)
-        views = [TrainView(cam, im, m) for cam, (_, im), m in zip(cams, named, view_masks)]
+        views = views_from_scene(scene, cams, source, images=images, gaussians=self.gaussians(),
+                                 cache_dir=self._mask_cache_dir(), device=self.device, progress=report, cancel=cancel)
         with self._lock:
-            self.views = views
+            if self.scene is scene:
+                self.views = views
         return {"num_views": len(views), "source": self.mask_source_desc, "seconds": round(time.perf_counter() - t0, 3),
-                "segments": [[int(m.num_segments("coarse")), int(m.num_segments("fine"))] for m in view_masks]}
+                "segments": [[int(v.masks.num_segments("coarse")), int(v.masks.num_segments("fine"))] for v in views]}
 
     # ------------------------------------------------------------------ training and features
 
@@ -365,8 +333,11 @@ class EngineSession:
         unknown = sorted(set(settings or {}) - fields)
         if unknown:
             raise TrainingError(f"unknown training settings: {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+        settings = dict(settings or {})
+        if self.device != "auto":
+            settings.setdefault("device", self.device)
         try:
-            ts = TrainSettings(**(settings or {}))
+            ts = TrainSettings(**settings)
         except (TypeError, ValueError) as exc:
             raise TrainingError(f"bad training settings: {exc}") from None
         with self._lock:
@@ -382,7 +353,7 @@ class EngineSession:
             checkpoint_path = save_path + ".ckpt"
         t0 = time.perf_counter()
         trained = train(scene, views, ts, progress=_wrap_progress(progress, "train"), cancel=cancel,
-                        checkpoint_path=checkpoint_path, resume=resume)
+                        checkpoint_path=checkpoint_path, resume=resume, gaussians=self.gaussians())
         elapsed = time.perf_counter() - t0
         saved = None
         if save_path is not None:
@@ -499,7 +470,7 @@ class EngineSession:
                 "scene": None if scene is None else {"num_gaussians": scene.num_gaussians, "path": self.scene_path,
                                                      "sh_degree": scene.sh_degree},
                 "num_cameras": len(self.cameras),
-                "num_images": sum(im is not None for im in self.images),
+                "num_images": sum(im is not None or bool(c.image_path) for im, c in zip(self.images, self.cameras)),
                 "mask_source": self.mask_source_desc or None,
                 "masks_ready": self.views is not None,
                 "features": None if self.trained is None else {**self.features_summary(self.trained),
