@@ -12,12 +12,12 @@ estimated from the original positions (stored at import) and the current ones:
    Accepted when every member is within ``tol`` of the fit.
 3. What is left is split by RANSAC: hypotheses from a random vertex and 3 of its nearest
    neighbours (in original space; edits are usually spatially coherent), scored on a
-   subsample, refined on all inliers; repeated until no model explains >= 4 vertices, or
-   ``max_groups``.
+   subsample, refined on all inliers; repeated until no model explains >= 8 vertices (an
+   affine fit interpolates any 4 points, so smaller "groups" would be chance), or ``max_groups``.
 4. Unmoved vertices that are selected and fit a group's transform (e.g. the pivot of a rotation
    about the active element) join that group, so their rotation is applied too.
-5. Anything still unexplained (proportional editing, sculpt-like per-vertex moves, single
-   vertices) is ``TRANSLATED``: its position is kept as edited, its rotation/scale/SH are not
+5. Anything still unexplained (proportional editing, sculpt-like per-vertex moves, a few
+   vertices moved apart from any selection) is ``TRANSLATED``: its position is kept as edited, its rotation/scale/SH are not
    changed (there is no rigid transform to take them from).
 
 Limits: two different edits that coincide on a vertex within ``tol`` can swap that vertex
@@ -36,6 +36,8 @@ from .engine.transform import fit_affine, fit_similarity
 
 UNMOVED = -1
 TRANSLATED = -2
+MIN_AFFINE = 8  # an affine fit (12 unknowns) interpolates any 4 points: trust it from 8 on
+MIN_GROUP = 8  # fewest vertices a RANSAC group may have (explained beyond its sample)
 
 
 @dataclass
@@ -68,7 +70,7 @@ def _best_fit(src: np.ndarray, dst: np.ndarray, tol: float) -> tuple[np.ndarray,
     r_sim = _residuals(sim, src, dst)
     if r_sim.max(initial=0.0) <= tol:
         return sim, r_sim
-    aff = fit_affine(src, dst)
+    aff = fit_affine(src, dst) if len(src) >= MIN_AFFINE else None
     if aff is None:
         return sim, r_sim
     r_aff = _residuals(aff, src, dst)
@@ -117,7 +119,7 @@ def estimate_edits(
             mats.append(_snap(mat))
 
     rng = np.random.default_rng(seed)
-    while free.sum() >= 4 and len(mats) < max_groups:
+    while free.sum() >= MIN_GROUP and len(mats) < max_groups:
         rem = np.flatnonzero(free)
         sub = rem if len(rem) <= 4096 else rng.choice(rem, 4096, replace=False)
         best, best_score = None, 0
@@ -137,18 +139,18 @@ def estimate_edits(
                     best, best_score = mat, score
             if best_score == len(sub):
                 break
-        if best is None or best_score < min(4, len(sub)):
+        if best is None or best_score < MIN_GROUP:
             break
         inl = rem[_residuals(best, orig[rem], cur[rem]) <= tol]
         for _ in range(2):  # refine on all inliers
-            if len(inl) < 4:
+            if len(inl) < MIN_GROUP:
                 break
             mat, _ = _best_fit(orig[inl], cur[inl], tol)
             new = rem[_residuals(mat, orig[rem], cur[rem]) <= tol]
             if len(new) < len(inl):
                 break
             best, inl = mat, new
-        if len(inl) < 4:
+        if len(inl) < MIN_GROUP:
             break
         groups[inl] = len(mats)
         free[inl] = False
