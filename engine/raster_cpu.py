@@ -35,6 +35,7 @@ with respect to rendered values go through :func:`engine.render.blend`.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -224,6 +225,7 @@ def rasterize(
     contributors_k: int = 0,
     budget: int = 8192,
     progress: Callable[[float], object] | None = None,
+    workers: int | None = None,
 ) -> RasterResult:
     """Alpha-blend projected Gaussians into a ``height x width`` image, tile by tile.
 
@@ -234,7 +236,8 @@ def rasterize(
         contributors_k: keep the K largest weights per pixel (0 = none).
         budget: Gaussian-tile slots per batched step (memory ~ budget * 256 * 4 bytes per
             temporary; 8192 -> 8 MiB).
-        progress: called with the fraction of tiles finished.
+        progress: called with the fraction of tiles finished (from worker threads).
+        workers: parallel tile workers (default: torch's thread count on CPU, 1 elsewhere).
     """
     device = proj.means2d.device
     tiles_x = (width + TILE - 1) // TILE
@@ -275,31 +278,147 @@ def rasterize(
     tile_starts = torch.cumsum(tile_counts, 0) - tile_counts
     tiles = torch.nonzero(tile_counts).squeeze(1)  # tiles with any Gaussian
     A = len(tiles)
-    t_start = tile_starts[tiles]
-    t_count = tile_counts[tiles]
-    t_cx = (tiles % tiles_x).float() * TILE + TILE / 2
-    t_cy = (tiles // tiles_x).float() * TILE + TILE / 2
+    Hp, Wp = tiles_y * TILE, tiles_x * TILE
+    img = torch.zeros(Hp, Wp, vals.shape[1], device=device)  # values, depth_sum, alpha
+    out_w = torch.zeros(Hp, Wp, Kc, device=device) if Kc else None
+    out_i = torch.full((Hp, Wp, Kc), -1, dtype=torch.int32, device=device) if Kc else None
+    tables = _Tables(
+        gauss=gauss, mx=mx, my=my, ca=ca, cb=cb, cc=cc, lo=lo, vals=vals, terms=terms, sentinel=M,
+        scene_ids=scene_ids.to(torch.int32), tiles_x=tiles_x, budget=budget, k=Kc,
+    )  # fmt: skip
+    done_count = [0]
+    lock = threading.Lock()
+
+    def report(n: int) -> None:
+        if progress is not None:
+            with lock:
+                done_count[0] += n
+                progress(done_count[0] / max(A, 1))
+
+    # Split the tiles between workers, interleaved so each gets a similar mix of busy and quiet
+    # tiles. Each worker runs torch with one intra-op thread: the ops here are small, and
+    # OpenMP's barriers inside each of them cost more than they gain on a 2-core machine (and
+    # far more when other processes compete for the cores), while independent workers only
+    # share the GIL between ops.
+    n_workers = workers if workers is not None else _worker_count(A, device)
+    parts = [tiles[i::n_workers] for i in range(n_workers)]
+
+    def work(part: Tensor) -> None:
+        if device.type == "cpu" and n_workers > 1:
+            torch.set_num_threads(1)  # thread-local in torch's OpenMP backend
+        acc, top_w, ids = _blend_tiles(tables, part, tile_starts[part], tile_counts[part], report)
+        _write_tiles(img, tiles_x, part, acc)
+        if Kc:
+            _write_tiles(out_w, tiles_x, part, top_w)
+            _write_tiles(out_i, tiles_x, part, ids)
+
+    if n_workers == 1:
+        work(parts[0])
+    else:
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=_blend_in_thread, args=(work, part, errors), daemon=True) for part in parts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def crop(t: Tensor | None) -> Tensor | None:
+        return t if t is None or (Hp == height and Wp == width) else t[:height, :width].contiguous()
+
+    img = crop(img)
+    return RasterResult(
+        values=img[..., :C], alpha=img[..., C + 1], depth_sum=img[..., C], ids=crop(out_i), weights=crop(out_w)
+    )
+
+
+@dataclass
+class _Tables:
+    """Read-only per-Gaussian tables (depth order, sentinel last) shared by the tile workers."""
+
+    gauss: Tensor  # [pairs] int64 depth rank of each (tile, Gaussian) pair, sorted by tile
+    mx: Tensor  # [M+1] pixel x of the mean
+    my: Tensor  # [M+1] pixel y of the mean
+    ca: Tensor  # [M+1] conic a
+    cb: Tensor  # [M+1] conic b
+    cc: Tensor  # [M+1] conic c
+    lo: Tensor  # [M+1] -log(opacity) (sentinel: huge)
+    vals: Tensor  # [M+1, D] values, depth, 1
+    terms: Tensor  # [6, 256] pixel polynomial terms
+    sentinel: int  # M
+    scene_ids: Tensor  # [M+1] int32 scene index of each depth rank (sentinel: -1)
+    tiles_x: int
+    budget: int
+    k: int
+
+
+def _worker_count(n_tiles: int, device: torch.device) -> int:
+    if device.type != "cpu" or n_tiles < 8:
+        return 1
+    return max(1, min(torch.get_num_threads(), 8))
+
+
+def _blend_in_thread(fn: Callable[[Tensor], None], part: Tensor, errors: list) -> None:
+    try:
+        with torch.no_grad():
+            fn(part)
+    except BaseException as exc:  # re-raised by the caller's thread
+        errors.append(exc)
+
+
+def _write_tiles(img: Tensor, tiles_x: int, tiles: Tensor, data: Tensor) -> None:
+    """Write per-tile data [A, 256, ...] (row-major within a tile) into the padded image
+    [tiles_y*16, tiles_x*16, ...] at tile indices ``tiles`` [A]."""
+    if len(tiles) == 0:
+        return
+    rest = img.shape[2:]
+    view = img.view(img.shape[0] // TILE, TILE, tiles_x, TILE, *rest)
+    ar = torch.arange(TILE, device=img.device)
+    ty = (tiles // tiles_x)[:, None, None]
+    tx = (tiles % tiles_x)[:, None, None]
+    view[ty, ar[None, :, None], tx, ar[None, None, :]] = data.reshape(len(tiles), TILE, TILE, *rest)
+
+
+def _blend_tiles(
+    tb: _Tables,
+    tiles: Tensor,  # [A] tile indices (row-major over the tile grid)
+    t_start: Tensor,  # [A] first pair of each tile in tb.gauss
+    t_count: Tensor,  # [A] number of pairs of each tile
+    report: Callable[[int], None],
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Blend the given tiles front to back. Returns acc [A, 256, D] (weighted sums of tb.vals),
+    and with tb.k > 0 the per-pixel top-K weights [A, 256, K] float32 and scene ids [A, 256, K]
+    int32 (-1 = empty, after the filled slots), front to back."""
+    device = tiles.device
+    A, P, M, Kc = len(tiles), tb.terms.shape[1], tb.sentinel, tb.k
+    t_cx = (tiles % tb.tiles_x).float() * TILE + TILE / 2
+    t_cy = (tiles // tb.tiles_x).float() * TILE + TILE / 2
     pos = torch.zeros(A, dtype=torch.long, device=device)
     trans = torch.ones(A, P, device=device)
-    acc = torch.zeros(A, P, vals.shape[1], device=device)
+    acc = torch.zeros(A, P, tb.vals.shape[1], device=device)
+    top_w = top_r = top_n = mixed = None
     if Kc:
         top_w = torch.zeros(A, P, Kc, device=device)
-        top_r = torch.full((A, P, Kc), M, dtype=torch.long, device=device)  # depth rank, M = empty
+        top_r = torch.full((A, P, Kc), M, dtype=torch.int32, device=device)  # depth rank, M = empty
         top_n = torch.zeros(A, P, dtype=torch.long, device=device)
+        mixed = torch.zeros(A, P, dtype=torch.bool, device=device)
+    neg_terms = -tb.terms.T  # [P, 6]: the matmul yields -power directly
+    last = len(tb.gauss) - 1
     active = torch.arange(A, device=device)
     max_g = 1024
     while len(active):
-        g = int(min(max_g, max(32, budget // len(active))))
-        step = max(1, budget // g)
+        g = int(min(max_g, max(32, tb.budget // len(active))))
+        step = max(1, tb.budget // g)
+        ar = torch.arange(g, device=device)
         for s0 in range(0, len(active), step):
             sel = active[s0 : s0 + step]
-            ar = torch.arange(g, device=device)
-            idx = t_start[sel, None] + pos[sel, None] + ar  # [S, G]
-            ok = (pos[sel, None] + ar) < t_count[sel, None]
-            gi = torch.where(ok, gauss[idx.clamp(max=len(gauss) - 1)], M)  # [S, G] depth ranks
-            dx = mx[gi] - t_cx[sel, None]
-            dy = my[gi] - t_cy[sel, None]
-            a, b, c = ca[gi], cb[gi], cc[gi]
+            off = pos[sel, None] + ar  # [S, G]
+            ok = off < t_count[sel, None]
+            gi = torch.where(ok, tb.gauss[(t_start[sel, None] + off).clamp_(max=last)], M)  # [S, G] ranks
+            dx = tb.mx[gi] - t_cx[sel, None]
+            dy = tb.my[gi] - t_cy[sel, None]
+            a, b, c = tb.ca[gi], tb.cb[gi], tb.cc[gi]
             coef = torch.stack(
                 [
                     0.5 * a,
@@ -307,88 +426,78 @@ def rasterize(
                     0.5 * c,
                     -(a * dx + b * dy),
                     -(c * dy + b * dx),
-                    0.5 * a * dx * dx + b * dx * dy + 0.5 * c * dy * dy + lo[gi],
+                    0.5 * a * dx * dx + b * dx * dy + 0.5 * c * dy * dy + tb.lo[gi],
                 ],
                 dim=1,
             )  # [S, 6, G]
-            power = torch.matmul(terms.T, coef)  # [S, P, G]
-            alpha = power.clamp_(_POWER_LO, _POWER_HI).neg_().exp_()
+            alpha = torch.matmul(neg_terms, coef)  # [S, P, G] = -power
+            alpha = alpha.clamp_(-_POWER_HI, -_POWER_LO).exp_()
             alpha = torch.nn.functional.threshold_(alpha, ALPHA_MIN - 1e-12, 0.0)
             one_m = torch.sub(1.0, alpha)
             t_incl = torch.cumprod(one_m, dim=2).mul_(trans[sel, :, None])
             t_incl = torch.nn.functional.threshold_(t_incl, T_MIN, 0.0)  # stop where T <= 1e-4
             w = alpha.mul_(t_incl).div_(one_m)  # alpha * T_before, 0 after the stop
             trans[sel] = t_incl[:, :, -1]
-            acc[sel] += torch.bmm(w, vals[gi])
+            acc[sel] += torch.bmm(w, tb.vals[gi])
             if Kc:
-                _merge_topk(top_w, top_r, top_n, sel, w, gi)
-            pos[sel] += g
+                _merge_topk(top_w, top_r, top_n, mixed, sel, w, gi)
+        pos[active] += g
         done = (pos[active] >= t_count[active]) | (trans[active].amax(dim=1) <= 0)
-        active = active[~done]
-        if progress is not None:
-            progress(1.0 - len(active) / max(A, 1))
-
-    full = torch.zeros(n_tiles, P, vals.shape[1], device=device)
-    full[tiles] = acc
-    img = _untile(full, tiles_x, tiles_y, width, height)  # [H, W, C+2]
-    ids = weights = None
+        if bool(done.any()):
+            report(int(done.sum()))
+            active = active[~done]
+    ids = None
     if Kc:
-        # Order each pixel's kept contributors front to back (depth rank ascending, empty last).
-        top_r = torch.where(top_w > 0, top_r, M)
-        top_r, perm = torch.sort(top_r, dim=2)
-        top_w = torch.gather(top_w, 2, perm)
-        ful_r = torch.full((n_tiles, P, Kc), M, dtype=torch.long, device=device)
-        ful_w = torch.zeros(n_tiles, P, Kc, device=device)
-        ful_r[tiles] = top_r
-        ful_w[tiles] = top_w
-        ids = scene_ids[_untile(ful_r, tiles_x, tiles_y, width, height)].int()
-        weights = _untile(ful_w, tiles_x, tiles_y, width, height)
-    return RasterResult(values=img[..., :C], alpha=img[..., C + 1], depth_sum=img[..., C], ids=ids, weights=weights)
+        # Pixels that went through a selection: restore front-to-back order (depth rank).
+        fix = torch.nonzero(mixed.view(-1)).squeeze(1)
+        if len(fix):
+            r = top_r.view(-1, Kc)[fix]
+            r, perm = torch.sort(r, dim=1)
+            top_r.view(-1, Kc)[fix] = r
+            top_w.view(-1, Kc)[fix] = torch.gather(top_w.view(-1, Kc)[fix], 1, perm)
+        ids = tb.scene_ids[top_r]  # [A, P, K] int32 scene index, -1 = empty
+    return acc, top_w, ids
 
 
-def _merge_topk(top_w: Tensor, top_r: Tensor, top_n: Tensor, sel: Tensor, w: Tensor, gi: Tensor) -> None:
+def _merge_topk(top_w: Tensor, top_r: Tensor, top_n: Tensor, mixed: Tensor, sel: Tensor, w: Tensor, gi: Tensor) -> None:
     """Merge a round's weights w [S, P, G] (Gaussian depth ranks gi [S, G]) into the running
-    per-pixel top-K (top_w, top_r [A, P, K], filled-slot counts top_n [A, P]) of tiles ``sel``."""
+    per-pixel top-K of tiles ``sel``: weights top_w [A, P, K], depth ranks top_r [A, P, K],
+    filled-slot counts top_n [A, P], and ``mixed`` [A, P] marking pixels whose slots are no longer
+    in front-to-back order (they went through a selection)."""
+    S, P, G = w.shape
     K = top_w.shape[2]
-    filled = top_n[sel]  # [S, P] slots in use
-    nz = w > 0  # [S, P, G]
-    n_new = nz.sum(dim=2)  # [S, P]
-    fits = (filled + n_new) <= K
+    flat = torch.nonzero(w.view(-1)).squeeze(1)  # [E] positive weights, row-major
+    if len(flat) == 0:
+        return
+    row = flat // G  # [E] s * P + p, non-decreasing
+    n_new = torch.bincount(row, minlength=S * P)  # [S*P]
+    filled = top_n[sel].view(-1)  # [S*P]
+    total = filled + n_new
+    fits = total <= K
     # Most pixels have fewer than K contributors in total: append their new weights in order
     # (front to back) without any selection.
-    app = (nz & fits[:, :, None]).nonzero()  # [E, 3] (tile-in-batch, pixel, g), row-major
-    if len(app):
-        s_i, p_i, g_i = app.unbind(1)
-        rank_in_row = torch.cumsum(nz, dim=2)[s_i, p_i, g_i] - 1
-        slot = filled[s_i, p_i] + rank_in_row
+    row_start = torch.cumsum(n_new, 0) - n_new
+    e_fit = fits[row]
+    fe, rf = flat[e_fit], row[e_fit]
+    if len(fe):
+        slot = filled[rf] + (torch.arange(len(flat), device=w.device)[e_fit] - row_start[rf])
+        s_i, p_i = rf // P, rf % P
         rows = sel[s_i]
-        top_w[rows, p_i, slot] = w[s_i, p_i, g_i]
-        top_r[rows, p_i, slot] = gi[s_i, g_i]
-        top_n[sel] = torch.where(fits, filled + n_new, filled)
-    # Pixels that overflow K: merge by weight, only where a new weight beats the current K-th.
-    over = ~fits
-    if not bool(over.any()):
+        top_w[rows, p_i, slot] = w.view(-1)[fe]
+        top_r[rows, p_i, slot] = gi[s_i, fe % G].to(top_r.dtype)
+    top_n[sel] = torch.where(fits, total, K).view(S, P)
+    # Pixels that overflow K: keep the K largest of (current K, this round's G).
+    over = torch.nonzero(~fits).squeeze(1)
+    if len(over) == 0:
         return
-    cur_w = top_w[sel]  # [S, P, K]
-    kth = torch.where(filled >= K, cur_w.amin(dim=2), 0.0)
-    need = (over & (w.amax(dim=2) > kth)).nonzero()  # [R, 2] (tile-in-batch, pixel)
-    top_n[sel] = torch.where(over, K, top_n[sel])
-    if len(need) == 0:
-        return
-    si, pi = need[:, 0], need[:, 1]
-    cand_w = torch.cat([cur_w[si, pi], w[si, pi]], dim=1)  # [R, K+G]
-    cand_r = torch.cat([top_r[sel[si], pi], gi[si]], dim=1)
+    s_i, p_i = over // P, over % P
+    rows = sel[s_i]
+    cand_w = torch.cat([top_w[rows, p_i], w[s_i, p_i]], dim=1)  # [R, K+G]
+    cand_r = torch.cat([top_r[rows, p_i], gi[s_i].to(top_r.dtype)], dim=1)
     best_w, best = torch.topk(cand_w, K, dim=1, sorted=False)
-    rows = sel[si]
-    top_w[rows, pi] = best_w
-    top_r[rows, pi] = torch.gather(cand_r, 1, best)
-
-
-def _untile(t: Tensor, tiles_x: int, tiles_y: int, width: int, height: int) -> Tensor:
-    """[tiles, 256, ...] in tile-major, row-major-within-tile order -> [H, W, ...]."""
-    rest = t.shape[2:]
-    img = t.reshape(tiles_y, tiles_x, TILE, TILE, *rest).transpose(1, 2)
-    return img.reshape(tiles_y * TILE, tiles_x * TILE, *rest)[:height, :width].contiguous()
+    top_w[rows, p_i] = best_w
+    top_r[rows, p_i] = torch.gather(cand_r, 1, best)
+    mixed[rows, p_i] = True
 
 
 def _empty_result(height: int, width: int, C: int, K: int, device: torch.device) -> RasterResult:
