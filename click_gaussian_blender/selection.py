@@ -31,7 +31,7 @@ import numpy as np
 
 from . import attributes as A
 from . import feature_store as FS
-from .engine.errors import CameraError, EngineError, TrainingError
+from .engine.errors import EngineError, TrainingError
 from .engine.scene import GaussianScene
 from .viewport import ViewCamera, local_to_file
 
@@ -135,11 +135,10 @@ def invalidate(mesh: Any | None = None) -> None:
 def click_data(obj: Any) -> tuple[Any, Any]:
     """(ClickIndex, TrainedFeatures) of an object, cached (see the module docstring). Raises
     ClickError / TrainingError with a user message when the object cannot be clicked yet."""
-    from .engine.click import ClickIndex
-
     mesh = obj.data
     if not FS.has_features(mesh):
         raise TrainingError(f"{obj.name!r} has no trained features yet: train it first (Click-Gaussian panel > Train)")
+    from .engine.click import ClickIndex
     if obj.mode == "EDIT":
         obj.update_from_editmode()
     key = _key(mesh)
@@ -234,8 +233,6 @@ def click(obj: Any, view: ViewCamera, u: float, v: float, *, level: str = "coars
     """The whole click handler: pixel (u, v) of ``view`` (engine pixel coordinates, see
     :func:`.viewport.region_to_pixel`) -> selection on ``obj`` (see the module docstring).
     Never raises for the user's mistakes: the outcome's ``ok``/``message`` say what happened."""
-    from .engine.click import click_query
-
     t0 = time.perf_counter()
     out = ClickOutcome(False, "", level, mode)
     if level not in ("coarse", "fine"):
@@ -246,6 +243,8 @@ def click(obj: Any, view: ViewCamera, u: float, v: float, *, level: str = "coars
     except EngineError as exc:
         out.message = str(exc)
         return out
+    from .engine.click import click_query
+
     t1 = time.perf_counter()
     cam = view.camera
     if not (0 <= u <= cam.width and 0 <= v <= cam.height):
