@@ -301,7 +301,7 @@ def parse_header(raw: bytes | bytearray | memoryview, payload_len: int) -> tuple
     [(name, dtype, shape, offset, nbytes)]."""
     try:
         header = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise ProtocolError(f"frame header is not valid UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(header, dict):
         raise ProtocolError("frame header is not a JSON object")

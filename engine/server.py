@@ -164,6 +164,19 @@ class _Connection:
             self.close()
             return False
 
+    def send_buffers(self, bufs: list, what: str) -> bool:
+        """Send an encoded frame (see :func:`engine.protocol.encode_frame`)."""
+        if self.closed.is_set():
+            return False
+        try:
+            with self.send_lock:
+                P.send_buffers(self.sock, bufs)
+            return True
+        except OSError as exc:
+            log.warning("could not send the reply to %r to %s: %s", what, self.name, exc)
+            self.close()
+            return False
+
     def send_error(self, rid: int, command: str, exc: BaseException) -> bool:
         t, msg, tb = error_payload(exc, self.server.config.log_path)
         if not isinstance(exc, EngineError):
@@ -345,6 +358,7 @@ class EngineServer:
         log.info("connection from %s", conn.name)
         try:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # dead remote peers
         except OSError:
             pass
         reason = "closed by the client"
@@ -485,10 +499,11 @@ class EngineServer:
     def _run(self, conn: _Connection, cmd: Command, req: Request) -> None:
         try:
             result, arrays = cmd.handler(self, req)
+            bufs = P.encode_frame(P.reply_header(req.id, req.command, result), arrays)  # may fail: a bug
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an error reply
             conn.send_error(req.id, req.command, exc)
             return
-        conn.send(P.reply_header(req.id, req.command, result), arrays)
+        conn.send_buffers(bufs, req.command)
 
     def _refuse_if_busy(self, cmd: Command) -> None:
         if not cmd.mutating:

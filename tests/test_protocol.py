@@ -126,6 +126,12 @@ def test_payload_length_must_match_the_arrays() -> None:
         P.decode_frames(P.PREFIX.pack(P.MAGIC, len(header), 16) + header + bytes(16))
 
 
+def test_absurdly_nested_header_is_a_protocol_error() -> None:
+    header = b"[" * 60000
+    with pytest.raises(P.ProtocolError, match="JSON"):
+        P.decode_frames(P.PREFIX.pack(P.MAGIC, len(header), 0) + header)
+
+
 def test_garbage_is_not_a_frame() -> None:
     with pytest.raises(P.ProtocolError, match="not a Click-Gaussian"):
         P.decode_frames(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -38,11 +38,16 @@ def _boom(server: object, req: Request) -> tuple[dict, dict]:
     raise ZeroDivisionError("a bug")
 
 
+def _unsendable(server: object, req: Request) -> tuple[dict, dict]:
+    return {"x": object()}, {}
+
+
 TEST_COMMANDS = {
     **COMMANDS,
     "slow_job": Command("slow_job", _slow_job, "job", True),
     "echo": Command("echo", _echo, "query", False),
     "boom": Command("boom", _boom, "query", False),
+    "unsendable": Command("unsendable", _unsendable, "query", False),
 }
 
 
@@ -122,6 +127,8 @@ def test_errors_cross_as_data_and_keep_the_connection(server: EngineServer) -> N
         with pytest.raises(RemoteError, match="internal engine error: ZeroDivisionError") as ei:
             c.call("boom")
         assert "ZeroDivisionError" in ei.value.remote_traceback
+        with pytest.raises(RemoteError, match="not JSON serialisable"):
+            c.call("unsendable", timeout=5)
         with pytest.raises(EngineError, match="no scene is loaded"):
             c.click(0, 1.0, 1.0).result(5)
         with pytest.raises(RemoteError, match="argument 'u' must be float"):
