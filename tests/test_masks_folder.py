@@ -128,3 +128,9 @@ def test_errors(tmp_path: Path) -> None:
         src.view_masks(IMAGE, "nonbin")
     with pytest.raises(MaskError, match="view's name"):
         src.view_masks(IMAGE, None)
+
+
+def test_damaged_npz(tmp_path: Path) -> None:
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(MaskError, match="not a readable .npz"):
+        FolderMaskSource(tmp_path).view_masks(IMAGE, "bad")

@@ -15,6 +15,7 @@ Importing this package does not import torch (only :class:`SamMaskSource` needs 
 
 from .area_rule import UNASSIGNED, ViewMasks, area_rule, area_rule_stack
 from .builtin import BuiltinMaskSource, BuiltinSettings
+from .cache import MaskCache, prepare_masks
 from .folder import FolderMaskSource
 from .source import MaskSource, MaskSourceBase, MaskWarning
 
@@ -23,6 +24,7 @@ __all__ = [
     "BuiltinMaskSource",
     "BuiltinSettings",
     "FolderMaskSource",
+    "MaskCache",
     "MaskSource",
     "MaskSourceBase",
     "MaskWarning",
@@ -30,6 +32,7 @@ __all__ = [
     "ViewMasks",
     "area_rule",
     "area_rule_stack",
+    "prepare_masks",
 ]
 
 

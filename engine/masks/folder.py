@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,7 @@ class FolderMaskSource(MaskSourceBase):
             try:
                 with np.load(path, allow_pickle=False) as z:
                     arrays = {k: z[k] for k in z.files}
-            except (OSError, ValueError, EOFError) as exc:
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
                 raise MaskError(f"mask file {path} is not a readable .npz ({exc})") from exc
             if "coarse" in arrays or "fine" in arrays:
                 if not ("coarse" in arrays and "fine" in arrays):
