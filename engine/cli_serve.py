@@ -2,7 +2,9 @@
 
 The token comes from the environment variable ``CLICKGS_TOKEN`` or, with ``--token-stdin``, from
 the first line of stdin — never from the command line (other users can read command lines).
-When ready, one JSON line goes to stdout::
+With ``--generate-token`` the engine makes its own token and prints it in the ready line (for
+an engine started by hand on a remote GPU machine: copy port and token into the add-on's
+preferences and forward the port with ``ssh -L``). When ready, one JSON line goes to stdout::
 
     {"ready": true, "host": "127.0.0.1", "port": 50123, "pid": 4242, "protocol": 1,
      "engine": "0.1.0", "log": "/tmp/clickgs/engine-4242.log", "torch": "2.14.1", "cuda": false, ...}
@@ -40,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process exits")
     parser.add_argument("--token-stdin", action="store_true",
                         help=f"read the token from the first line of stdin (else from ${TOKEN_ENV})")
+    parser.add_argument("--generate-token", action="store_true",
+                        help="make a random token and print it in the ready line (for an engine started by hand, "
+                             "e.g. on a GPU machine reached through an SSH tunnel)")
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="exit when stdin is closed (the launcher keeps the pipe open while it lives)")
     parser.add_argument("--idle-timeout", type=float, default=0.0, help="exit after this many seconds without a client (0 = never)")
@@ -53,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _read_token(args: argparse.Namespace) -> str:
     token = os.environ.pop(TOKEN_ENV, "")  # not inherited by anything we start
+    if args.generate_token:
+        import secrets
+
+        return secrets.token_hex(32)
     if args.token_stdin:
         line = sys.stdin.readline()
         token = line.strip() or token
@@ -129,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, frame: server.request_shutdown(f"signal {signal.Signals(signum).name}"))
     ready = {"ready": True, "host": args.host, "port": port, "pid": os.getpid(), "protocol": P.PROTOCOL_VERSION,
              "engine": __version__, "log": log_path, **info}
+    if args.generate_token:
+        ready["token"] = token  # the person who started it needs it; it is not on the command line
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     reason = server.serve_forever()

@@ -325,7 +325,10 @@ class EngineSession:
               checkpoint_path: str | None = None, resume: bool = False) -> dict[str, Any]:
         """Train features (engine.train.train), preparing masks first if needed. The result is
         kept in the session and written to ``save_path`` (default ``<scene>.clickgs.npz`` beside a
-        scene loaded from a file; nothing is written for an uploaded scene unless asked)."""
+        scene loaded from a file; nothing is written for an uploaded scene unless asked). A
+        checkpoint goes to ``checkpoint_path`` (default ``<save_path>.ckpt``, or
+        ``train-<scene hash>.ckpt`` in the cache folder) so ``resume=True`` continues a cancelled
+        or crashed run."""
         from .features import default_features_path
         from .train import TrainSettings, train
 
@@ -349,8 +352,15 @@ class EngineSession:
             views = self.views
         if save_path is None and scene_path is not None:
             save_path = default_features_path(scene_path)
-        if checkpoint_path is None and save_path is not None:
-            checkpoint_path = save_path + ".ckpt"
+        if checkpoint_path is None:  # always checkpoint, so a cancelled or crashed run can resume
+            if save_path is not None:
+                checkpoint_path = save_path + ".ckpt"
+            else:
+                from .features import scene_hash
+
+                folder = self._mask_cache_dir()
+                os.makedirs(folder, exist_ok=True)
+                checkpoint_path = os.path.join(folder, f"train-{scene_hash(scene)[:16]}.ckpt")
         t0 = time.perf_counter()
         trained = train(scene, views, ts, progress=_wrap_progress(progress, "train"), cancel=cancel,
                         checkpoint_path=checkpoint_path, resume=resume, gaussians=self.gaussians())

@@ -194,6 +194,23 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     assert "no token" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_hand_started_engine_with_generated_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CLICKGS_TOKEN"}
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--generate-token", "--idle-timeout", "60",
+                             "--log", str(tmp_path / "e.log")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())
+        assert len(ready["token"]) == 64 and ready["token"] not in " ".join(proc.args)
+        with EngineClient.connect("127.0.0.1", ready["port"], ready["token"], timeout=10, heartbeat_s=0) as c:
+            assert c.status().result(10)["job"] is None
+            c.shutdown().result(10)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_check_interpreter() -> None:
     info = check_interpreter(sys.executable)
     assert info["torch"] and info["engine"] and info["numpy"]
