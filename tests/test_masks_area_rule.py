@@ -135,3 +135,16 @@ def test_view_masks_validates() -> None:
         ViewMasks(np.zeros((2, 3)), np.zeros((3, 2)))
     with pytest.raises(ValueError):
         ViewMasks(np.full((2, 2), -2), np.zeros((2, 2)))
+
+
+def test_masks_package_imports_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, engine.masks as m; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'segment_anything' not in sys.modules; print(m.BuiltinMaskSource.quality)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "lower quality than SAM" in out.stdout

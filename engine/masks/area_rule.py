@@ -79,15 +79,16 @@ class ViewMasks:
         return cls(full, full.copy())
 
 
-def segment_stack(segments: Sequence[dict[str, Any]], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validate SAM-style segment dicts and return (masks bool [S, H, W], areas int64 [S]).
+def segment_masks(segments: Sequence[dict[str, Any]], height: int, width: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Validate SAM-style segment dicts and return (S masks bool [H, W] (not copied when
+    already bool), areas int64 [S]).
 
     Each dict needs ``segmentation``: a bool (or 0/1) array [H, W]. ``area`` (pixels) is used
     when present, otherwise counted. Other keys (``bbox``, ``predicted_iou``, ...) are ignored.
     Raises MaskError naming the offending segment.
     """
     s = len(segments)
-    masks = np.zeros((s, height, width), dtype=bool)
+    masks: list[np.ndarray] = []
     areas = np.zeros(s, dtype=np.int64)
     for i, seg in enumerate(segments):
         if not isinstance(seg, dict) or "segmentation" not in seg:
@@ -104,7 +105,7 @@ def segment_stack(segments: Sequence[dict[str, Any]], height: int, width: int) -
             if not np.isin(m, (0, 1)).all():
                 raise MaskError(f"segment {i} is not a binary mask (values other than 0/1)")
             m = m.astype(bool)
-        masks[i] = m
+        masks.append(m)
         areas[i] = int(seg["area"]) if seg.get("area") is not None else int(m.sum())
     return masks, areas
 
@@ -117,11 +118,11 @@ def area_rule(segments: Sequence[dict[str, Any]], height: int, width: int) -> Vi
     segment covering it and its fine ID the index of the smallest; -1 where none does. Equal
     areas: the lower index wins at both levels. Segments with zero area are ignored.
 
-    Vectorised: segments are sorted by area and painted in order, the winner last (S passes of
-    a boolean assignment over [H, W]; no [S, H, W] integer temporaries).
+    Vectorised: segments are sorted by area and painted in that order, the winner last (S
+    masked copies over [H, W]; the masks are not stacked or copied).
     """
-    masks, areas = segment_stack(segments, height, width)
-    return area_rule_stack(masks, areas)
+    masks, areas = segment_masks(segments, height, width)
+    return _paint(masks, areas, height, width)
 
 
 def area_rule_stack(masks: np.ndarray, areas: np.ndarray | None = None) -> ViewMasks:
@@ -132,7 +133,11 @@ def area_rule_stack(masks: np.ndarray, areas: np.ndarray | None = None) -> ViewM
     s, h, w = masks.shape
     if areas is None:
         areas = masks.reshape(s, -1).sum(axis=1)
-    areas = np.asarray(areas, dtype=np.int64)
+    return _paint(list(masks), np.asarray(areas, dtype=np.int64), h, w)
+
+
+def _paint(masks: Sequence[np.ndarray], areas: np.ndarray, h: int, w: int) -> ViewMasks:
+    s = len(masks)
     coarse = np.full((h, w), UNASSIGNED, dtype=np.int32)
     fine = np.full((h, w), UNASSIGNED, dtype=np.int32)
     idx = np.arange(s)
@@ -144,8 +149,8 @@ def area_rule_stack(masks: np.ndarray, areas: np.ndarray | None = None) -> ViewM
     fine_order = np.lexsort((-idx, -areas))
     coarse_order = coarse_order[keep[coarse_order]]
     fine_order = fine_order[keep[fine_order]]
-    for i in coarse_order:
-        coarse[masks[i]] = i
+    for i in coarse_order:  # copyto(where=) is ~2x faster than boolean-index assignment
+        np.copyto(coarse, np.int32(i), where=masks[i])
     for i in fine_order:
-        fine[masks[i]] = i
+        np.copyto(fine, np.int32(i), where=masks[i])
     return ViewMasks(coarse, fine)
