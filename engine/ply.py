@@ -62,6 +62,7 @@ _SH_C0 = 0.28209479177387814
 # Decoded opacities are kept inside their 8-bit quantisation bin so the logit stays finite:
 # alpha 0 and 1 (codes 0 and 255) become logit(0.5/255) = -6.24 and +6.24.
 _ALPHA_EPS = 0.5 / 255.0
+_CHUNK_ROWS = 65536  # rows per chunk of work on whole files (16 MiB of records at SH degree 3)
 
 
 # ----------------------------------------------------------------------------------------- read
@@ -345,11 +346,19 @@ def _decode_inria(data: plyfile.PlyData, name: str) -> tuple[GaussianScene, bool
         obj_info=list(data.obj_info),
         source="ply",
     )
-    known_finite = cols.matrix is not None and cols.matrix.dtype.kind == "f" and bool(
-        np.isfinite(cols.matrix).all())
+    known_finite = cols.matrix is not None and cols.matrix.dtype.kind == "f" and _all_finite(cols.matrix)
     scene = GaussianScene(means=means, scales=scales, quats=quats, opacities=opacities,
                           sh_dc=sh_dc, sh_rest=sh_rest, extra=extra, layout=layout)
     return scene, known_finite
+
+
+def _all_finite(matrix: np.ndarray) -> bool:
+    """Whether every value of an [N, P] float matrix is finite, checked in row chunks (a small
+    reused temporary instead of an N x P boolean array)."""
+    for start in range(0, matrix.shape[0], _CHUNK_ROWS):
+        if not np.isfinite(matrix[start:start + _CHUNK_ROWS]).all():
+            return False
+    return True
 
 
 def _unorm(values: np.ndarray, shift: int, bits: int) -> np.ndarray:
@@ -556,9 +565,6 @@ def _column_sources(scene: GaussianScene) -> Callable[[str], tuple[np.ndarray, i
         return table[name]
 
     return lookup
-
-
-_CHUNK_ROWS = 65536  # records packed per write: a reused 16 MiB buffer at SH degree 3
 
 
 def _record_chunks(scene: GaussianScene, dtype: np.dtype, rows: int | None = None):
