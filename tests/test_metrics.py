@@ -118,3 +118,60 @@ def test_summaries_pool_all_and_mean_over_scenes():
     assert s.click_ms == 4.0 and (s.n_coarse, s.n_fine) == (1, 2)
     m = mean_summaries([s, summarize(rs[:1])])
     assert m.coarse == 1.0 and m.fine == 0.25 and m.all == pytest.approx(0.75)
+
+
+@pytest.fixture(scope="module")
+def tiny_scene():
+    pytest.importorskip("engine.render")
+    from engine.synth import make_scene, render_ground_truth
+
+    synth = make_scene(1, n_gaussians=8000, n_objects=4, n_views=2, n_test_views=4, width=96, height=96)
+    views = render_ground_truth(synth, synth.test_cameras, keep_contributors=True)
+    return synth, views
+
+
+@pytest.mark.slow
+def test_harness_scores_ground_truth_features_near_one(tiny_scene):
+    """End to end: features made from the ground-truth ids score ~1 through render + protocol."""
+    from engine.baseline import features_from_labels
+    from engine.bench.quality import evaluate
+
+    synth, views = tiny_scene
+    oracle = features_from_labels(synth.scene, synth.object_id, synth.part_id)
+    s = summarize(evaluate(synth, views, oracle, None))
+    assert s.n_coarse >= 3 and s.n_fine >= 6
+    assert s.coarse > 0.85 and s.fine > 0.75  # only pixels blending two ids fall below cos 0.9
+    # wrong labels (objects shuffled) score far lower
+    perm = np.random.default_rng(0).permutation(synth.scene.num_gaussians)
+    shuffled = features_from_labels(synth.scene, synth.object_id[perm], synth.part_id[perm])
+    assert summarize(evaluate(synth, views, shuffled, None)).all < 0.5
+
+
+@pytest.mark.slow
+def test_quality_benchmark_runs_tiny(tmp_path):
+    pytest.importorskip("engine.train.trainer")
+    from engine.bench.quality import main
+
+    report = tmp_path / "report.md"
+    rc = main([
+        "--seeds", "0", "1", "--iterations", "3", "--pixels", "64", "--views", "2", "--test-views", "3",
+        "--size", "40x40", "--gaussians", "2500", "--objects", "2", "--variants", "full,no_gfl,baseline",
+        "--pictures", "1", "--out", str(tmp_path / "q"), "--report", str(report),
+    ])
+    assert rc == 0
+    text = report.read_text()
+    assert "| Click-Gaussian (full) |" in text and "| w/o GFL |" in text and "seed 1" in text
+    import json
+
+    rows = json.loads((tmp_path / "q" / "results.json").read_text())
+    assert {r["variant"] for r in rows} == {"full", "no_gfl", "baseline"} and {r["seed"] for r in rows} == {0, 1}
+    assert all(0.0 <= r["miou"] <= 1.0 for r in rows)
+    assert (tmp_path / "q" / "full_seed0.png").stat().st_size > 0
+
+
+def test_quality_benchmark_rejects_bad_arguments(tmp_path, capsys):
+    from engine.bench.quality import main
+
+    assert main(["--variants", "full,nonsense", "--out", str(tmp_path)]) == 2
+    assert "nonsense" in capsys.readouterr().err
+    assert main(["--size", "big", "--out", str(tmp_path)]) == 2

@@ -1,0 +1,376 @@
+"""``python -m engine.bench quality``: segmentation quality on scenes with known ground truth.
+
+For every seed: a procedural tabletop scene (:mod:`engine.synth`), its training views rendered
+once through the project renderer with their top-K contributors (ground-truth id maps by
+contributor vote), SAM-like two-level masks simulated from that ground truth
+(:mod:`engine.masksim` -> :func:`engine.masks.area_rule`), then every variant trained from the
+same frozen-geometry caches (:func:`engine.train.trainer.train_from_caches`) and scored on
+held-out test views with the paper's protocol (:mod:`engine.metrics`): label-propagation mIoU
+(coarse = objects, fine = parts, all = pooled), click-extraction IoU (opacity-weighted) and click
+latency (:func:`engine.click.click_query`). Results are means over seeds; a Markdown table in the
+shape of the paper's Tables 1 and 3 is printed and written with PNG pictures (image, ground
+truth, segment-everything and PCA pictures of the coarse and fine feature maps).
+
+Variants: ``full`` (the paper's model), ``no_gfl``, ``no_prior`` (no granularity prior),
+``no_3d`` / ``no_2d`` / ``no_spatial`` (each regulariser off), ``baseline`` (no learning:
+:mod:`engine.baseline`), and on request ``oracle`` (the ground-truth ids packaged as features:
+the best score the protocol can give on these scenes, limited by pixels that blend two ids).
+
+Default sizes are reduced from the paper's protocol so 5 seeds x 7 variants fit in about an
+hour on 2 CPU cores (see ``--help``); ``--iterations 3000 --pixels 10000`` restores the paper's
+schedule (GFL then starts at 2/3 of the iterations = 2000, recomputed every iterations/30 = 100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EngineError
+
+VARIANTS = {
+    "full": {},
+    "no_gfl": {"use_gfl": False},
+    "no_prior": {"use_prior": False},
+    "no_3d": {"use_3d_norm": False},
+    "no_2d": {"use_2d_norm": False},
+    "no_spatial": {"use_spatial": False},
+    "baseline": None,  # no learning: engine.baseline
+    "oracle": None,  # ground-truth ids as features: the protocol's ceiling (not in the default list)
+}
+DEFAULT_VARIANTS = ("full", "no_gfl", "no_prior", "no_3d", "no_2d", "no_spatial", "baseline")
+LABELS = {
+    "full": "Click-Gaussian (full)",
+    "no_gfl": "w/o GFL",
+    "no_prior": "w/o granularity prior",
+    "no_3d": "w/o 3D norm",
+    "no_2d": "w/o 2D norm",
+    "no_spatial": "w/o spatial",
+    "baseline": "baseline: HDBSCAN on xyz+rgb (no learning)",
+    "oracle": "oracle: ground-truth ids as features (protocol ceiling)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.bench quality", description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="scene seeds (results are means over them)")
+    p.add_argument("--noise", default="realistic", help="mask noise level: clean, realistic (default), hard")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+    p.add_argument("--iterations", type=int, default=600, help="training iterations (paper: 3000)")
+    p.add_argument("--pixels", type=int, default=4096, help="pixels per iteration (paper: 10000)")
+    p.add_argument("--gfl-start", type=int, default=None, help="GFL start iteration (default 2/3 of --iterations, paper: 2000)")
+    p.add_argument("--gaussians", type=int, default=40_000, help="Gaussians per scene (approximate)")
+    p.add_argument("--objects", type=int, default=6, help="objects per scene (1-8)")
+    p.add_argument("--views", type=int, default=40, help="training views per scene")
+    p.add_argument("--test-views", type=int, default=12, help="held-out evaluation views per scene")
+    p.add_argument("--size", default="256x256", help="view size WxH in pixels")
+    p.add_argument("--touch", type=float, default=0.5, help="scene family: chance an object touches another")
+    p.add_argument("--alike", type=float, default=0.35, help="scene family: chance of alike colours")
+    p.add_argument("--pictures", type=int, default=3, help="test views pictured per variant (first seed)")
+    p.add_argument("--out", default="out/quality", help="output folder (table, results.json, PNGs)")
+    p.add_argument("--report", default=None, help="also write the Markdown report here (e.g. docs/quality.md)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    return p
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise EngineError(f"--size must be WxH like 256x256, got {text!r}") from None
+    if not (16 <= w <= 4096 and 16 <= h <= 4096):
+        raise EngineError(f"--size {text} is out of range (16-4096 per side)")
+    return w, h
+
+
+# ----------------------------------------------------------------------------- pictures
+def _palette(n: int) -> np.ndarray:
+    """[n + 1, 3] uint8 distinct colours; index 0 is for -1 (black)."""
+    cols = [(0, 0, 0)]
+    for i in range(n):
+        h = (i * 0.618033988749895) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(h, 0.65 + 0.35 * ((i // 7) % 2), 0.95 - 0.3 * ((i // 3) % 2))
+        cols.append((int(r * 255), int(g * 255), int(b * 255)))
+    return np.array(cols, np.uint8)
+
+
+def _colorize(ids: np.ndarray) -> np.ndarray:
+    pal = _palette(int(ids.max()) + 1 if ids.size else 1)
+    return pal[np.asarray(ids) + 1]
+
+
+def _pca_rgb(feat: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """PCA picture uint8 [H, W, 3] of a feature map [H, W, C]: the first three principal
+    components over covered pixels, each stretched to its 1-99 percentile range."""
+    h, w, c = feat.shape
+    x = feat.reshape(-1, c).astype(np.float64)
+    fg = alpha.reshape(-1) >= 0.5
+    out = np.zeros((h * w, 3))
+    if fg.sum() >= 3:
+        mu = x[fg].mean(0)
+        _, _, vt = np.linalg.svd(x[fg] - mu, full_matrices=False)
+        proj = (x - mu) @ vt[:3].T
+        for k in range(proj.shape[1]):
+            lo, hi = np.percentile(proj[fg, k], [1, 99])
+            out[:, k] = np.clip((proj[:, k] - lo) / max(hi - lo, 1e-9), 0, 1)
+    out[~fg] = 0
+    return (out.reshape(h, w, 3) * 255).astype(np.uint8)
+
+
+def _save_png(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    Image.fromarray(rgb).save(tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate(synth, test_views, trained, gaussians, click_index=None, pictures: int = 0, picture_path: Path | None = None):
+    """Score ``trained`` (:class:`engine.features.TrainedFeatures`) on the test views.
+
+    test_views: :class:`engine.synth.GroundTruthView` with packed contributors. Returns a list
+    of :class:`engine.metrics.TargetResult` (objects at the coarse level, parts at the fine).
+    """
+    import torch
+
+    from .. import metrics as M
+
+    maps: dict[str, list[np.ndarray]] = {"coarse": [], "fine": []}
+    feats_render: dict[str, list[np.ndarray]] = {"coarse": [], "fine": []}
+    for v in test_views:
+        dense = v.contributors.to_dense()
+        for level in ("coarse", "fine"):
+            f = dense.render(torch.from_numpy(trained.level_features(level))).numpy()
+            maps[level].append(M.assign_clusters(f, trained.centers(level), alpha=v.alpha))
+            if len(feats_render[level]) < pictures:
+                feats_render[level].append(f)
+    gt = {"coarse": [v.object_map for v in test_views], "fine": [v.part_map for v in test_views]}
+    names = {"coarse": synth.object_names, "fine": synth.part_names}
+    ids_of = {"coarse": synth.object_id, "fine": synth.part_id}
+    opac = synth.scene.activated_opacities()
+    results = []
+    for level in ("coarse", "fine"):
+        n_targets = synth.num_objects if level == "coarse" else synth.num_parts
+        for t in range(1, n_targets + 1):
+            r = M.propagation_scores(gt[level], maps[level], t)
+            if r is None:
+                continue
+            ref, clusters, miou, n = r
+            res = M.TargetResult(level, t, names[level][t], ref, clusters, miou, n)
+            if click_index is not None:
+                from ..click import click_query
+
+                pt = M.interior_point(gt[level][ref] == t)
+                cam = test_views[ref].camera
+                t0 = time.perf_counter()
+                cr = click_query(click_index, trained, cam, pt[0] + 0.5, pt[1] + 0.5, level=level)
+                res.click_ms = (time.perf_counter() - t0) * 1000.0
+                res.click_iou = M.weighted_iou(np.asarray(cr.selected), ids_of[level] == t, opac)
+            results.append(res)
+    if pictures and picture_path is not None:
+        rows = []
+        for i in range(min(pictures, len(test_views))):
+            v = test_views[i]
+            panels = [v.image, _colorize(v.object_map), _colorize(v.part_map)]
+            for level in ("coarse", "fine"):
+                f = feats_render[level][i]
+                c = trained.centers(level)
+                seg = np.full(v.alpha.shape, -1, np.int32)
+                if len(c):
+                    seg = M.assign_clusters(f, c, alpha=v.alpha, threshold=-1.0)  # segment everything: argmax
+                panels.append(_colorize(seg))
+            for level in ("coarse", "fine"):
+                panels.append(_pca_rgb(feats_render[level][i], v.alpha))
+            rows.append(np.concatenate(panels, axis=1))
+        _save_png(picture_path, np.concatenate(rows, axis=0))
+    return results
+
+
+# ----------------------------------------------------------------------------- main
+def _fmt(x: float, scale: float = 1.0, digits: int = 1) -> str:
+    return "n/a" if x is None or np.isnan(x) else f"{x * scale:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import metrics as M
+    from ..baseline import cluster_baseline, features_from_labels
+    from ..gaussians import Gaussians
+    from ..masksim import noise_level, simulate_view_masks
+    from ..synth import make_scene, render_ground_truth
+
+    try:
+        from ..train import TrainSettings
+        from ..train.data import cache_from_contributors
+        from ..train.trainer import train_from_caches
+    except ImportError as exc:  # the trainer is another part of the engine
+        raise EngineError(f"the quality benchmark needs engine.train ({exc})") from None
+    try:
+        from ..click import ClickIndex
+    except ImportError:
+        ClickIndex = None  # noqa: N806 - click metrics are reported as n/a
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    width, height = _size(args.size)
+    noise = noise_level(args.noise)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in variants:
+        if v not in VARIANTS:
+            raise EngineError(f"--variants: unknown variant {v!r}; known: {', '.join(VARIANTS)}")
+    if args.iterations < 1 or args.pixels < 2:
+        raise EngineError("--iterations must be >= 1 and --pixels >= 2")
+    gfl_start = args.gfl_start if args.gfl_start is not None else (2 * args.iterations) // 3
+    base = TrainSettings(
+        iterations=args.iterations, pixels_per_iter=args.pixels, gfl_start=gfl_start,
+        gfl_interval=max(1, args.iterations // 30), checkpoint_every=10**6, device="cpu",
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    per_seed: dict[str, list] = {v: [] for v in variants}
+    wall: dict[str, list[float]] = {v: [] for v in variants}
+    all_results = []
+    prep_s = []
+    for si, seed in enumerate(args.seeds):
+        t0 = time.perf_counter()
+        synth = make_scene(
+            seed, n_gaussians=args.gaussians, n_objects=args.objects, n_views=args.views,
+            n_test_views=args.test_views, width=width, height=height, touch_prob=args.touch, alike_prob=args.alike,
+        )
+        g = Gaussians.from_scene(synth.scene, "cpu")
+        train_gt = render_ground_truth(synth, synth.cameras, gaussians=g, keep_contributors=True, contributors_k=base.contributors_k)
+        test_gt = render_ground_truth(synth, synth.test_cameras, gaussians=g, keep_contributors=True, contributors_k=base.contributors_k)
+        masks = simulate_view_masks([v.object_map for v in train_gt], [v.part_map for v in train_gt], noise, seed=seed)
+        caches = []
+        for v, m in zip(train_gt, masks):
+            d = v.contributors.to_dense()
+            c = cache_from_contributors(d.ids, d.weights, m, name=v.camera.name)
+            if c is not None:
+                caches.append(c)
+            v.contributors = None  # free memory: the caches hold what training needs
+        index = ClickIndex.build(synth.scene) if ClickIndex is not None else None
+        prep_s.append(time.perf_counter() - t0)
+        print(f"seed {seed}: {synth.scene.num_gaussians} Gaussians, {synth.num_objects} objects, {synth.num_parts} parts, "
+              f"{len(caches)} training views, prepared in {prep_s[-1]:.1f} s", flush=True)
+        for variant in variants:
+            t1 = time.perf_counter()
+            if variant == "oracle":
+                trained = features_from_labels(synth.scene, synth.object_id, synth.part_id, seed=seed)
+            elif variant == "baseline":
+                trained = cluster_baseline(synth.scene)
+            else:
+                settings = base.replace(seed=seed, **VARIANTS[variant])
+                trained = train_from_caches(synth.scene, caches, settings)
+            wall[variant].append(time.perf_counter() - t1)
+            pic = out / f"{variant}_seed{seed}.png" if si == 0 and args.pictures else None
+            res = evaluate(synth, test_gt, trained, g, index, pictures=args.pictures if pic else 0, picture_path=pic)
+            s = M.summarize(res)
+            per_seed[variant].append(s)
+            all_results.extend({"seed": seed, "variant": variant, **asdict(r)} for r in res)
+            print(f"  {variant:<10} coarse {_fmt(s.coarse, 100)}  fine {_fmt(s.fine, 100)}  all {_fmt(s.all, 100)}  "
+                  f"click IoU obj {_fmt(s.click_coarse, 1, 3)} part {_fmt(s.click_fine, 1, 3)}  "
+                  f"click {_fmt(s.click_ms, 1, 2)} ms  ({wall[variant][-1]:.1f} s)", flush=True)
+    total_s = time.perf_counter() - t_all
+    report = _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, gfl_start, base)
+    print()
+    print(report)
+    _write_text(out / "quality.md", report)
+    _write_text(out / "results.json", json.dumps(all_results, indent=1, default=float))
+    if args.report:
+        _write_text(Path(args.report), report)
+    print(f"wrote {out / 'quality.md'}, {out / 'results.json'} and pictures in {out}")
+    return 0
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, gfl_start, base) -> str:
+    from .. import metrics as M
+
+    lines = [
+        "# Segmentation quality on scenes with known ground truth",
+        "",
+        f"`python -m engine.bench {' '.join(sys.argv[2:]) if sys.argv[1:2] == ['quality'] else 'quality'}`",
+        "",
+        f"Means over seeds {args.seeds} ({len(args.seeds)} procedural tabletop scenes, "
+        f"~{args.gaussians} Gaussians, {args.objects} objects of 2-4 parts each), mask noise `{args.noise}` "
+        f"({', '.join(f'{k}={v}' for k, v in noise.as_dict().items())}). {args.views} training views and "
+        f"{args.test_views} held-out test views of {width}x{height} px per scene.",
+        f"Training: {args.iterations} iterations, {args.pixels} pixels per iteration, GFL from iteration {gfl_start} "
+        f"(clusters every {base.gfl_interval}), other settings the paper's (engine.train.TrainSettings).",
+        "",
+        "Label propagation mIoU (x100) as in the paper's Tables 1 and 3: coarse = objects, fine = parts, "
+        "all = pooled targets. Click IoU: opacity-weighted IoU of the Gaussians one click at the target's "
+        "interior point selects, against the ground-truth set. Click latency: median per click. "
+        "Train s: mean wall time of one training run.",
+        "",
+        "| variant | coarse | fine | all | click IoU objects | click IoU parts | click ms | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        m = M.mean_summaries(per_seed[v])
+        lines.append(
+            f"| {LABELS[v]} | {_fmt(m.coarse, 100)} | {_fmt(m.fine, 100)} | {_fmt(m.all, 100)} | "
+            f"{_fmt(m.click_coarse, 1, 3)} | {_fmt(m.click_fine, 1, 3)} | {_fmt(m.click_ms, 1, 2)} | "
+            f"{np.mean(wall[v]):.1f} |"
+        )
+    lines += ["", "Per seed, all mIoU (x100):", "", "| variant | " + " | ".join(f"seed {s}" for s in args.seeds) + " |",
+              "|---|" + "---|" * len(args.seeds)]
+    for v in variants:
+        lines.append(f"| {v} | " + " | ".join(_fmt(s.all, 100) for s in per_seed[v]) + " |")
+    n_c = per_seed[variants[0]][0].n_coarse if variants else 0
+    lines += [
+        "",
+        f"Targets per scene: about {n_c} objects and their parts (targets visible in fewer than two test views are skipped).",
+        f"Wall time: {total_s / 60:.1f} min in all ({np.mean(prep_s):.1f} s per scene to generate, render ground truth "
+        f"and simulate masks), on {platform.machine()} with {os.cpu_count()} CPU cores, torch "
+        f"{_torch_version()}.",
+        "",
+        "Pictures (first seed, per variant, `<variant>_seed<N>.png`): per test view, left to right: render, "
+        "ground-truth objects, ground-truth parts, segment-everything coarse, segment-everything fine, PCA of the "
+        "coarse feature map, PCA of the fine feature map.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
