@@ -518,6 +518,7 @@ def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike 
     if "FISHEYE" in model or model == "EQUIRECTANGULAR":
         raise CameraError(f"{p.name}: camera_model {model} is not supported (pinhole only)")
     folder = Path(images_dir) if images_dir is not None else None
+    index = _folder_index(folder) if folder is not None else None
     names, found = [], []
     for i, fr in enumerate(frames):
         file_path = fr.get("file_path") if isinstance(fr, dict) else None
@@ -525,7 +526,7 @@ def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike 
             raise CameraError(f"{p.name} frame {i}: missing 'file_path'")
         name = file_path.replace("\\", "/")
         names.append(name[2:] if name.startswith("./") else name)
-        found.append(_frame_image(p.parent, file_path, folder))
+        found.append(_frame_image(p.parent, file_path, folder, index))
     missing = [n for n, img in zip(names, found) if img is None]
     if missing and (images_dir is not None or len(missing) < len(frames)):
         raise CameraError(_missing_message(p.name, missing, len(frames)))
@@ -568,10 +569,11 @@ def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike 
     return cams
 
 
-def _frame_image(base: Path, file_path: str, images_dir: Path | None) -> Path | None:
+def _frame_image(base: Path, file_path: str, images_dir: Path | None,
+                 index: dict[str, list[Path]] | None) -> Path | None:
     rel = Path(file_path.replace("\\", "/"))
     if images_dir is not None:
-        return _match_image(images_dir, rel.name, _folder_index(images_dir))
+        return _match_image(images_dir, rel.name, index or {})
     cand = base / rel
     if cand.is_file():
         return cand
@@ -636,6 +638,8 @@ def _attach_images(cams: list[Camera], folder: Path | None, *, explicit: bool, w
     if folder is None:
         warn(f"{where}: no images folder found; cameras only")
         return
+    if not folder.is_dir():
+        raise CameraError(f"{folder}: images folder not found")
     index = _folder_index(folder)
     matched = [_match_image(folder, c.name, index) for c in cams]
     missing = [c.name for c, m in zip(cams, matched) if m is None]

@@ -341,6 +341,9 @@ def test_blender_synthetic_transforms(tmp_path: Path) -> None:
     uv, z = c.project(np.zeros((1, 3)))
     np.testing.assert_allclose(uv[0], [40, 30])
     np.testing.assert_allclose(z, [4.0])
+    # the same frames with images looked up by name in another folder
+    moved = load_cameras(tmp_path / "transforms_train.json", images_dir=tmp_path / "train")
+    assert [Path(c.image_path).name for c in moved] == ["r_0.png", "r_1.png", "r_2.png"]
     (tmp_path / "train" / "r_1.png").unlink()
     with pytest.raises(CameraError, match=r"1 of 3 images are missing: train/r_1"):
         load_cameras(tmp_path / "transforms_train.json")
