@@ -274,7 +274,8 @@ class CLICKGS_OT_highlight_selected(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return obj is not None and get_modifier(obj) is not None
+        # (in Edit Mode Blender's own overlay already marks the selected vertices)
+        return obj is not None and obj.mode == "OBJECT" and get_modifier(obj) is not None
 
     def execute(self, context):
         obj = context.active_object

@@ -73,8 +73,19 @@ def object_to_scene(obj: bpy.types.Object, settings: ExportSettings | None = Non
     if not is_splat_object(obj):
         raise SceneFormatError(f"object {obj.name!r} is not an imported Gaussian Splatting scene")
     if obj.mode == "EDIT":
+        # In Edit Mode the mesh's attributes live in the edit-mesh (no "position" layer): sync it
+        # and read from a plain copy of the mesh instead.
         obj.update_from_editmode()
-    mesh = obj.data
+        copy = obj.data.copy()
+        try:
+            return _object_to_scene(obj, copy, settings, report)
+        finally:
+            bpy.data.meshes.remove(copy)
+    return _object_to_scene(obj, obj.data, settings, report)
+
+
+def _object_to_scene(obj: bpy.types.Object, mesh: bpy.types.Mesh, settings: ExportSettings,
+                     report: ExportReport) -> GaussianScene:
     n = len(mesh.vertices)
     t0 = time.perf_counter()
     axis = np.asarray(obj[A.PROP_AXIS], dtype=np.float64).reshape(4, 4)
@@ -117,7 +128,7 @@ def object_to_scene(obj: bpy.types.Object, settings: ExportSettings | None = Non
     report.timings["read"] = t1 - t0
 
     # Edit-Mode transforms, in local space
-    orig_local = (orig_file.astype(np.float64) @ axis[:3, :3].T + axis[:3, 3]).astype(np.float32)
+    orig_local = A.map_points(orig_file, axis)  # bit-identical to what the import computed
     moved = np.any(orig_local != co, axis=1)
     world = np.array(obj.matrix_world, dtype=np.float64) if settings.apply_transform else np.eye(4)
     inv_axis = np.linalg.inv(axis)
@@ -145,8 +156,7 @@ def object_to_scene(obj: bpy.types.Object, settings: ExportSettings | None = Non
         out = apply_affine_groups(scene, mats, groups, copy=False)
     # positions: exactly where the vertices are now
     if moved.any() or not np.array_equal(base, np.eye(4)):
-        full = inv_axis @ world
-        out.means = (co.astype(np.float64) @ full[:3, :3].T + full[:3, 3]).astype(np.float32)
+        out.means = A.map_points(co, inv_axis @ world)
     report.timings["transform"] = time.perf_counter() - t1
     report.count = n
     return out

@@ -54,14 +54,14 @@ def scene_to_mesh(scene: GaussianScene, mesh: bpy.types.Mesh, axis_matrix: np.nd
     n = scene.num_gaussians
     m = np.asarray(axis_matrix, dtype=np.float64)
     mesh.vertices.add(n)
-    co = scene.means.astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+    co = A.map_points(scene.means, m)
     # (the position attribute takes a contiguous float32 buffer in one copy; vertices.co is ~100x slower)
-    mesh.attributes["position"].data.foreach_set("vector", co.astype(np.float32).reshape(-1))
+    mesh.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(co).reshape(-1))
     _set(_new(mesh, A.POSITION, "FLOAT_VECTOR"), "vector", scene.means)
     _set(_new(mesh, A.INDEX, "INT"), "value", np.arange(n, dtype=np.int32), np.int32)
     _set(_new(mesh, A.F_DC, "FLOAT_VECTOR"), "vector", scene.sh_dc)
     # one transposing copy to coefficient-major [K, N, 3], then each coefficient is contiguous
-    sh = np.ascontiguousarray(scene.sh_rest.transpose(1, 0, 2), dtype=np.float32)
+    sh = A.coefficient_major(scene.sh_rest)
     for k in range(sh.shape[0]):
         _set(_new(mesh, A.sh_name(k + 1), "FLOAT_VECTOR"), "vector", sh[k])
     _set(_new(mesh, A.OPACITY, "FLOAT"), "value", scene.opacities)

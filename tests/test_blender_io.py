@@ -494,3 +494,28 @@ def test_render_equivalence_after_edits(bpy, tmp_path: Path) -> None:
         stale = moved.subset(np.arange(moved.num_gaussians))
         stale.sh_rest = src.subset(sel).sh_rest
         assert np.abs(rgb(stale, view) - want).mean() > 10 * max(err.mean(), 1e-4)
+
+
+def test_export_from_edit_mode_and_compressed_source(bpy, shared_data: Path, tmp_path: Path) -> None:
+    """Exporting while still in Edit Mode sees the latest edits; a SuperSplat compressed scene
+    exports in the standard Inria layout with its decoded values."""
+    from engine.ply import read_ply
+
+    path = shared_data / "guitar.compressed.ply"
+    obj = import_ply(bpy, path)
+    n = len(obj.data.vertices)
+    mask = np.zeros(n, bool)
+    mask[:1000] = True
+    _select(bpy, obj, mask)
+    bpy.ops.transform.translate(value=(0.0, 0.0, 1.0))
+    assert obj.mode == "EDIT"
+    assert export(bpy, tmp_path / "guitar.ply") == {"FINISHED"}
+    src, out = read_ply(path), read_ply(tmp_path / "guitar.ply")
+    assert out.layout.source == "ply" and out.num_gaussians == n
+    assert out.layout.vertex_dtype.names[:3] == ("x", "y", "z") and "f_dc_0" in out.layout.vertex_dtype.names
+    # Blender +Z is the file's -Y with the default axes
+    np.testing.assert_allclose(out.means[:1000], src.means[:1000] - (0, 1, 0), atol=1e-5)
+    np.testing.assert_array_equal(out.means[1000:], src.means[1000:])
+    np.testing.assert_array_equal(out.quats, src.quats)
+    np.testing.assert_array_equal(out.sh_dc, src.sh_dc)
+    bpy.ops.object.mode_set(mode="OBJECT")
