@@ -136,9 +136,20 @@ class TrainedFeatures:
         level_dim(level)
         return self.coarse_labels if level == "coarse" else self.fine_labels
 
+    @property
+    def granularity_prior(self) -> bool:
+        """False only for features trained without the granularity prior (ablation): their fine
+        feature is ``[0 (12) | fine' 12]``, independent of the coarse half."""
+        return bool(self.settings.get("use_prior", True))
+
     def level_features(self, level: str) -> np.ndarray:
-        """Raw (not normalised) per-Gaussian features of a level as float32: [N, 12] or [N, 24]."""
-        return self.features[:, : level_dim(level)].astype(np.float32)
+        """Raw (not normalised) per-Gaussian features of a level as float32: coarse [N, 12]
+        (``features[:, :12]``) or fine [N, 24] (``concat(coarse, fine')``; see
+        :attr:`granularity_prior`)."""
+        out = self.features[:, : level_dim(level)].astype(np.float32)
+        if level == "fine" and not self.granularity_prior:
+            out[:, :COARSE_DIM] = 0.0
+        return out
 
     def unit_features(self, level: str) -> np.ndarray:
         """L2-normalised per-Gaussian features of a level, float32, cached (fast cosine)."""

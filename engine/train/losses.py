@@ -76,7 +76,8 @@ class HingedPairSum(torch.autograd.Function):
     Forward walks the upper triangle in row blocks (S is symmetric, so half the work):
     S_b = n_b @ n_{r0:}^T, the same-segment band (a contiguous column range per segment thanks to
     the sorting) set to 0, which is below every margin > 0; keep = [S_b > margin];
-    value += 2 <S_b, keep> - <diagonal block>; g_rows += keep @ n, g_cols += keep^T @ n_b.
+    g_rows += keep @ n, g_cols += keep^T @ n_b; value += 2 <S_b, keep> - <diagonal block>, with
+    <S_b, keep> = sum_i n_i . (keep @ n)_i taken from the gradient matmul (no extra pass).
     d value / d n = 2 g. The gradient is kept for backward ([P, D]); no P x P matrix ever exists,
     and a block ([block, P] float32) stays in cache. Measured 2x faster than full row blocks and
     ~9x faster than autograd over the P x P matrix (``python -m engine.bench train``)."""
@@ -104,10 +105,12 @@ class HingedPairSum(torch.autograd.Function):
                 j += 1
             keep = keep_buf[: s.numel()].view(s.shape)
             torch.gt(s, margin, out=keep)
-            whole = float(torch.dot(s.reshape(-1), keep.reshape(-1)))
-            diag = float((s[:, :b] * keep[:, :b]).sum())
+            g_rows = keep @ nd[r0:]  # [b, D]
+            # <S_b, keep> = sum_i n_i . (keep @ n)_i: the value comes with the gradient matmul
+            whole = float((nd[r0:r1] * g_rows).sum())
+            diag = float((nd[r0:r1] * (keep[:, :b] @ nd[r0:r1])).sum())
             total += 2.0 * whole - diag
-            grad[r0:r1] += keep @ nd[r0:]
+            grad[r0:r1] += g_rows
             if r1 < p:
                 grad[r1:] += keep[:, b:].T @ nd[r0:r1]
         grad.mul_(2.0)
@@ -149,11 +152,12 @@ def contrastive_loss(
     seg_f: torch.Tensor,
     *,
     use_prior: bool = True,
-    neg_weight: float = 0.1,
+    margin_coarse: float = MARGIN_COARSE,
+    margin_fine: float = MARGIN_FINE,
     block: int = 128,
     reference: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_pos, L_neg) summed over both levels; L_cont = L_pos + neg_weight * L_neg (paper: 0.1).
+    """(L_pos, L_neg) summed over both levels; the caller forms L_cont = L_pos + 0.1 L_neg.
 
     rendered: [P, 24] rendered features of sampled pixels; seg_c, seg_f: [P] int64 (-1 ignored).
     The fine negative term uses concat(sg(F_c), F_f'): it cannot push the coarse half apart.
@@ -161,7 +165,7 @@ def contrastive_loss(
     pos_fn = positive_pair_loss_reference if reference else positive_pair_loss
     pos = rendered.sum() * 0.0
     neg = rendered.sum() * 0.0
-    for level, seg, margin in (("coarse", seg_c, MARGIN_COARSE), ("fine", seg_f, MARGIN_FINE)):
+    for level, seg, margin in (("coarse", seg_c, margin_coarse), ("fine", seg_f, margin_fine)):
         ok = seg >= 0
         if not bool(ok.any()):
             continue
@@ -206,15 +210,17 @@ def gfl_loss(
     centers_f: torch.Tensor | None,
     *,
     use_prior: bool = True,
+    margin_coarse: float = MARGIN_COARSE,
+    margin_fine: float = MARGIN_FINE,
 ) -> torch.Tensor:
     """L_gfl = sum over levels of (L_gfl_pos + L_gfl_neg); f: [M, 24] per-Gaussian features,
     centres: [Cc, 12] and [Cf, 24] unit (a level without clusters contributes 0)."""
     total = f.sum() * 0.0
     if centers_c is not None and len(centers_c):
-        pos, neg = gfl_loss_level(f[:, :COARSE_DIM], centers_c, MARGIN_COARSE)
+        pos, neg = gfl_loss_level(f[:, :COARSE_DIM], centers_c, margin_coarse)
         total = total + pos + neg
     if centers_f is not None and len(centers_f):
-        pos, neg = gfl_loss_level(fine_feature(f, use_prior=use_prior), centers_f, MARGIN_FINE)
+        pos, neg = gfl_loss_level(fine_feature(f, use_prior=use_prior), centers_f, margin_fine)
         total = total + pos + neg
     return total
 

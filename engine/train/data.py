@@ -1,0 +1,264 @@
+"""Training data: views (camera + image + two-level masks) and the frozen-geometry pixel cache.
+
+Geometry and opacity are frozen in Click-Gaussian, so the blending weights ``w = alpha * T`` of
+every pixel are constants: each training view is rendered once with its top-K contributors
+(:func:`engine.render.render` with ``contributors_k``), and every iteration renders its sampled
+pixels' features as ``sum_k w[p, k] f[ids[p, k]]`` (:func:`engine.render.blend`), which is
+differentiable in the features. :class:`ViewCache` keeps only the pixels that carry a training
+signal (assigned in at least one level and covered by the splats).
+
+Importance sampling (ours, the paper says only "based on mask pixel count"): half of each
+iteration's pixels go to the coarse segments and half to the fine ones, equally per segment and
+uniformly inside a segment, i.e. p(pixel) = 0.5 / (S_c * area_c(seg_c)) + 0.5 / (S_f *
+area_f(seg_f)) with S_l the number of segments of level l in the view. A 200-pixel part thus gets
+as many samples as a 50,000-pixel wall.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..cameras import Camera
+from ..errors import CameraError, Cancelled, TrainingError
+
+MIN_COVERAGE = 0.5  # pixels whose cached weights sum below this carry no feature to train
+
+
+@dataclass
+class TrainView:
+    """One training view. camera: OpenCV :class:`Camera`; image: uint8 [H, W, 3] RGB or None
+    (then rendered from the splats); masks: :class:`engine.masks.ViewMasks` [H, W] or None (then
+    computed by a mask source)."""
+
+    camera: Camera
+    image: np.ndarray | None = None
+    masks: Any = None
+
+
+@dataclass
+class ViewCache:
+    """The training pixels of one view (P_v of them), on the training device.
+
+    ids: [P_v, K] int64 contributor Gaussian indices, front to back (empty slots point at
+        Gaussian 0 with weight 0); weights: [P_v, K] float32 ``alpha * T``;
+    seg_c, seg_f: [P_v] int64 view-local segment IDs, -1 = unassigned at that level;
+    prob: [P_v] float32 importance-sampling probabilities (sum 1); pixels: [P_v] int64 flat
+    pixel index ``v * W + u``; height, width: the view's size; name: the camera's name."""
+
+    ids: torch.Tensor
+    weights: torch.Tensor
+    seg_c: torch.Tensor
+    seg_f: torch.Tensor
+    prob: torch.Tensor
+    pixels: torch.Tensor
+    height: int
+    width: int
+    name: str = ""
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.ids, self.weights, self.seg_c, self.seg_f, self.prob, self.pixels))
+
+
+def importance_probabilities(seg_c: np.ndarray, seg_f: np.ndarray) -> np.ndarray:
+    """Per-pixel sampling probabilities [P] float64 (see module doc) for IDs [P] (-1 = none)."""
+    p = np.zeros(seg_c.shape[0], dtype=np.float64)
+    levels = [s for s in (seg_c, seg_f) if (s >= 0).any()]
+    for seg in levels:
+        ok = seg >= 0
+        _, inv, counts = np.unique(seg[ok], return_inverse=True, return_counts=True)
+        p[ok] += 1.0 / (len(levels) * len(counts) * counts[inv.reshape(-1)])
+    total = p.sum()
+    return p / total if total > 0 else p
+
+
+def cache_from_contributors(
+    ids: np.ndarray | torch.Tensor,
+    weights: np.ndarray | torch.Tensor,
+    masks: Any,
+    *,
+    device: torch.device | str = "cpu",
+    name: str = "",
+) -> ViewCache | None:
+    """Build a :class:`ViewCache` from one view's contributors (ids int [H, W, K], -1 = empty;
+    weights float [H, W, K]) and its :class:`ViewMasks`. Returns None when no pixel is both
+    assigned and covered (the caller reports the view)."""
+    ids_t = torch.as_tensor(ids)
+    w_t = torch.as_tensor(weights, dtype=torch.float32)
+    h, w, k = ids_t.shape
+    if masks.shape != (h, w):
+        raise TrainingError(f"view {name!r}: masks are {masks.shape[1]}x{masks.shape[0]} but the camera is {w}x{h}")
+    seg_c = masks.coarse.reshape(-1).astype(np.int64)
+    seg_f = masks.fine.reshape(-1).astype(np.int64)
+    ids_t = ids_t.reshape(h * w, k).cpu()
+    w_t = w_t.reshape(h * w, k).cpu()
+    cover = w_t.clamp_min(0).sum(1).numpy()
+    keep = ((seg_c >= 0) | (seg_f >= 0)) & (cover >= MIN_COVERAGE)
+    if not keep.any():
+        return None
+    pix = np.flatnonzero(keep)
+    sub_ids = ids_t[torch.from_numpy(pix)].long()
+    sub_w = w_t[torch.from_numpy(pix)]
+    empty = sub_ids < 0
+    sub_w = sub_w.masked_fill(empty, 0.0)
+    sub_ids = sub_ids.masked_fill(empty, 0)
+    # drop trailing slots no pixel uses (contributors are front to back, empties at the end)
+    used = (sub_w > 0).any(0).nonzero()
+    k_eff = int(used.max()) + 1 if used.numel() else 1
+    sub_ids, sub_w = sub_ids[:, :k_eff].contiguous(), sub_w[:, :k_eff].contiguous()
+    sc, sf = seg_c[pix], seg_f[pix]
+    prob = importance_probabilities(sc, sf)
+    dev = torch.device(device)
+    return ViewCache(
+        ids=sub_ids.to(dev),
+        weights=sub_w.to(dev),
+        seg_c=torch.from_numpy(sc).to(dev),
+        seg_f=torch.from_numpy(sf).to(dev),
+        prob=torch.from_numpy(prob.astype(np.float32)).to(dev),
+        pixels=torch.from_numpy(pix.astype(np.int64)).to(dev),
+        height=h,
+        width=w,
+        name=name,
+    )
+
+
+def build_caches(
+    gaussians: Any,
+    views: Sequence[TrainView],
+    contributors_k: int,
+    *,
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[list[ViewCache], list[str]]:
+    """Render every view once with its top-K contributors and keep its training pixels.
+
+    Returns (caches, warnings). Views whose masks assign no covered pixel are skipped with a
+    warning; raises :class:`TrainingError` when no view is left."""
+    from ..render import render
+
+    caches: list[ViewCache] = []
+    warnings: list[str] = []
+    for i, view in enumerate(views):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("training cancelled while preparing views")
+        name = view.camera.name or f"view {i}"
+        if view.masks is None:
+            raise TrainingError(f"{name} has no masks (give a mask source or masks for every view)")
+        out = render(gaussians, view.camera, contributors_k=contributors_k)
+        if out.contributors is None:
+            raise TrainingError("the renderer returned no contributors")
+        cache = cache_from_contributors(
+            out.contributors.ids, out.contributors.weights, view.masks, device=gaussians.device, name=name
+        )
+        if cache is None:
+            warnings.append(f"{name}: no masked pixel is covered by the splats; view skipped")
+        else:
+            caches.append(cache)
+        if progress is not None:
+            progress(i + 1, len(views))
+    if not caches:
+        raise TrainingError(
+            f"none of the {len(views)} training views has a usable mask (all masks empty or on empty space)"
+        )
+    return caches, warnings
+
+
+def check_views(views: Sequence[TrainView]) -> None:
+    """Raise a clear error for an unusable list of views."""
+    if not views:
+        raise TrainingError("no training views given")
+    for i, v in enumerate(views):
+        name = v.camera.name or f"view {i}"
+        if not isinstance(v.camera, Camera):
+            raise TrainingError(f"{name}: camera is a {type(v.camera).__name__}, not an engine Camera")
+        if v.masks is not None and tuple(v.masks.shape) != (v.camera.height, v.camera.width):
+            raise TrainingError(
+                f"{name}: masks are {v.masks.shape[1]}x{v.masks.shape[0]} but the camera is "
+                f"{v.camera.width}x{v.camera.height}"
+            )
+        if v.image is not None:
+            img = np.asarray(v.image)
+            if img.ndim != 3 or img.shape[:2] != (v.camera.height, v.camera.width):
+                raise CameraError(
+                    f"{name}: image is {list(img.shape)} but the camera is {v.camera.width}x{v.camera.height}"
+                )
+
+
+def load_image(path: str, width: int, height: int) -> np.ndarray:
+    """An image file as uint8 [height, width, 3] RGB (resized with Lanczos when its size differs)."""
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise CameraError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (width, height):
+                im = im.resize((width, height), Image.LANCZOS)
+            return np.asarray(im, dtype=np.uint8).copy()
+    except OSError as exc:
+        raise CameraError(f"image {path} cannot be read ({exc})") from None
+
+
+def render_image(gaussians: Any, camera: Camera) -> np.ndarray:
+    """The splats' own colour image of a camera: uint8 [H, W, 3] RGB over a black background."""
+    from ..render import render
+
+    out = render(gaussians, camera)
+    rgb = out.values[..., :3].clamp(0, 1).mul(255).round().to(torch.uint8)
+    return rgb.cpu().numpy()
+
+
+def views_from_scene(
+    scene: Any,
+    cameras: Sequence[Camera],
+    mask_source: Any,
+    *,
+    images: Sequence[np.ndarray | None] | None = None,
+    gaussians: Any = None,
+    cache_dir: str | None = None,
+    device: str = "auto",
+    progress: Callable[[str, int, int], Any] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[TrainView]:
+    """Training views for ``cameras``: each camera's image (``images[i]``, else the file at
+    ``camera.image_path``, else rendered from the splats) and its two-level masks from
+    ``mask_source`` through :func:`engine.masks.prepare_masks` (cached on disk in ``cache_dir``).
+
+    progress(stage, done, total) with stage ``"images"`` or ``"masks"``."""
+    from ..gaussians import Gaussians
+    from ..masks import prepare_masks
+
+    if not cameras:
+        raise CameraError("no cameras given for training")
+    if images is not None and len(images) != len(cameras):
+        raise CameraError(f"{len(images)} images for {len(cameras)} cameras")
+    if gaussians is None:
+        gaussians = Gaussians.from_scene(scene, device)
+    named: list[tuple[str, np.ndarray]] = []
+    for i, cam in enumerate(cameras):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled while preparing training images")
+        img = images[i] if images is not None else None
+        if img is None and cam.image_path:
+            img = load_image(cam.image_path, cam.width, cam.height)
+        if img is None:
+            img = render_image(gaussians, cam)
+        named.append((cam.name or f"view_{i:03d}", np.ascontiguousarray(img)))
+        if progress is not None:
+            progress("images", i + 1, len(cameras))
+
+    def mask_progress(*args: Any) -> None:
+        if progress is not None and len(args) >= 2:
+            progress("masks", int(args[0]), int(args[1]))
+
+    masks = prepare_masks(mask_source, named, cache_dir=cache_dir, progress=mask_progress, cancel=cancel)
+    return [TrainView(camera=c, image=img, masks=m) for c, (_, img), m in zip(cameras, named, masks)]

@@ -1,0 +1,342 @@
+"""The Click-Gaussian trainer: only the per-Gaussian 24-d features train; geometry is frozen.
+
+Each iteration (``../shared/paper/METHOD.md``):
+
+1. one training view (a fresh random permutation of the views per epoch);
+2. ``pixels_per_iter`` pixels importance-sampled with replacement from its cache
+   (:mod:`engine.train.data`), their features rendered as the cached blend;
+3. L = L_pos + 0.1 L_neg + 10 L_gfl + 0.2 L_3d + 0.2 L_2d + 0.5 L_spatial (each term switchable);
+4. one Adam step (lr 0.01) on the features.
+
+The global clusters for GFL are (re)computed at ``gfl_start`` and every ``gfl_interval``
+iterations after (:mod:`engine.train.gfl`). All randomness of iteration ``i`` comes from a
+generator seeded with ``(seed, i)``, so a resumed run draws exactly what the uninterrupted run
+would have drawn.
+
+Checkpoints (``torch.save``, written atomically, read with ``weights_only=True``): features,
+Adam state, iteration, current global clusters, settings and scene hash. Cancelling (a set
+``threading.Event``, or a progress callback returning False) writes one and raises
+:class:`engine.errors.Cancelled`; ``resume=True`` continues from it.
+
+After the last iteration: the final global clusters of both levels and per-Gaussian labels
+(argmax cosine to the centres, -1 below ``label_min_cos_*`` or for Gaussians that no training
+pixel sees).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled, TrainingError
+from ..features import TrainedFeatures, scene_hash
+from . import losses as L
+from .data import TrainView, ViewCache, build_caches, check_views
+from .gfl import GlobalClusters, assign_labels, compute_global_clusters
+from .settings import TrainProgress, TrainSettings
+
+CHECKPOINT_VERSION = 1
+ProgressFn = Callable[[TrainProgress], Any]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError("training setting device='cuda' but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def knn_neighbours(means: np.ndarray, k: int) -> torch.Tensor:
+    """[N, k] int64 indices of each Gaussian's k nearest other Gaussians (scipy cKDTree built
+    once; with fewer than k+1 Gaussians, neighbours repeat)."""
+    from scipy.spatial import cKDTree
+
+    n = means.shape[0]
+    if n < 2:
+        return torch.zeros((n, k), dtype=torch.long)
+    kk = min(k + 1, n)
+    tree = cKDTree(np.asarray(means, dtype=np.float64))
+    _, idx = tree.query(np.asarray(means, dtype=np.float64), k=kk, workers=-1)
+    idx = np.asarray(idx).reshape(n, kk)[:, 1:]
+    if idx.shape[1] < k:
+        idx = np.concatenate([idx, np.repeat(idx[:, -1:], k - idx.shape[1], axis=1)], axis=1)
+    return torch.from_numpy(idx.astype(np.int64))
+
+
+def init_features(n: int, seed: int) -> torch.Tensor:
+    """Initial features [n, 24] float32: Gaussian noise scaled so each 12-d half has norm ~1."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randn(n, 24, generator=g) / math.sqrt(12.0)
+
+
+def _iter_generator(seed: int, it: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed((int(seed) * 1_000_003 + int(it) * 7919 + 12345) % (2**63 - 1))
+    return g
+
+
+def _view_for_iteration(seed: int, it: int, n_views: int) -> int:
+    epoch, pos = divmod(it, n_views)
+    perm = np.random.default_rng([int(seed), int(epoch)]).permutation(n_views)
+    return int(perm[pos])
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str, state: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically (temp file + os.replace)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise TrainingError(f"cannot write checkpoint {path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (no pickle: ``weights_only``)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TrainingError(f"checkpoint {path} does not exist") from None
+    except Exception as exc:
+        raise TrainingError(f"checkpoint {path} is not a readable training checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise TrainingError(f"checkpoint {path} is not a Click-Gaussian training checkpoint (or from another version)")
+    return state
+
+
+# ----------------------------------------------------------------------------- training
+def train(
+    scene: Any,
+    views: Sequence[TrainView],
+    settings: TrainSettings = TrainSettings(),
+    *,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    checkpoint_path: str | None = None,
+    resume: bool = False,
+    gaussians: Any = None,
+) -> TrainedFeatures:
+    """Train Click-Gaussian features for ``scene`` from ``views`` (each with masks; see
+    :func:`engine.train.views_from_scene` to make them). Returns the :class:`TrainedFeatures`
+    (not saved: call ``.save(path)``). Raises TrainingError for unusable input, Cancelled when
+    cancelled (after writing ``checkpoint_path`` when given)."""
+    from ..gaussians import Gaussians
+
+    if not isinstance(settings, TrainSettings):
+        raise TrainingError(f"settings must be a TrainSettings, got {type(settings).__name__}")
+    check_views(views)
+    if scene.num_gaussians == 0:
+        raise TrainingError("the scene has no Gaussians to train")
+    device = _device(settings.device)
+    t0 = time.perf_counter()
+    if gaussians is None:
+        gaussians = Gaussians.from_scene(scene, device)
+    elif gaussians.num_gaussians != scene.num_gaussians:
+        raise TrainingError("gaussians and scene have different numbers of Gaussians")
+
+    def cache_progress(done: int, total: int) -> None:
+        if progress is not None:
+            r = progress(TrainProgress(0, settings.iterations, {}, time.perf_counter() - t0, None, "prepare",
+                                       f"caching view {done}/{total}"))
+            if r is False and cancel is not None:
+                cancel.set()
+
+    caches, warnings = build_caches(gaussians, views, settings.contributors_k, progress=cache_progress, cancel=cancel)
+    if progress is not None:
+        for w in warnings:
+            progress(TrainProgress(0, settings.iterations, {}, time.perf_counter() - t0, None, "prepare", w))
+    return train_from_caches(
+        scene, caches, settings, progress=progress, cancel=cancel, checkpoint_path=checkpoint_path,
+        resume=resume, _t0=t0, _warnings=warnings,
+    )
+
+
+def train_from_caches(
+    scene: Any,
+    caches: Sequence[ViewCache],
+    settings: TrainSettings = TrainSettings(),
+    *,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    checkpoint_path: str | None = None,
+    resume: bool = False,
+    _t0: float | None = None,
+    _warnings: Sequence[str] = (),
+) -> TrainedFeatures:
+    """The training loop over prepared view caches (see :func:`train`)."""
+    t0 = time.perf_counter() if _t0 is None else _t0
+    if not caches:
+        raise TrainingError("no training view has usable masks")
+    if resume and not checkpoint_path:
+        raise TrainingError("resume needs a checkpoint path")
+    device = caches[0].ids.device
+    n = scene.num_gaussians
+    s = settings
+    s_hash = scene_hash(scene)
+    key = json.dumps(s.result_key(), sort_keys=True)
+
+    features = init_features(n, s.seed).to(device).requires_grad_()
+    opt = torch.optim.Adam([features], lr=s.lr)
+    start = 0
+    clusters: GlobalClusters | None = None
+    if resume and os.path.isfile(checkpoint_path or ""):
+        st = load_checkpoint(checkpoint_path)  # type: ignore[arg-type]
+        if st.get("scene_hash") != s_hash:
+            raise TrainingError(f"checkpoint {checkpoint_path} belongs to another scene; delete it or train without resume")
+        saved = json.loads(st["settings"])
+        mine = json.loads(key)
+        saved.pop("iterations", None)
+        mine.pop("iterations", None)
+        if saved != mine:
+            diff = sorted(k for k in mine if saved.get(k) != mine[k])
+            raise TrainingError(f"checkpoint {checkpoint_path} was made with other settings ({', '.join(diff)}); resume with the same settings")
+        if int(st["n_views"]) != len(caches):
+            raise TrainingError(f"checkpoint {checkpoint_path} was made with {st['n_views']} usable views, now {len(caches)}")
+        with torch.no_grad():
+            features.copy_(st["features"].to(device))
+        opt.load_state_dict(st["adam"])
+        start = min(int(st["iteration"]), s.iterations)
+        if st.get("centers_c") is not None:
+            clusters = GlobalClusters(st["centers_c"].to(device), st["centers_f"].to(device))
+
+    def make_state(it: int) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "iteration": it,
+            "features": features.detach().cpu().clone(),
+            "adam": opt.state_dict(),
+            "centers_c": None if clusters is None else clusters.coarse.cpu(),
+            "centers_f": None if clusters is None else clusters.fine.cpu(),
+            "settings": key,
+            "scene_hash": s_hash,
+            "n_views": len(caches),
+        }
+
+    knn = knn_neighbours(scene.means, s.spatial_k).to(device) if s.use_spatial and s.w_spatial > 0 else None
+    seen = torch.zeros(n, dtype=torch.bool, device=device)
+    for c in caches:
+        seen[c.ids[c.weights > 0]] = True
+
+    def clusters_now() -> GlobalClusters:
+        return compute_global_clusters(
+            caches, features.detach(), eps_coarse=s.hdbscan_eps_coarse, eps_fine=s.hdbscan_eps_fine,
+            min_cluster_views=s.min_cluster_views, use_prior=s.use_prior,
+        )
+
+    from ..render import blend
+
+    last: dict[str, float] = {}
+    t_loop = time.perf_counter()
+    report_every = max(1, min(10, s.iterations // 100))
+    for it in range(start, s.iterations):
+        if cancel is not None and cancel.is_set():
+            where = ""
+            if checkpoint_path:
+                save_checkpoint(checkpoint_path, make_state(it))
+                where = f"; checkpoint {checkpoint_path} (resume to continue)"
+            raise Cancelled(f"training cancelled at iteration {it}/{s.iterations}{where}")
+        if s.use_gfl and s.w_gfl > 0 and it >= s.gfl_start and (clusters is None or (it - s.gfl_start) % s.gfl_interval == 0):
+            if progress is not None and it == s.gfl_start:
+                progress(TrainProgress(it, s.iterations, dict(last), time.perf_counter() - t0, None, "clusters",
+                                       "computing global clusters"))
+            clusters = clusters_now()
+        gen = _iter_generator(s.seed, it, device)
+        cache = caches[_view_for_iteration(s.seed, it, len(caches))]
+        rows = torch.multinomial(cache.prob, s.pixels_per_iter, replacement=True, generator=gen)
+        rendered = blend(cache.ids[rows], cache.weights[rows], features)  # [P, 24]
+        terms: dict[str, torch.Tensor] = {}
+        if s.use_contrastive:
+            pos, neg = L.contrastive_loss(
+                rendered, cache.seg_c[rows], cache.seg_f[rows], use_prior=s.use_prior,
+                margin_coarse=s.margin_coarse, margin_fine=s.margin_fine,
+            )
+            terms["pos"] = pos
+            terms["neg"] = s.w_neg * neg
+        if s.use_gfl and s.w_gfl > 0 and clusters is not None and it >= s.gfl_start:
+            if n > s.gfl_samples:
+                gi = torch.randint(0, n, (s.gfl_samples,), generator=gen, device=device)
+                fg = features[gi]
+            else:
+                fg = features
+            terms["gfl"] = s.w_gfl * L.gfl_loss(
+                fg, clusters.coarse, clusters.fine, use_prior=s.use_prior,
+                margin_coarse=s.margin_coarse, margin_fine=s.margin_fine,
+            )
+        if s.use_3d_norm and s.w_3d > 0:
+            terms["3d"] = s.w_3d * L.norm3d_loss(features)
+        if s.use_2d_norm and s.w_2d > 0:
+            terms["2d"] = s.w_2d * L.norm2d_loss(rendered, use_prior=s.use_prior)
+        if knn is not None:
+            if n > s.spatial_samples:
+                si = torch.randint(0, n, (s.spatial_samples,), generator=gen, device=device)
+            else:
+                si = torch.arange(n, device=device)
+            terms["spatial"] = s.w_spatial * L.spatial_loss(features, si, knn[si])
+        total = sum(terms.values())
+        opt.zero_grad(set_to_none=True)
+        total.backward()  # type: ignore[union-attr]
+        opt.step()
+        done = it + 1
+        if checkpoint_path and (done % s.checkpoint_every == 0) and done < s.iterations:
+            save_checkpoint(checkpoint_path, make_state(done))
+        if progress is not None and (done % report_every == 0 or done == s.iterations or it == start):
+            last = {k: float(v.detach()) for k, v in terms.items()}
+            last["total"] = float(total.detach())
+            if not all(math.isfinite(v) for v in last.values()):
+                raise TrainingError(f"training diverged at iteration {done} (loss {last}); try a lower lr")
+            elapsed = time.perf_counter() - t0
+            per_it = (time.perf_counter() - t_loop) / (done - start)
+            r = progress(TrainProgress(done, s.iterations, dict(last), elapsed, per_it * (s.iterations - done), "train"))
+            if r is False and cancel is not None:
+                cancel.set()
+            elif r is False:
+                if checkpoint_path:
+                    save_checkpoint(checkpoint_path, make_state(done))
+                raise Cancelled(f"training cancelled at iteration {done}/{s.iterations}")
+
+    if not bool(torch.isfinite(features).all()):
+        raise TrainingError("training produced non-finite features; try a lower lr")
+    if checkpoint_path:
+        save_checkpoint(checkpoint_path, make_state(s.iterations))
+    if progress is not None:
+        progress(TrainProgress(s.iterations, s.iterations, dict(last), time.perf_counter() - t0, 0.0, "clusters",
+                               "computing final global clusters"))
+    final = clusters_now()
+    f = features.detach()
+    coarse_labels = assign_labels(f[:, : L.COARSE_DIM], final.coarse, s.label_min_cos_coarse, seen)
+    fine_labels = assign_labels(L.fine_feature(f, use_prior=s.use_prior), final.fine, s.label_min_cos_fine, seen)
+    facts = {
+        "views": len(caches),
+        "train_pixels": int(sum(len(c) for c in caches)),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "warnings": list(_warnings),
+    }
+    result = TrainedFeatures(
+        features=f.cpu().numpy().astype(np.float16),
+        coarse_centers=final.coarse.cpu().numpy(),
+        fine_centers=final.fine.cpu().numpy(),
+        coarse_labels=coarse_labels,
+        fine_labels=fine_labels,
+        settings={**s.to_dict(), "run": facts},
+        scene_hash=s_hash,
+    )
+    if progress is not None:
+        progress(TrainProgress(s.iterations, s.iterations, dict(last), time.perf_counter() - t0, 0.0, "done",
+                               f"{len(final.coarse)} coarse / {len(final.fine)} fine clusters"))
+    return result

@@ -1,0 +1,231 @@
+"""The trainer: settings validation, importance sampling, learning on a synthetic cache,
+cancel + checkpoint + exact resume, bad input, and the render-backed cache."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cameras import Camera
+from engine.errors import Cancelled, TrainingError
+from engine.scene import GaussianScene
+from engine.train import TrainSettings, TrainView, train
+from engine.train.data import ViewCache, cache_from_contributors, importance_probabilities
+from engine.train.trainer import load_checkpoint, train_from_caches
+
+GROUPS = 3  # objects (coarse); each has 2 parts (fine)
+PER_PART = 40
+
+
+def _scene() -> GaussianScene:
+    rng = np.random.default_rng(0)
+    n = GROUPS * 2 * PER_PART
+    part = np.arange(n) // PER_PART
+    centers = np.array([[3.0 * (p // 2), 0.8 * (p % 2), 0.0] for p in range(GROUPS * 2)])
+    means = centers[part] + rng.normal(0, 0.1, (n, 3))
+    return GaussianScene(
+        means=means.astype(np.float32),
+        scales=np.full((n, 3), -3.0, np.float32),
+        quats=np.tile(np.array([1, 0, 0, 0], np.float32), (n, 1)),
+        opacities=np.zeros(n, np.float32),
+        sh_dc=np.zeros((n, 3), np.float32),
+        sh_rest=np.zeros((n, 0, 3), np.float32),
+    )
+
+
+class _Masks:
+    def __init__(self, coarse: np.ndarray, fine: np.ndarray) -> None:
+        self.coarse, self.fine = coarse, fine
+        self.shape = coarse.shape
+
+
+def _caches(n_views: int = 4, h: int = 12, w: int = 18, k: int = 6) -> list[ViewCache]:
+    """Synthetic views: each pixel blends k Gaussians of one part; masks follow the parts, with
+    view-local IDs (shuffled per view) as a real mask source would give."""
+    out = []
+    for v in range(n_views):
+        rng = np.random.default_rng(100 + v)
+        part_of_pixel = (np.arange(w)[None, :] * (GROUPS * 2) // w).repeat(h, 0)  # [h, w]
+        ids = np.empty((h, w, k), np.int64)
+        for p in range(GROUPS * 2):
+            sel = part_of_pixel == p
+            ids[sel] = rng.integers(p * PER_PART, (p + 1) * PER_PART, (int(sel.sum()), k))
+        wts = rng.dirichlet(np.ones(k), size=(h, w)) * 0.95
+        perm_c, perm_f = rng.permutation(GROUPS), rng.permutation(GROUPS * 2)
+        coarse = perm_c[part_of_pixel // 2].astype(np.int32)
+        fine = perm_f[part_of_pixel].astype(np.int32)
+        coarse[0, :] = -1  # some unassigned pixels
+        cache = cache_from_contributors(ids, wts, _Masks(coarse, fine), name=f"v{v}")
+        assert cache is not None
+        out.append(cache)
+    return out
+
+
+FAST = dict(iterations=60, pixels_per_iter=200, gfl_start=40, gfl_interval=10, checkpoint_every=25, device="cpu")
+
+
+def test_settings_reject_absurd_values():
+    with pytest.raises(TrainingError, match="iterations"):
+        TrainSettings(iterations=-5)
+    with pytest.raises(TrainingError, match="lr"):
+        TrainSettings(lr=-0.01)
+    with pytest.raises(TrainingError, match="lr"):
+        TrainSettings(lr=float("nan"))
+    with pytest.raises(TrainingError, match="pixels_per_iter"):
+        TrainSettings(pixels_per_iter=1)
+    with pytest.raises(TrainingError, match="margin_fine"):
+        TrainSettings(margin_fine=1.5)
+    with pytest.raises(TrainingError, match="at least one"):
+        TrainSettings(use_contrastive=False, use_gfl=False, use_spatial=False)
+    s = TrainSettings()
+    assert (s.iterations, s.lr, s.pixels_per_iter, s.gfl_start) == (3000, 0.01, 10_000, 2000)
+    assert (s.margin_coarse, s.margin_fine, s.w_neg, s.w_gfl, s.w_3d, s.w_2d, s.w_spatial) == (
+        0.5, 0.75, 0.1, 10.0, 0.2, 0.2, 0.5)
+    assert TrainSettings.from_dict(s.to_dict()) == s
+
+
+def test_importance_sampling_gives_every_segment_equal_mass():
+    seg_c = np.array([0] * 90 + [1] * 10 + [-1] * 5)
+    seg_f = np.array([0] * 50 + [1] * 40 + [2] * 10 + [-1] * 5)
+    p = importance_probabilities(seg_c, seg_f)
+    assert p.sum() == pytest.approx(1.0)
+    assert p[100:].sum() == 0
+    # coarse half: 0.25 per coarse segment; fine half: 1/6 per fine segment
+    assert p[90:100].sum() == pytest.approx(0.25 + 1 / 6)
+    assert p[:50].sum() == pytest.approx(0.25 * 50 / 90 + 1 / 6)
+    # only one level assigned: all the mass goes to it
+    p2 = importance_probabilities(np.full(4, -1), np.array([0, 0, 0, 1]))
+    assert p2[3] == pytest.approx(0.5)
+
+
+def _purity(labels: np.ndarray, truth: np.ndarray) -> float:
+    ok = labels >= 0
+    if not ok.any():
+        return 0.0
+    good = 0
+    for k in np.unique(labels[ok]):
+        good += np.bincount(truth[labels == k]).max()
+    return good / len(labels)
+
+
+def test_training_separates_objects_and_parts():
+    scene = _scene()
+    tf = train_from_caches(scene, _caches(), TrainSettings(**FAST))
+    n = scene.num_gaussians
+    part = np.arange(n) // PER_PART
+    assert tf.features.shape == (n, 24) and tf.features.dtype == np.float16
+    assert len(tf.coarse_centers) >= 2 and len(tf.fine_centers) >= 2
+    # Gaussians of different objects have dissimilar coarse features, same object similar
+    u = tf.unit_features("coarse")
+    obj_mean = np.stack([u[part // 2 == o].mean(0) for o in range(GROUPS)])
+    obj_mean /= np.linalg.norm(obj_mean, axis=1, keepdims=True)
+    cos = obj_mean @ obj_mean.T
+    assert np.all(cos[~np.eye(GROUPS, dtype=bool)] < 0.6)
+    assert _purity(tf.coarse_labels, part // 2) > 0.9
+    assert (tf.coarse_labels >= 0).mean() > 0.9
+    assert tf.settings["iterations"] == 60 and tf.settings["run"]["views"] == 4
+
+
+def test_cancel_writes_checkpoint_and_resume_reproduces_the_full_run(tmp_path):
+    scene = _scene()
+    caches = _caches()
+    s = TrainSettings(**FAST)
+    full = train_from_caches(scene, caches, s)
+    ck = str(tmp_path / "run.ckpt")
+    cancel = threading.Event()
+
+    def prog(p):
+        if p.phase == "train" and p.iteration >= 47:
+            cancel.set()
+
+    with pytest.raises(Cancelled, match="checkpoint"):
+        train_from_caches(scene, caches, s, progress=prog, cancel=cancel, checkpoint_path=ck)
+    st = load_checkpoint(ck)
+    assert 47 <= st["iteration"] < 60
+    seen = []
+    resumed = train_from_caches(scene, caches, s, checkpoint_path=ck, resume=True,
+                                progress=lambda p: seen.append(p.iteration))
+    assert min(i for i in seen if i > 0) > st["iteration"]  # continued, not restarted
+    np.testing.assert_array_equal(resumed.features, full.features)
+    np.testing.assert_array_equal(resumed.coarse_labels, full.coarse_labels)
+    assert load_checkpoint(ck)["iteration"] == 60
+
+
+def test_progress_returning_false_cancels():
+    with pytest.raises(Cancelled):
+        train_from_caches(_scene(), _caches(), TrainSettings(**FAST), progress=lambda p: False)
+
+
+def test_resume_refuses_other_scene_or_settings(tmp_path):
+    scene = _scene()
+    caches = _caches()
+    ck = str(tmp_path / "c.ckpt")
+    train_from_caches(scene, caches, TrainSettings(**{**FAST, "iterations": 30}), checkpoint_path=ck)
+    with pytest.raises(TrainingError, match="other settings"):
+        train_from_caches(scene, caches, TrainSettings(**{**FAST, "lr": 0.02}), checkpoint_path=ck, resume=True)
+    other = scene.subset(np.arange(scene.num_gaussians))
+    other.means = other.means + 1
+    with pytest.raises(TrainingError, match="another scene"):
+        train_from_caches(other, caches, TrainSettings(**FAST), checkpoint_path=ck, resume=True)
+    (tmp_path / "junk.ckpt").write_bytes(b"junk")
+    with pytest.raises(TrainingError, match="not a readable"):
+        train_from_caches(scene, caches, TrainSettings(**FAST), checkpoint_path=str(tmp_path / "junk.ckpt"), resume=True)
+
+
+def test_ablation_switches_change_the_loss_terms():
+    scene = _scene()
+    caches = _caches()
+    seen: dict[str, float] = {}
+    s = TrainSettings(**{**FAST, "iterations": 5, "use_gfl": False, "use_spatial": False, "use_2d_norm": False})
+    train_from_caches(scene, caches, s, progress=lambda p: seen.update(p.losses))
+    assert set(seen) == {"pos", "neg", "3d", "total"}
+    tf = train_from_caches(scene, caches, TrainSettings(**{**FAST, "iterations": 5, "use_prior": False}))
+    assert not tf.granularity_prior
+    assert np.all(tf.level_features("fine")[:, :12] == 0)
+
+
+def _cam(w: int = 24, h: int = 20) -> Camera:
+    K = np.array([[30.0, 0, w / 2], [0, 30.0, h / 2], [0, 0, 1]])
+    vm = np.eye(4)
+    vm[:3, 3] = [-3.0, -0.4, 8.0]  # look at the middle object from 8 units
+    return Camera(vm, K, w, h, "cam")
+
+
+def test_bad_views_give_clear_errors():
+    scene = _scene()
+    cam = _cam()
+    with pytest.raises(TrainingError, match="no training views"):
+        train(scene, [], TrainSettings(**FAST))
+    with pytest.raises(TrainingError, match="has no masks"):
+        train(scene, [TrainView(cam, None, None)], TrainSettings(**FAST))
+    empty = _Masks(np.full((20, 24), -1, np.int32), np.full((20, 24), -1, np.int32))
+    with pytest.raises(TrainingError, match="none of the 1 training views"):
+        train(scene, [TrainView(cam, None, empty)], TrainSettings(**FAST))
+    wrong = _Masks(np.zeros((10, 10), np.int32), np.zeros((10, 10), np.int32))
+    with pytest.raises(TrainingError, match="masks are 10x10"):
+        train(scene, [TrainView(cam, None, wrong)], TrainSettings(**FAST))
+
+
+def test_cache_blend_equals_renderer_feature_render():
+    from engine.gaussians import Gaussians
+    from engine.render import render
+
+    scene = _scene()
+    scene.scales[:] = -1.5
+    g = Gaussians.from_scene(scene, "cpu")
+    cam = _cam()
+    out = render(g, cam, contributors_k=32)
+    masks = _Masks(np.zeros((20, 24), np.int32), np.zeros((20, 24), np.int32))
+    cache = cache_from_contributors(out.contributors.ids, out.contributors.weights, masks)
+    assert cache is not None and len(cache) > 50
+    feats = torch.randn(scene.num_gaussians, 24)
+    full = render(g, cam, feats).values.reshape(-1, 24)
+    from engine.train.gfl import blend_cached
+
+    # pixels whose top-32 contributors hold all of the pixel's weight must match exactly
+    complete = (cache.weights.sum(1) - out.alpha.reshape(-1)[cache.pixels]).abs() < 1e-4
+    assert complete.sum() > 20
+    torch.testing.assert_close(blend_cached(cache, feats)[complete], full[cache.pixels][complete], atol=1e-3, rtol=1e-3)
