@@ -88,6 +88,8 @@ def test_blend_gradcheck() -> None:
     weights = torch.rand(5, 4, dtype=torch.float64, generator=gen)
     weights = torch.where(ids >= 0, weights, 0.0)
     assert torch.autograd.gradcheck(lambda v: blend(ids, weights, v), (values,))
+    w = weights.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda w_, v: blend(ids, torch.where(ids >= 0, w_, 0.0), v), (w, values))
     out = blend(ids, weights, values)
     manual = (weights[..., None] * values[ids.clamp_min(0)]).sum(1)
     assert torch.allclose(out, manual)
