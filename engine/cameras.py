@@ -493,8 +493,14 @@ def load_inria_cameras_json(path: str | os.PathLike, images_dir: str | os.PathLi
 
 
 def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike | None = None,
-                         *, warn: Warn | None = None, _data: dict | None = None) -> list[Camera]:
+                         *, warn: Warn | None = None, undo_applied_transform: bool = False,
+                         _data: dict | None = None) -> list[Camera]:
     """Cameras of a nerfstudio or Blender-NeRF ``transforms.json``.
+
+    World frame: the file's. nerfstudio's COLMAP converter (``ns-process-data``) rotates the
+    COLMAP world and records it as ``applied_transform`` [3, 4]; ``undo_applied_transform=True``
+    maps the cameras back to the COLMAP world, which is the frame of a scene trained from the
+    same COLMAP model by the Inria code (a CameraError if the file has no such transform).
 
     Each frame's ``transform_matrix`` is camera-to-world in the OpenGL convention (x right, y up,
     looking along -z); it is converted to OpenCV by flipping the camera's y and z axes.
@@ -532,6 +538,13 @@ def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike 
         raise CameraError(_missing_message(p.name, missing, len(frames)))
     if missing:
         warn(f"{p.name}: none of the {len(frames)} images were found; cameras only")
+    to_colmap = None
+    if undo_applied_transform:
+        if "applied_transform" not in _data:
+            raise CameraError(f"{p.name}: no 'applied_transform' to undo")
+        applied = np.eye(4)
+        applied[:3] = _matrix(_data["applied_transform"], (3, 4), f"{p.name} 'applied_transform'")
+        to_colmap = np.linalg.inv(applied)
     warned = False
     cams = []
     for i, (fr, name, image) in enumerate(zip(frames, names, found)):
@@ -541,6 +554,8 @@ def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike 
         if "FISHEYE" in fr_model or fr_model == "EQUIRECTANGULAR":
             raise CameraError(f"{where}: camera_model {fr_model} is not supported (pinhole only)")
         c2w = _matrix(fr.get("transform_matrix"), (4, 4), f"{where} 'transform_matrix'")
+        if to_colmap is not None:
+            c2w = to_colmap @ c2w
         if "w" in merged and "h" in merged:
             w, h = int(_num(merged, "w", where)), int(_num(merged, "h", where))
         elif image is not None:

@@ -19,6 +19,7 @@ from engine.cameras import (
     image_size,
     intrinsics,
     load_cameras,
+    load_transforms_json,
     look_at_viewmat,
     opengl_to_opencv,
     orbit_cameras,
@@ -319,6 +320,32 @@ def test_transforms_json_opengl_conversion_is_right(tmp_path: Path) -> None:
     uv0, _ = cam.project(np.array([[0.0, 0.0, 0.0], [-1.0, 0.0, 0.5]]))
     assert uv0[0, 1] > cy and uv0[1, 0] > uv0[0, 0]
     np.testing.assert_allclose(opengl_to_opencv(opengl_to_opencv(c2w_gl)), c2w_gl)
+
+
+def test_transforms_json_back_to_colmap_world(tmp_path: Path, garden: dict) -> None:
+    """nerfstudio's COLMAP conversion (colmap_to_json): OpenCV -> OpenGL camera axes, then the
+    world rotated by applied_transform. Undoing it gives back the COLMAP cameras."""
+    applied = np.eye(4)[:3][[0, 2, 1]]
+    applied[2] *= -1
+    frames = []
+    for i in range(3):
+        c2w = np.linalg.inv(garden["viewmats"][i].astype(np.float64))
+        c2w[0:3, 1:3] *= -1
+        c2w = c2w[[0, 2, 1, 3]]
+        c2w[2] *= -1
+        frames.append({"file_path": f"images/f{i}.png", "transform_matrix": c2w.tolist()})
+    K = garden["Ks"][0]
+    data = {"w": 648, "h": 420, "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
+            "applied_transform": applied.tolist(), "frames": frames}
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    cams = load_cameras(tmp_path, warn=lambda m: None)  # file world: rotated
+    colmap = load_transforms_json(tmp_path / "transforms.json", warn=lambda m: None, undo_applied_transform=True)
+    pts = garden["means3d"][:100].astype(np.float64)
+    for i in range(3):
+        np.testing.assert_allclose(colmap[i].viewmat, garden["viewmats"][i], atol=1e-6)
+        # the file-world cameras see the rotated points exactly where the COLMAP ones see the originals
+        moved = pts @ applied[:, :3].T
+        np.testing.assert_allclose(cams[i].project(moved)[0], colmap[i].project(pts)[0], atol=1e-6)
 
 
 def test_blender_synthetic_transforms(tmp_path: Path) -> None:
