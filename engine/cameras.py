@@ -184,11 +184,12 @@ def load_cameras(path: str | os.PathLike, images_dir: str | os.PathLike | None =
 
     Cameras come back sorted by image name, in the OpenCV convention. Images are matched by file
     name (exact relative path, then base name, then stem with any image extension) in
-    ``images_dir`` when given. A camera whose PNG/JPEG image has another size (e.g. the
+    ``images_dir`` when given. Missing images are a CameraError naming them when there is an
+    images folder (``images_dir``, or COLMAP's ``<root>/images``) or, for transforms.json, when
+    some frames' images exist; with no images at all the cameras come back with
+    ``image_path=None`` and a warning. A camera whose PNG/JPEG image has another size (e.g. the
     downscaled ``images_4`` of a full-resolution COLMAP model) is scaled to the image's size,
-    with a warning; a different aspect ratio is an error. Missing images are an error (naming them) when ``images_dir`` is
-    given or when some images of the capture are present; when none are found the cameras come
-    back without images (``image_path=None``) and a warning is issued.
+    with a warning; a different aspect ratio is an error.
 
     Args:
         path: file or folder as above.
@@ -253,7 +254,7 @@ def _load_json(p: Path, images_dir, warn: Warn) -> list[Camera]:
 
 # ------------------------------------------------------------------------------ COLMAP
 
-# model id -> (name, number of parameters, pinhole part from params, is a perspective model)
+# COLMAP model id -> (model name, number of parameters)
 _COLMAP_MODELS: dict[int, tuple[str, int]] = {
     0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4), 3: ("RADIAL", 5),
     4: ("OPENCV", 8), 5: ("OPENCV_FISHEYE", 8), 6: ("FULL_OPENCV", 12), 7: ("FOV", 5),
@@ -799,9 +800,10 @@ def orbit_cameras(scene: "GaussianScene", n_views: int, width: int, height: int,
     The views lie on orbits (rings) at ``elevations_deg`` above (positive) and below (negative)
     the horizon of the ``up`` axis; each ring gets views in proportion to its circumference
     (cos of the elevation, at least one), azimuths evenly spaced and each ring turned by the
-    golden angle from the previous one, so the scene is seen from all around. Each view's distance is the smallest at which the 8
-    corners of the robust bounds box (:meth:`GaussianScene.robust_bounds`) project within
-    ``fill`` of the image half-width and half-height, so the scene fills most of every frame.
+    golden angle from the previous one, so the scene is seen from all around. Each view's
+    distance is the smallest at which the 8 corners of the robust bounds box
+    (:meth:`GaussianScene.robust_bounds`) project within ``fill`` of the image half-width and
+    half-height, so the scene fills most of every frame.
     With fewer views than rings, the rings closest to 20 degrees are used.
 
     Args:
