@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .errors import Cancelled
 from .gaussians import covariance_from_quat_scale
 
 TILE = 16
@@ -226,6 +227,7 @@ def rasterize(
     contributors_k: int = 0,
     budget: int = 2048,
     progress: Callable[[float], object] | None = None,
+    cancel: threading.Event | None = None,
     workers: int | None = None,
 ) -> RasterResult:
     """Alpha-blend projected Gaussians into a ``height x width`` image, tile by tile.
@@ -238,7 +240,9 @@ def rasterize(
         budget: Gaussian-tile slots per batched step and worker (each temporary is
             ``budget * 256 * 4`` bytes: 2048 -> 2 MiB, which stays in cache; measured faster
             than 8192 or 16384 on the fox).
-        progress: called with the fraction of tiles finished (from worker threads).
+        progress: called with the fraction of tiles finished (from worker threads, one at a
+            time); returning False cancels.
+        cancel: set it (from any thread) to stop; :class:`~engine.errors.Cancelled` is raised.
         workers: parallel tile workers (default: torch's thread count on CPU, 1 elsewhere).
     """
     device = proj.means2d.device
@@ -290,12 +294,16 @@ def rasterize(
     )  # fmt: skip
     done_count = [0]
     lock = threading.Lock()
+    stop = cancel if cancel is not None else threading.Event()
 
-    def report(n: int) -> None:
+    def report(n: int) -> bool:
+        """Count finished tiles; False when the render should stop."""
         if progress is not None:
             with lock:
                 done_count[0] += n
-                progress(done_count[0] / max(A, 1))
+                if progress(done_count[0] / max(A, 1)) is False:
+                    stop.set()
+        return not stop.is_set()
 
     # Split the tiles between workers, interleaved so each gets a similar mix of busy and quiet
     # tiles. Each worker runs torch with one intra-op thread: the ops here are small, and
@@ -326,6 +334,8 @@ def rasterize(
             t.join()
         if errors:
             raise errors[0]
+    if stop.is_set():
+        raise Cancelled("render cancelled")
 
     def crop(t: Tensor | None) -> Tensor | None:
         return t if t is None or (Hp == height and Wp == width) else t[:height, :width].contiguous()
@@ -408,7 +418,7 @@ def _blend_tiles(
     tiles: Tensor,  # [A] tile indices (row-major over the tile grid)
     t_start: Tensor,  # [A] first pair of each tile in tb.gauss
     t_count: Tensor,  # [A] number of pairs of each tile
-    report: Callable[[int], None],
+    report: Callable[[int], bool],
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Blend the given tiles front to back. Returns acc [A, 256, D] (weighted sums of tb.vals),
     and with tb.k > 0 the per-pixel top-K weights [A, 256, K] float32 and scene ids [A, 256, K]
@@ -466,8 +476,9 @@ def _blend_tiles(
                 _merge_topk(top_w, top_r, top_n, mixed, sel, w, gi)
         pos[active] += g
         done = (pos[active] >= t_count[active]) | (trans[active].amax(dim=1) <= 0)
+        if not report(int(done.sum())):
+            break  # cancelled; the caller raises
         if bool(done.any()):
-            report(int(done.sum()))
             active = active[~done]
     ids = None
     if Kc:

@@ -18,6 +18,7 @@ render any features later with :func:`blend` (differentiable in the features).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +30,7 @@ from . import raster_cpu
 from .cameras import Camera
 from .errors import CameraError, EngineError
 from .gaussians import Gaussians
+from .scene import GaussianScene
 from .sh import sh_to_rgb
 
 DEFAULT_K = 32  # top-K contributors per pixel: keeps 99.8% of the blending weight (PERFORMANCE-NOTES)
@@ -241,11 +243,13 @@ def render(
     far: float = 1e10,
     backend: str = "auto",
     progress: Callable[[float], object] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RenderOutput:
     """Render one view of the Gaussians.
 
     Args:
-        gaussians: prepared once with :meth:`Gaussians.from_scene`.
+        gaussians: prepared once with :meth:`Gaussians.from_scene` (a :class:`GaussianScene`
+            is accepted too and converted on every call, onto CUDA when available).
         camera: OpenCV pinhole camera (x right, y down, z forward; ``viewmat`` world-to-camera).
         values: [N, C] float per-Gaussian values (features, ids, ...). None renders RGB from the
             SH coefficients with each Gaussian's view direction, ``max(SH + 0.5, 0)`` as 3DGS.
@@ -253,7 +257,10 @@ def render(
         contributors_k: also return each pixel's K largest contributors (0 = don't).
         near, far: camera-z clipping of Gaussian centres (world units).
         backend: "auto" (gsplat on CUDA when possible, else torch), "torch" or "gsplat".
-        progress: called with the fraction of tiles done (torch backend).
+        progress: called with the fraction of tiles done (torch backend); returning False
+            cancels.
+        cancel: an event that stops the render when set (torch backend); raises
+            :class:`~engine.errors.Cancelled`.
 
     Returns:
         :class:`RenderOutput` with values [H, W, C], alpha [H, W], depth [H, W], contributors.
@@ -262,6 +269,8 @@ def render(
     requires grad, the returned values are ``blend`` over the top ``contributors_k`` (or 32)
     contributors and so are differentiable with respect to ``values``.
     """
+    if isinstance(gaussians, GaussianScene):
+        gaussians = Gaussians.from_scene(gaussians, "auto")
     if not isinstance(gaussians, Gaussians):
         raise EngineError(f"render needs Gaussians (use Gaussians.from_scene), got {type(gaussians).__name__}")
     _check_camera(camera)
@@ -293,7 +302,7 @@ def render(
     if use_gsplat:
         out = _render_gsplat(gaussians, camera, values, near, far)
     else:
-        out = _render_torch(gaussians, camera, values, contributors_k, near, far, progress)
+        out = _render_torch(gaussians, camera, values, contributors_k, near, far, progress, cancel)
     if background is not None:
         bg = torch.as_tensor(background, dtype=out.values.dtype, device=device).reshape(-1)
         if bg.numel() not in (1, out.values.shape[-1]):
@@ -335,10 +344,11 @@ def _render_torch(
     near: float,
     far: float,
     progress: Callable[[float], object] | None,
+    cancel: threading.Event | None,
 ) -> RenderOutput:
     workers = raster_cpu.worker_count(g.device)
     with raster_cpu.single_threaded(g.device):
-        return _render_torch_inner(g, camera, values, contributors_k, near, far, progress, workers)
+        return _render_torch_inner(g, camera, values, contributors_k, near, far, progress, cancel, workers)
 
 
 def _render_torch_inner(
@@ -349,6 +359,7 @@ def _render_torch_inner(
     near: float,
     far: float,
     progress: Callable[[float], object] | None,
+    cancel: threading.Event | None,
     workers: int,
 ) -> RenderOutput:
     W, H = camera.width, camera.height
@@ -363,7 +374,7 @@ def _render_torch_inner(
         raster_values = vis
     else:
         raster_values = values.detach()
-    res = raster_cpu.rasterize(proj, raster_values, W, H, contributors_k=k, progress=progress, workers=workers)
+    res = raster_cpu.rasterize(proj, raster_values, W, H, contributors_k=k, progress=progress, cancel=cancel, workers=workers)
     contrib = Contributors(res.ids, res.weights) if k else None
     out_values = res.values
     if want_grad:

@@ -210,3 +210,31 @@ def test_cuda_gsplat_matches_torch_backend() -> None:
         # gsplat clamps alpha at 0.999 instead of 0.99; only near-opaque Gaussians differ.
         assert _close_fraction(a.values.cpu(), b.values.cpu(), 1e-2) > 0.98
         assert _close_fraction(a.alpha.cpu(), b.alpha.cpu(), 1e-2) > 0.98
+
+
+def test_cancel_and_progress() -> None:
+    import threading
+
+    from engine.errors import Cancelled
+
+    g = random_gaussians(400, seed=11, scale=(0.01, 0.1))
+    cam = look_at([0, 0, -3.0], [0, 0, 0], [0, -1, 0], 96, 96)
+    seen: list[float] = []
+    render(g, cam, progress=seen.append)
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(Cancelled):
+        render(g, cam, cancel=ev)
+    with pytest.raises(Cancelled):
+        render(g, cam, progress=lambda f: False)
+
+
+def test_scene_accepted_directly(fox_path) -> None:
+    from engine.ply import read_ply
+
+    scene = read_ply(fox_path).subset(np.arange(0, 50000, 50))
+    cam = look_at([3.0, 0.5, 1.5], [0, 0, 1.2], [0, 0, 1], 32, 32)
+    a = render(scene, cam)
+    b = render(Gaussians.from_scene(scene, "cpu"), cam)
+    assert torch.equal(a.values, b.values) and float(a.alpha.max()) > 0
