@@ -135,6 +135,20 @@ def test_mixed_types_and_extra_properties_round_trip(tmp_path: Path) -> None:
     assert _vertex_bytes(out) == _vertex_bytes(src)
 
 
+def test_double_precision_big_endian_file(shared_data: Path, tmp_path: Path) -> None:
+    raw = np.asarray(plyfile.PlyData.read(str(shared_data / "pc_short_sh3_trailing.ply"))["vertex"].data)
+    wide = raw.astype([(n, ">f8") for n in raw.dtype.names])
+    src = tmp_path / "double.ply"
+    plyfile.PlyData([plyfile.PlyElement.describe(wide, "vertex")], byte_order=">").write(str(src))
+    scene = read_ply(src)
+    assert scene.means.dtype == np.float32 and scene.sh_degree == 3
+    np.testing.assert_array_equal(scene.sh_rest[:, 14, 2], raw["f_rest_44"])
+    np.testing.assert_array_equal(scene.quats[:, 3], raw["rot_3"])
+    out = tmp_path / "out.ply"
+    write_ply(scene, out)  # the layout (big-endian doubles) is kept
+    assert _vertex_bytes(out) == _vertex_bytes(src)  # exact: the doubles came from float32
+
+
 def test_scene_without_layout_writes_standard_inria(tmp_path: Path) -> None:
     scene = _random_scene(50, 3)
     out = tmp_path / "new.ply"
