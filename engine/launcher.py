@@ -38,9 +38,21 @@ def engine_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+LOG_KEEP_DAYS = 14
+
+
 def default_log_path() -> str:
+    """A fresh log file in ``<temp>/clickgs/`` (engine logs older than LOG_KEEP_DAYS are removed)."""
     folder = os.path.join(tempfile.gettempdir(), "clickgs")
     os.makedirs(folder, exist_ok=True)
+    cutoff = time.time() - LOG_KEEP_DAYS * 86400
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.name.startswith("engine-") and e.name.endswith(".log") and e.stat().st_mtime < cutoff:
+                    os.unlink(e.path)
+    except OSError:
+        pass  # cleaning up old logs is best effort
     return os.path.join(folder, f"engine-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}.log")
 
 

@@ -57,6 +57,7 @@ from .errors import EngineError
 from .server_commands import BadRequest, Command, Request, build_commands
 
 log = logging.getLogger("clickgs.engine")
+MAX_CONNECTIONS = 16  # open sockets (authenticated or not) at one time
 
 
 class EngineBusy(EngineError):
@@ -306,7 +307,13 @@ class EngineServer:
                     continue
                 conn = _Connection(self, sock, addr)
                 with self._lock:
-                    self._connections.add(conn)
+                    crowded = len(self._connections) >= MAX_CONNECTIONS
+                    if not crowded:
+                        self._connections.add(conn)
+                if crowded:  # a flood of unauthenticated sockets must not exhaust threads
+                    log.warning("refused %s: %d connections open already", conn.name, MAX_CONNECTIONS)
+                    conn.close()
+                    continue
                 threading.Thread(target=self._serve_connection, args=(conn,), name=f"clickgs-conn-{conn.name}",
                                  daemon=True).start()
         finally:

@@ -301,6 +301,7 @@ def cmd_render(server: Any, req: Request) -> tuple[dict, dict]:
 def build_commands() -> dict[str, Command]:
     table = [
         Command("version", cmd_version, "control", False, "engine, protocol and device info"),
+        Command("hello", cmd_version, "control", False, "(again, once connected) same as version"),
         Command("ping", cmd_ping, "control", False, "liveness check (also the client's heartbeat)"),
         Command("status", cmd_status, "control", False, "running job and session summary"),
         Command("cancel", cmd_cancel, "control", False, "cancel the running job"),

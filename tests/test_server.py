@@ -234,6 +234,7 @@ def test_oversized_frames(server: EngineServer) -> None:
         with pytest.raises(EngineError, match="more than the engine accepts"):
             c.call("echo", {}, {"big": np.zeros(5 * 2**20, np.uint8)})
         assert c.ping().result(5)
+    assert _wait_for(lambda: server._active is None)
     s = _raw(server)  # a peer ignoring the limit after authenticating is disconnected
     P.send_message(s, P.request_header(0, "hello", {"protocol": 1, "auth": P.auth_digest(TOKEN, s.nonce)}))
     assert P.recv_message(s).header["ok"]
@@ -302,6 +303,28 @@ def test_shutdown_cancels_a_running_job() -> None:
     assert srv.wait(20)
     with pytest.raises((Cancelled, EngineGone)):
         job.result(5)
+
+
+def test_connection_flood_is_bounded() -> None:
+    from engine.server import MAX_CONNECTIONS
+
+    srv = EngineServer(ServerConfig(token=TOKEN, auth_timeout_s=30.0), EngineSession(), TEST_COMMANDS)
+    srv.start()
+    try:
+        with _connect(srv) as good:
+            socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(MAX_CONNECTIONS + 4)]
+            try:
+                first = [P.recv_message(s, P.PRE_AUTH_MAX_FRAME_BYTES) for s in socks]
+                greeted = sum(m is not None for m in first)
+                assert greeted == MAX_CONNECTIONS - 1  # plus the good client; the rest are closed at once
+                assert good.ping().result(5)  # the authenticated client is unaffected
+            finally:
+                for s in socks:
+                    s.close()
+            assert _wait_for(lambda: len(srv._connections) == 1, timeout=15), len(srv._connections)
+    finally:
+        srv.request_shutdown("test over")
+        assert srv.wait(20)
 
 
 def test_token_is_required() -> None:
