@@ -1,0 +1,115 @@
+"""Click query: the blended feature equals the renderer's pixel, the matching rule, selection,
+empty space, and that the module is numpy-only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cameras import Camera
+from engine.click import ClickIndex, blended_feature, click_query, match_clusters
+from engine.errors import EngineError, TrainingError
+from engine.features import TrainedFeatures, normalize_rows, scene_hash
+
+
+@pytest.fixture(scope="module")
+def fox(fox_path):
+    from engine.ply import read_ply
+
+    return read_ply(fox_path)
+
+
+def _camera(scene, width=64, height=48, az=0.6) -> Camera:
+    lo, hi = scene.robust_bounds()
+    center = (lo + hi) / 2
+    radius = float(np.linalg.norm(hi - lo)) * 1.1
+    eye = center + radius * np.array([np.cos(az), 0.35, np.sin(az)])
+    fwd = center - eye
+    fwd /= np.linalg.norm(fwd)
+    down = np.array([0.0, 1.0, 0.0])
+    down = down - fwd * (down @ fwd)
+    if np.linalg.norm(down) < 1e-6:
+        down = np.array([0.0, 0.0, 1.0])
+    down /= np.linalg.norm(down)
+    right = np.cross(down, fwd)
+    R = np.stack([right, down, fwd])
+    vm = np.eye(4)
+    vm[:3, :3] = R
+    vm[:3, 3] = -R @ eye
+    f = 0.9 * width
+    K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])
+    return Camera(vm, K, width, height, "test")
+
+
+def _random_trained(scene, n_clusters=4, seed=0) -> TrainedFeatures:
+    rng = np.random.default_rng(seed)
+    n = scene.num_gaussians
+    feats = rng.normal(size=(n, 24)).astype(np.float16)
+    cc = normalize_rows(rng.normal(size=(n_clusters, 12)))
+    cf = normalize_rows(rng.normal(size=(n_clusters, 24)))
+    lab_c = np.argmax(normalize_rows(feats[:, :12].astype(np.float32)) @ cc.T, 1).astype(np.int32)
+    lab_f = np.argmax(normalize_rows(feats.astype(np.float32)) @ cf.T, 1).astype(np.int32)
+    return TrainedFeatures(feats, cc, cf, lab_c, lab_f, {}, scene_hash(scene))
+
+
+def test_blended_feature_equals_renderer_pixel(fox):
+    from engine.gaussians import Gaussians
+    from engine.render import render
+
+    cam = _camera(fox)
+    tf = _random_trained(fox)
+    index = ClickIndex.build(fox)
+    g = Gaussians.from_scene(fox, "cpu")
+    out = render(g, cam, torch.from_numpy(tf.level_features("fine")))
+    vals, alpha = out.values.numpy(), out.alpha.numpy()
+    ys, xs = np.nonzero(alpha > 0.5)
+    assert len(ys) > 100
+    rng = np.random.default_rng(1)
+    pick = rng.choice(len(ys), 25, replace=False)
+    for j, i in zip(ys[pick], xs[pick]):
+        feat, a, depth, ids = blended_feature(index, tf, cam, i + 0.5, j + 0.5, "fine")
+        assert a == pytest.approx(float(alpha[j, i]), abs=2e-3)
+        np.testing.assert_allclose(feat, vals[j, i], atol=5e-3, rtol=1e-3)
+        assert depth == pytest.approx(float(out.depth[j, i]), rel=1e-3)
+    # background pixel: nothing there
+    yb, xb = np.nonzero(alpha < 1e-3)
+    if len(yb):
+        feat, a, _, _ = blended_feature(index, tf, cam, xb[0] + 0.5, yb[0] + 0.5, "coarse")
+        assert a < 1e-3
+
+
+def test_click_selects_cluster_members_and_reports_empty_space(fox):
+    cam = _camera(fox)
+    tf = _random_trained(fox)
+    index = ClickIndex.build(fox)
+    r = click_query(index, tf, cam, cam.width / 2 + 0.5, cam.height / 2 + 0.5, "coarse")
+    assert r.alpha > 0.5 and r.feature.shape == (12,)
+    if r.clusters:
+        np.testing.assert_array_equal(r.selected, np.flatnonzero(np.isin(tf.coarse_labels, r.clusters)))
+    r0 = click_query(index, tf, cam, 0.5, 0.5, "fine")
+    assert r0.empty and "empty space" in r0.reason
+    with pytest.raises(EngineError, match="outside"):
+        click_query(index, tf, cam, -5, 3)
+    with pytest.raises(TrainingError, match="retrain"):
+        click_query(ClickIndex.build(fox.subset(np.arange(10))), tf, cam, 1, 1)
+
+
+def test_match_rule():
+    centers = normalize_rows(np.array([[1.0, 0, 0], [0.95, 0.3, 0], [0, 1.0, 0], [0, 0, 1.0]]))
+    clusters, best = match_clusters(np.array([2.0, 0.1, 0]), centers, 0.5)
+    assert clusters == [0, 1] and best > 0.99  # every cluster >= 0.9, best first
+    clusters, best = match_clusters(np.array([1.0, 1.0, 0.3]), centers, 0.5)
+    assert len(clusters) == 1 and 0.5 < best < 0.9  # none >= 0.9: the best one alone
+    clusters, best = match_clusters(np.array([1.0, 1.0, 1.0]), centers, 0.75)
+    assert clusters == [] and best < 0.75
+    assert match_clusters(np.zeros(3), centers, 0.5)[0] == []
+
+
+def test_click_module_is_numpy_only():
+    code = "import sys, engine.click, engine.features; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
