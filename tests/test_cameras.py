@@ -476,6 +476,9 @@ def test_estimate_up(shared_data: Path, fox_path: Path, garden: dict) -> None:
     np.testing.assert_array_equal(estimate_up(read_ply(shared_data / "guitar.compressed.ply")), [0, -1, 0])
     cams = [Camera(v, k, 648, 420) for v, k in zip(garden["viewmats"], garden["Ks"])]
     assert estimate_up(cameras=cams)[2] > 0.95  # the garden capture is z-up
+    points = _box_scene([0, 0, 0], [1, 1, 1], n=len(garden["means3d"]))
+    points.means = garden["means3d"].astype(np.float32)
+    np.testing.assert_array_equal(estimate_up(points), [0, 0, 1])  # and its points say so too
     # a table-top scene (wide heavy ground at the bottom, -y up as COLMAP scenes usually are)
     ground = _box_scene([-3, 0.0, -3], [3, 0.1, 3], n=8000).means
     obj = _box_scene([-0.3, -1.5, -0.3], [0.3, 0.0, 0.3], n=1500, seed=1).means
