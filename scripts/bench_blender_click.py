@@ -1,0 +1,135 @@
+"""Click-to-selection latency in headless Blender (bpy): the whole click handler of the add-on
+(:func:`click_gaussian_blender.selection.click`: viewport camera, engine.click.click_query on
+the mesh's stored features, vertex group + selection write) at 50k and 1,000,000 Gaussians.
+
+Run through ``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15]``.
+
+Scene: the fox (``../shared/data/fox_cc0.ply``) tiled on a grid up to the size (or the
+procedural scene when the fox is absent). Features: NOT trained here (training 1M Gaussians on a
+CPU takes hours); each tile is one coarse cluster and each tile quadrant one fine cluster, with
+unit cluster centres plus small noise as features — the selection sizes (one tile: 50k
+Gaussians) and every code path are those of a trained scene. Prints ``label: value unit`` lines:
+first click (builds the click index), then the median / p90 of warm clicks on different tiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+FOX = REPO.parent / "shared" / "data" / "fox_cc0.ply"
+
+
+def tiled_scene(n: int):
+    from click_gaussian_blender.engine.ply import read_ply
+    from click_gaussian_blender.engine.scene import GaussianScene
+
+    base = read_ply(str(FOX)) if FOX.is_file() else __import__(
+        "click_gaussian_blender.engine.synth", fromlist=["make_scene"]).make_scene(0).scene
+    m = base.num_gaussians
+    tiles = max(1, -(-n // m))
+    side = int(np.ceil(np.sqrt(tiles)))
+    ext = float(np.ptp(base.means, axis=0).max()) * 1.2
+    idx = np.arange(n) % m
+    tile = np.arange(n) // m
+    off = np.stack([(tile % side) * ext, np.zeros(n), (tile // side) * ext], axis=1).astype(np.float32)
+    means = base.means[idx] + off
+    scene = GaussianScene(means, base.scales[idx], base.quats[idx], base.opacities[idx], base.sh_dc[idx],
+                          np.zeros((n, 0, 3), np.float32))
+    quad = (base.means[idx, 0] > np.median(base.means[:, 0])).astype(np.int32) * 2 + (
+        base.means[idx, 2] > np.median(base.means[:, 2])).astype(np.int32)
+    return scene, tile.astype(np.int32), (tile * 4 + quad).astype(np.int32), side, ext, base
+
+
+def fake_features(coarse: np.ndarray, fine: np.ndarray, seed: int = 0):
+    from click_gaussian_blender.engine.features import TrainedFeatures, normalize_rows
+
+    rng = np.random.default_rng(seed)
+    cc = normalize_rows(rng.normal(size=(int(coarse.max()) + 1, 12)))
+    fp = normalize_rows(rng.normal(size=(int(fine.max()) + 1, 12)))
+    feats = np.concatenate([cc[coarse], fp[fine]], axis=1) + rng.normal(0, 0.02, (len(coarse), 24))
+    fc = normalize_rows(np.concatenate([cc[np.arange(len(fp)) // 4], fp], axis=1))
+    return TrainedFeatures(feats.astype(np.float16), cc, fc, coarse, fine, settings={"synthetic": True})
+
+
+def bench(n: int, clicks: int) -> None:
+    import bpy
+
+    import click_gaussian_blender as cgb
+    from click_gaussian_blender import feature_store, io_import, selection, viewport
+    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    try:
+        cgb.unregister()
+    except Exception:  # noqa: BLE001
+        pass
+    cgb.register()
+    scene, coarse, fine, side, ext, base = tiled_scene(n)
+    axis = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], float)
+    t0 = time.perf_counter()
+    obj = io_import.scene_to_object(scene, bpy.context, io_import.ImportSettings(axis_matrix=axis, name=f"bench{n}"))
+    t_import = time.perf_counter() - t0
+    feature_store.store_features(obj.data, fake_features(coarse, fine))
+    centre = np.median(base.means, axis=0)
+    w = h = 512
+    K = np.array([[500.0, 0, w / 2], [0, 500.0, h / 2], [0, 0, 1]])
+    n_tiles = int(coarse.max()) + 1
+    times, write_ms, query_ms, sizes, oks = [], [], [], [], 0
+    first = None
+    for i in range(clicks + 1):
+        t = i % n_tiles
+        target = centre + np.array([(t % side) * ext, 0, (t // side) * ext])
+        eye = target + np.array([0.0, -0.4, -2.2]) * ext / 1.2
+        cam = Camera(look_at_viewmat(eye, target, np.array([0.0, -1.0, 0.0])), K, w, h)
+        # the Blender view of that camera (what the viewport hands the click tool)
+        gl_view = np.diag([1.0, -1.0, -1.0, 1.0]) @ cam.viewmat @ np.linalg.inv(axis)
+        near, far = 0.01, 1000.0
+        proj = np.array([[2 * K[0, 0] / w, 0, 0, 0], [0, 2 * K[1, 1] / h, 0, 0],
+                         [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)], [0, 0, -1, 0]])
+        t0 = time.perf_counter()
+        view = viewport.view_camera(gl_view, proj, w, h, np.array(obj.matrix_world), axis)
+        out = selection.click(obj, view, w / 2 + 0.5, h / 2 + 0.5, level="coarse", mode="replace")
+        dt = (time.perf_counter() - t0) * 1e3
+        if i == 0:
+            first = dt
+            continue
+        times.append(dt)
+        oks += out.ok
+        if out.ok:
+            write_ms.append(out.timings["write_ms"])
+            query_ms.append(out.timings["query_ms"])
+            sizes.append(out.selected.size)
+    times.sort()
+    label = f"{n // 1000}k" if n < 1_000_000 else f"{n / 1e6:g}M"
+    print(f"gaussians: {n}")
+    print(f"import_{label}: {t_import:.3f} s")
+    print(f"click_first_{label}: {first:.1f} ms")
+    print(f"click_median_{label}: {statistics.median(times):.2f} ms")
+    print(f"click_p90_{label}: {times[int(0.9 * (len(times) - 1))]:.2f} ms")
+    if query_ms:
+        print(f"click_query_median_{label}: {statistics.median(query_ms):.2f} ms")
+        print(f"click_write_median_{label}: {statistics.median(write_ms):.2f} ms")
+        print(f"click_selected_median_{label}: {int(statistics.median(sizes))} gaussians")
+    print(f"click_ok_{label}: {oks}/{len(times)} clicks")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="50000,1000000")
+    ap.add_argument("--clicks", type=int, default=15)
+    args = ap.parse_args(argv)
+    for n in (int(s) for s in args.sizes.split(",")):
+        bench(n, args.clicks)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""The main job, headless in Blender (bpy): import a 3DGS scene, start the engine, train
+Click-Gaussian features, click the main object in a real view, move and scale it, delete a part
+at the fine level, export the edited .ply, and write before/after Cycles PNGs and the timings.
+
+    .venv/bin/python scripts/demo_workflow.py                 # the project's procedural scene
+    .venv/bin/python scripts/demo_workflow.py ../shared/data/fox_cc0.ply
+    .venv/bin/python scripts/demo_workflow.py --quick         # short training (tests, smoke runs)
+
+Everything goes to ``out/demo/`` (``--out``): ``scene.ply`` (the generated scene), ``edited.ply``,
+``before.png`` / ``after.png``, ``workflow.blend``, ``timings.json`` (also printed as
+``label: value unit`` lines). The clicks go through the add-on's own code path: a Blender camera
+placed at one of the scene's views gives the view/window matrices, :mod:`viewport` turns them
+into the engine camera, :func:`selection.click` selects — the same functions the click tool
+calls. Where the clicked pixel is: for the procedural scene, the visible object (coarse) and part
+(fine) with the most pixels by ground truth; for a file, the centre of the rendered scene
+(coarse) and the centre of its reddest region (fine: the fox's red bib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+FULL = {}  # TrainSettings defaults: the paper's 3000 iterations at 10k pixels
+QUICK = {"iterations": 40, "pixels_per_iter": 1024, "gfl_start": 20, "gfl_interval": 10, "spatial_samples": 20000}
+
+
+def _log(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def _blender_camera(bpy, cam, axis: np.ndarray, name: str = "DemoView"):
+    """A Blender camera object at engine camera ``cam`` (file frame; object at identity)."""
+    data = bpy.data.cameras.new(name)
+    data.sensor_fit = "HORIZONTAL"
+    data.sensor_width = 36.0
+    data.lens = float(cam.K[0, 0]) * 36.0 / cam.width
+    data.shift_x = (cam.width / 2 - cam.K[0, 2]) / cam.width
+    data.shift_y = (cam.K[1, 2] - cam.height / 2) / cam.width
+    data.clip_start, data.clip_end = 0.01, 1000.0
+    obj = bpy.data.objects.new(name, data)
+    bpy.context.scene.collection.objects.link(obj)
+    from mathutils import Matrix
+
+    obj.matrix_world = Matrix((axis @ cam.opengl_c2w).tolist())
+    scene = bpy.context.scene
+    scene.camera = obj
+    scene.render.resolution_x, scene.render.resolution_y = cam.width, cam.height
+    scene.render.resolution_percentage = 100
+    bpy.context.view_layer.update()
+    return obj
+
+
+def _view_from_blender_camera(bpy, cam_obj, splat, w: int, h: int):
+    from click_gaussian_blender import ops_click
+
+    class _Region:
+        width, height = w, h
+
+    class _RV3D:
+        view_matrix = cam_obj.matrix_world.inverted()
+        window_matrix = cam_obj.calc_matrix_camera(bpy.context.evaluated_depsgraph_get(), x=w, y=h)
+
+    return ops_click.view_of(splat, _Region, _RV3D)
+
+
+def _densest_pixel(mask: np.ndarray) -> tuple[float, float]:
+    """Centre (u, v) of the mask pixel closest to the mask's centroid."""
+    vs, us = np.nonzero(mask)
+    if len(us) == 0:
+        raise RuntimeError("nothing to click on in this view")
+    cu, cv = us.mean(), vs.mean()
+    i = int(np.argmin((us - cu) ** 2 + (vs - cv) ** 2))
+    return us[i] + 0.5, vs[i] + 0.5
+
+
+def _render_png(bpy, path: Path, samples: int) -> float:
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = samples
+    scene.cycles.use_denoising = False
+    scene.render.film_transparent = False
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.filepath = str(path)
+    t0 = time.perf_counter()
+    bpy.ops.render.render(write_still=True)
+    return time.perf_counter() - t0
+
+
+def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = False, render: bool = True,
+                 python: str | None = None, verify: bool = True, samples: int = 16) -> dict:
+    """Run the workflow; returns the report (also written to ``out_dir/timings.json``)."""
+    import bpy
+
+    import click_gaussian_blender as cgb
+    from click_gaussian_blender import attributes as A
+    from click_gaussian_blender import click_props, engine_link, feature_store, io_export, ops_click, ops_train
+    from click_gaussian_blender import selection as S
+    from click_gaussian_blender.engine.cameras import orbit_cameras
+    from click_gaussian_blender.engine.ply import read_ply, write_ply
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rep: dict = {"timings": {}, "quick": quick}
+    T = rep["timings"]
+    synth = None
+    if ply is None:
+        from click_gaussian_blender.engine.synth import make_scene
+
+        t0 = time.perf_counter()
+        synth = make_scene(0, n_gaussians=20_000 if quick else 40_000, n_objects=4 if quick else 6,
+                           n_views=8 if quick else 48, width=128 if quick else 256, height=128 if quick else 256)
+        ply = str(out / "scene.ply")
+        write_ply(synth.scene, ply, overwrite=True)
+        T["generate_scene_s"] = time.perf_counter() - t0
+    src = read_ply(ply)
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    try:
+        cgb.unregister()
+    except Exception:  # noqa: BLE001 - not registered yet
+        pass
+    cgb.register()
+    t0 = time.perf_counter()
+    assert bpy.ops.import_scene.gaussian_splatting(filepath=str(ply)) == {"FINISHED"}
+    splat = bpy.context.active_object
+    T["import_s"] = time.perf_counter() - t0
+    axis = np.asarray(splat[A.PROP_AXIS], np.float64).reshape(4, 4)
+    n0 = len(splat.data.vertices)
+    rep["num_gaussians"] = n0
+    _log(f"imported {n0:,} Gaussians from {ply}")
+
+    link = engine_link.LINK
+    t0 = time.perf_counter()
+    link.start(engine_link.EngineConfig(python=python or sys.executable, device="auto"))
+    if not link.wait_ready(180):
+        raise RuntimeError(link.error)
+    T["engine_start_s"] = time.perf_counter() - t0
+    _log(link.status_text())
+
+    # the view to click in: a training view of the generated scene, or an orbit view of the file
+    size = 128 if quick else 256
+    if synth is not None:
+        views = synth.cameras
+    else:
+        views = orbit_cameras(src, 8, size, size)
+    props = click_props.get(bpy.context.scene)
+    props.orbit_views, props.orbit_size = (8, 128) if quick else (24, 256)
+    settings = dict(QUICK if quick else FULL)
+    t0 = time.perf_counter()
+    job = ops_train.start_training(bpy.context, splat, props, settings)
+    last = ""
+    while link.poll():
+        txt = job.status_text()
+        if txt != last and (int(time.perf_counter() - t0) % 10 == 0 or "Training" not in txt):
+            _log(txt)
+            last = txt
+        time.sleep(0.1)
+    T["train_s"] = time.perf_counter() - t0
+    if job.state != "done":
+        raise RuntimeError(job.error)
+    _log(job.status_text())
+    rep["train"] = {k: job.summary.get(k) for k in ("coarse_clusters", "fine_clusters", "seconds")}
+
+    # choose the view and the pixels
+    if synth is not None:
+        from click_gaussian_blender.engine.synth import raycast_ids
+
+        best = None
+        for cam in views[:8]:
+            oid = raycast_ids(synth, cam, "object")
+            ids, counts = np.unique(oid[oid > 0], return_counts=True)
+            if len(ids) and (best is None or counts.max() > best[0]):
+                best = (counts.max(), cam, int(ids[np.argmax(counts)]), oid)
+        _, cam, main_obj, oid = best
+        pid = raycast_ids(synth, cam, "part")
+        other = (pid > 0) & (oid != main_obj) & (oid > 0)
+        ids, counts = np.unique(pid[other], return_counts=True)
+        part = int(ids[np.argmax(counts)])
+        coarse_px = _densest_pixel(oid == main_obj)
+        fine_px = _densest_pixel(pid == part)
+        rep["targets"] = {"object": synth.object_names[main_obj], "part": synth.part_names[part]}
+    else:
+        best = None
+        for cam in views:
+            r = link.client.render(cam, "rgb").result(timeout=300)
+            img, alpha = r["image"], r["alpha"]
+            red = (alpha > 0.5) & (img[..., 0] > 0.35) & (img[..., 0] > 1.8 * img[..., 1]) & (img[..., 0] > 1.8 * img[..., 2])
+            if best is None or red.sum() > best[0]:
+                best = (int(red.sum()), cam, red, alpha)
+        _, cam, red, alpha = best
+        coarse_px = _densest_pixel(alpha > 0.9)
+        fine_px = _densest_pixel(red) if red.any() else coarse_px
+        rep["targets"] = {"object": "the scene's central object", "part": "the reddest region"}
+    cam_obj = _blender_camera(bpy, cam, axis)
+    view = _view_from_blender_camera(bpy, cam_obj, splat, cam.width, cam.height)
+    rep["view"] = cam.name
+
+    if render:
+        T["render_before_s"] = _render_png(bpy, out / "before.png", samples)
+
+    # click the main object (coarse)
+    props.level = "coarse"
+    bpy.context.view_layer.objects.active = splat
+    res = ops_click.click_at(bpy.context, splat, view, *coarse_px, "replace")
+    res2 = ops_click.click_at(bpy.context, splat, view, *coarse_px, "replace")  # cached index: the interactive case
+    T["click_first_ms"] = res.timings.get("total_ms", float("nan"))
+    T["click_ms"] = res2.timings.get("total_ms", float("nan"))
+    rep["click"] = {"ok": res.ok, "message": res.message, "group": res.group, "count": int(res.selected.size),
+                    "pixel": list(coarse_px)}
+    _log(res2.message)
+    if not res.ok:
+        raise RuntimeError(res.message)
+    if verify:  # the engine's own answer for the same camera and pixel
+        eng = link.client.click(view.camera, *coarse_px, level="coarse").result(timeout=120)
+        members = S.group_members(splat, res.group)
+        rep["click"]["matches_engine"] = bool(np.array_equal(np.sort(np.asarray(eng["selected"])), members))
+        rep["click"]["engine_count"] = int(np.size(eng["selected"]))
+
+    # move and scale it (what G and S do to the selected vertices, about their centre)
+    sel = S.read_selection(splat.data)
+    co = S.vertex_positions(splat.data).astype(np.float64)
+    pivot = co[sel].mean(axis=0)
+    offset = np.array([0.25, 0.0, 0.1]) * float(np.ptp(co, axis=0).max())
+    co[sel] = (co[sel] - pivot) * 1.3 + pivot + offset
+    splat.data.vertices.foreach_set("co", co.astype(np.float32).reshape(-1))
+    splat.data.update()
+    moved_idx = np.flatnonzero(sel)
+    moved_gs_index = np.empty(len(sel), np.int32)
+    splat.data.attributes[A.INDEX].data.foreach_get("value", moved_gs_index)
+    moved_gs_index = moved_gs_index[moved_idx]
+    expected_local = co[moved_idx].copy()
+
+    # delete a part at the fine level
+    props.level = "fine"
+    fine = ops_click.click_at(bpy.context, splat, view, *fine_px, "replace")
+    rep["fine_click"] = {"ok": fine.ok, "message": fine.message, "group": fine.group,
+                         "count": int(fine.selected.size), "pixel": list(fine_px)}
+    _log(fine.message)
+    deleted = 0
+    if fine.ok:
+        deleted_gs = set()
+        gi = np.empty(len(splat.data.vertices), np.int32)
+        splat.data.attributes[A.INDEX].data.foreach_get("value", gi)
+        deleted_gs = set(gi[fine.selected].tolist())
+        ops_click.group_action(bpy.context, splat, fine.group, "DELETE")
+        deleted = n0 - len(splat.data.vertices)
+    rep["deleted"] = deleted
+
+    # export and read back
+    t0 = time.perf_counter()
+    edited = out / "edited.ply"
+    er = io_export.export_ply(splat, str(edited), io_export.ExportSettings(overwrite=True))
+    T["export_s"] = time.perf_counter() - t0
+    back = read_ply(str(edited))
+    keep = [i for i, g in enumerate(moved_gs_index) if not fine.ok or g not in deleted_gs]
+    exp_file = (expected_local[keep] - axis[:3, 3]) @ np.linalg.inv(axis[:3, :3]).T
+    gi_now = np.empty(len(splat.data.vertices), np.int32)
+    splat.data.attributes[A.INDEX].data.foreach_get("value", gi_now)
+    pos_of = {int(g): i for i, g in enumerate(gi_now)}
+    rows = np.array([pos_of[int(g)] for g in moved_gs_index[keep]], dtype=np.int64)
+    rep["export"] = {"path": str(edited), "count": back.num_gaussians, "expected_count": n0 - deleted,
+                     "edit_groups": er.edit_groups,
+                     "moved_ok": bool(len(rows) == 0 or np.allclose(back.means[rows], exp_file, atol=1e-4))}
+    _log(f"exported {back.num_gaussians:,} Gaussians to {edited}")
+
+    if render:
+        T["render_after_s"] = _render_png(bpy, out / "after.png", samples)
+
+    # the features survive saving and reopening the .blend
+    before = feature_store.load_features(splat.data)
+    name = splat.name
+    blend = out / "workflow.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    after = feature_store.load_features(bpy.data.objects[name].data)
+    rep["blend_reopen"] = {"features_equal": bool(np.array_equal(before.features, after.features)
+                                                  and np.array_equal(before.fine_labels, after.fine_labels))}
+    link.stop()
+    (out / "timings.json").write_text(json.dumps(rep, indent=2, default=str))
+    for k, v in T.items():
+        unit = "ms" if k.endswith("_ms") else "s"
+        print(f"{k[:-3] if k.endswith('_ms') else k[:-2]}: {v:.3f} {unit}")
+    return rep
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("ply", nargs="?", help="3DGS .ply (default: the project's procedural scene)")
+    ap.add_argument("--out", default=str(REPO / "out" / "demo"))
+    ap.add_argument("--quick", action="store_true", help="short training (smoke runs, tests)")
+    ap.add_argument("--no-render", action="store_true", help="skip the Cycles PNGs")
+    ap.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel")
+    args = ap.parse_args(argv)
+    from click_gaussian_blender.engine.errors import EngineError
+
+    try:
+        rep = run_workflow(args.ply, args.out, quick=args.quick, render=not args.no_render, samples=args.samples)
+    except (EngineError, RuntimeError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: rep[k] for k in ("click", "fine_click", "export", "blend_reopen")}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
