@@ -224,7 +224,11 @@ class EngineSession:
         their photos (``camera.image_path``) are read when masks are prepared."""
         from .cameras import load_cameras
 
-        return self.set_cameras(load_cameras(os.path.expanduser(path), images_dir))
+        notes: list[str] = []
+        info = self.set_cameras(load_cameras(os.path.expanduser(path), images_dir, warn=notes.append))
+        if notes:
+            info["warnings"] = [str(n) for n in notes]  # shown to the user after the operation
+        return info
 
     def orbit_cameras(self, n_views: int, width: int, height: int) -> dict[str, Any]:
         """Virtual views on orbits around the scene (engine.cameras.orbit_cameras); their images
