@@ -411,11 +411,10 @@ def _decode_compressed(data: plyfile.PlyData, name: str) -> GaussianScene:
     m = np.sqrt(np.maximum(0.0, 1.0 - np.sum(abc * abc, axis=1)))
     largest = (rot >> np.uint32(30)).astype(np.int64)
     quats = np.empty((n, 4), np.float32)
-    for which in range(4):
-        sel = largest == which
-        others = [i for i in range(4) if i != which]
-        quats[np.ix_(sel, others)] = abc[sel]
-        quats[sel, which] = m[sel]
+    others = np.array([[i for i in range(4) if i != w] for w in range(4)])  # [4, 3]
+    rows = np.arange(n)
+    quats[rows[:, None], others[largest]] = abc
+    quats[rows, largest] = m
 
     col = packed("packed_color")
     rgb = np.stack([_unorm(col, 24, 8), _unorm(col, 16, 8), _unorm(col, 8, 8)], axis=1)
