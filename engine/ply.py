@@ -519,14 +519,31 @@ def _output_dtype(scene: GaussianScene) -> tuple[np.dtype, str, list[str], list[
     fields = [(n, base.fields[n][0]) for n in base.names]
     names = set(base.names)
     for n, arr in scene.extra.items():
+        t = _ply_scalar_type(n, arr.dtype).newbyteorder(order)
         if n in names:
             # nx/ny/nz carried as extras take the standard slot with their own type
-            fields = [(f, arr.dtype.newbyteorder(order) if f == n else t) for f, t in fields]
+            fields = [(f, t if f == n else ft) for f, ft in fields]
         else:
-            fields.append((n, arr.dtype.newbyteorder(order)))
+            fields.append((n, t))
     if fmt == "ascii":
         fields = [(n, t.newbyteorder("=")) for n, t in fields]
     return np.dtype(fields), fmt, comments, obj_info
+
+
+_PLY_SCALARS = {np.dtype(t) for t in ("i1", "u1", "i2", "u2", "i4", "u4", "f4", "f8")}
+
+
+def _ply_scalar_type(name: str, dtype: np.dtype) -> np.dtype:
+    """The PLY scalar type storing an extra property: its own type, bool as uchar; a type PLY
+    cannot hold (64-bit integers, complex, strings, sub-arrays) is refused."""
+    native = dtype.newbyteorder("=") if dtype.byteorder not in ("|", "=") else dtype
+    if native == np.dtype(bool):
+        return np.dtype("u1")
+    if native in _PLY_SCALARS:
+        return native
+    raise SceneFormatError(
+        f"extra property {name!r} has type {dtype}, which a PLY file cannot store "
+        f"(use int8-32, uint8-32, float32 or float64)")
 
 
 def _column_sources(scene: GaussianScene) -> Callable[[str], tuple[np.ndarray, int]]:

@@ -177,6 +177,19 @@ def test_edited_scene_keeps_format_with_new_layout(shared_data: Path, tmp_path: 
     np.testing.assert_array_equal(back.sh_rest, scene.sh_rest[keep, :3])
 
 
+def test_extra_property_types_on_write(tmp_path: Path) -> None:
+    scene = _random_scene(20, 0)
+    scene.extra["selected"] = np.arange(20) % 3 == 0  # bool -> uchar
+    write_ply(scene, tmp_path / "a.ply")
+    back = read_ply(tmp_path / "a.ply")
+    assert back.extra["selected"].dtype == np.uint8
+    np.testing.assert_array_equal(back.extra["selected"], scene.extra["selected"])
+    scene.extra["big"] = np.arange(20, dtype=np.int64)
+    with pytest.raises(SceneFormatError, match="extra property 'big' has type int64"):
+        write_ply(scene, tmp_path / "b.ply")
+    assert not (tmp_path / "b.ply").exists()
+
+
 def test_write_refuses_to_replace_files(fox_path: Path, tmp_path: Path) -> None:
     scene = read_ply(fox_path)
     with pytest.raises(SceneFormatError, match="source file"):
