@@ -55,7 +55,8 @@ class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
         return {"FINISHED"} if done else {"CANCELLED"}
 
     def invoke(self, context, event):
-        if self.filepath and not self.files:  # drag and drop of one file
+        # Dropped files (FileHandler) arrive with directory + files set: import them directly.
+        if self.directory and self.files:
             return self.execute(context)
         return ImportHelper.invoke(self, context, event)
 

@@ -519,3 +519,13 @@ def test_export_from_edit_mode_and_compressed_source(bpy, shared_data: Path, tmp
     np.testing.assert_array_equal(out.quats, src.quats)
     np.testing.assert_array_equal(out.sh_dc, src.sh_dc)
     bpy.ops.object.mode_set(mode="OBJECT")
+
+
+def test_dropped_files_import_directly(bpy, shared_data: Path) -> None:
+    """What the FileHandler does on drag and drop: invoke with directory + files."""
+    res = bpy.ops.import_scene.gaussian_splatting(
+        "INVOKE_DEFAULT", directory=str(shared_data),
+        files=[{"name": "fox_cc0.ply"}, {"name": SH3}])
+    assert res == {"FINISHED"}
+    assert sorted(o.name for o in bpy.data.objects) == ["fox_cc0", "pc_short_sh3_trailing"]
+    assert bpy.types.FileHandler.bl_rna is not None and hasattr(bpy.types, "CLICKGS_FH_ply")
