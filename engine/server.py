@@ -504,13 +504,22 @@ class EngineServer:
         return emit
 
     def _run(self, conn: _Connection, cmd: Command, req: Request) -> None:
+        self._deliver(conn, req, self._execute(cmd, req))
+
+    def _execute(self, cmd: Command, req: Request) -> list | BaseException:
+        """Run a handler: the encoded reply frame, or the exception it raised."""
         try:
             result, arrays = cmd.handler(self, req)
-            bufs = P.encode_frame(P.reply_header(req.id, req.command, result), arrays)  # may fail: a bug
+            return P.encode_frame(P.reply_header(req.id, req.command, result), arrays)  # may fail: a bug
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an error reply
-            conn.send_error(req.id, req.command, exc)
-            return
-        conn.send_buffers(bufs, req.command)
+            return exc
+
+    @staticmethod
+    def _deliver(conn: _Connection, req: Request, outcome: list | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            conn.send_error(req.id, req.command, outcome)
+        else:
+            conn.send_buffers(outcome, req.command)
 
     def _refuse_if_busy(self, cmd: Command) -> None:
         if not cmd.mutating:
@@ -547,14 +556,18 @@ class EngineServer:
         thread.start()
 
     def _run_job(self, conn: _Connection, cmd: Command, req: Request) -> None:
+        outcome: list | BaseException = EngineError("the job did not finish")
         try:
-            self._run(conn, cmd, req)
+            outcome = self._execute(cmd, req)
         finally:
+            # The engine is free again before the client hears the reply, so its next request
+            # (status, another job) never sees this job as still running.
             with self._lock:
                 job, self._job = self._job, None
             elapsed = time.monotonic() - job.started if job else 0.0
             log.info("job %r (request %d) finished after %.1f s%s", req.command, req.id, elapsed,
                      " (cancelled)" if req.cancel.is_set() else "")
+            self._deliver(conn, req, outcome)
 
     def job_status(self) -> dict[str, Any] | None:
         with self._lock:
