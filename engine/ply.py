@@ -684,7 +684,7 @@ def write_ply(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool 
         if hasattr(os, "fchmod"):
             os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(header.encode("ascii") + b"\n")
+            f.write(header.encode("ascii", errors="replace") + b"\n")  # PLY headers are ASCII
             for records in _record_chunks(scene, dtype):
                 if fmt == "ascii":
                     _write_ascii_rows(f, records)
