@@ -15,6 +15,7 @@ def test_transfer_benchmark_small(capsys) -> None:
         m = re.search(rf"^{command} median: ([0-9.]+) ms$", out, re.M)
         assert m and float(m.group(1)) > 0
     assert re.search(r"^get_features payload: 1\.1 MiB$", out, re.M)  # features + labels
+    assert re.search(r"^ping round trip median: [0-9.]+ ms$", out, re.M)
 
 
 def test_transfer_benchmark_rejects_bad_sizes(capsys) -> None:

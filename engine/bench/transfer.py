@@ -5,7 +5,8 @@ seeded), connects the real client, and times complete calls (request sent -> rep
 numpy arrays) after one warm-up call:
 
 - ``features only``: the N x 24 float16 array alone (the issue's figure; target < 100 ms at 1M);
-- ``get_features``: the real command (features + both label arrays + cluster centres).
+- ``get_features``: the real command (features + both label arrays + cluster centres);
+- ``ping``: a small request/reply round trip (the protocol's fixed cost per call).
 
 The first received array is checked bit-for-bit against the seeded data. Prints plain
 ``label: value unit`` lines.
@@ -93,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                 times.append((time.perf_counter() - t0) * 1000.0)
             nbytes = sum(a.nbytes for a in rep.arrays.values())
             results[command] = (times, nbytes)
+        pings = []
+        for _ in range(max(20, args.repeats)):
+            t0 = time.perf_counter()
+            client.call("ping", timeout=30)
+            pings.append((time.perf_counter() - t0) * 1000.0)
         client.shutdown().result(10)
         client.close()
     finally:
@@ -111,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{command} max: {max(times):.1f} ms")
         print(f"{command} payload: {nbytes / 2**20:.1f} MiB")
         print(f"{command} throughput: {nbytes / 2**20 / (med / 1000.0):.0f} MiB/s")
+    print(f"ping round trip median: {statistics.median(pings):.2f} ms")
     print(f"transfer repeats: {args.repeats}")
     return 0
 
