@@ -78,8 +78,8 @@ def _best_fit(src: np.ndarray, dst: np.ndarray, tol: float) -> tuple[np.ndarray,
 
 
 def default_tolerance(original: np.ndarray, current: np.ndarray) -> float:
-    """Inlier distance: 1e-5 of the largest coordinate magnitude (float32 positions carry
-    ~1e-7 relative error per operation)."""
+    """Inlier distance: 1e-5 of the largest coordinate magnitude of the given (moved) points;
+    float32 positions carry ~1e-7 relative error per operation."""
     mag = max(float(np.abs(original).max(initial=0.0)), float(np.abs(current).max(initial=0.0)), 1e-3)
     return 1e-5 * mag
 
@@ -103,7 +103,7 @@ def estimate_edits(
     moved = np.any(np.asarray(original) != np.asarray(current), axis=1)
     if not moved.any():
         return EditEstimate(np.zeros((0, 4, 4)), groups)
-    tol = default_tolerance(orig, cur) if tol is None else tol
+    tol = default_tolerance(orig[moved], cur[moved]) if tol is None else tol
     free = moved.copy()  # moved and not yet explained
 
     hint_list = [np.flatnonzero(selected)] if selected is not None else []
