@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 FULL = {}  # TrainSettings defaults: the paper's 3000 iterations at 10k pixels
-QUICK = {"iterations": 40, "pixels_per_iter": 1024, "gfl_start": 20, "gfl_interval": 10, "spatial_samples": 20000}
+QUICK = {"iterations": 80, "pixels_per_iter": 2048, "gfl_start": 40, "gfl_interval": 20, "spatial_samples": 20000}
 
 
 def _log(msg: str) -> None:
@@ -156,7 +156,7 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     else:
         views = orbit_cameras(src, 8, size, size)
     props = click_props.get(bpy.context.scene)
-    props.orbit_views, props.orbit_size = (8, 128) if quick else (24, 256)
+    props.orbit_views, props.orbit_size = (12, 128) if quick else (24, 256)
     settings = dict(QUICK if quick else FULL)
     t0 = time.perf_counter()
     job = ops_train.start_training(bpy.context, splat, props, settings)
