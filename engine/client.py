@@ -401,6 +401,8 @@ class EngineClient:
         except OSError as exc:
             if not self._closed.is_set():
                 self._mark_gone(self._gone_error(f"the connection broke ({exc.strerror or exc})"))
+        except Exception as exc:  # noqa: BLE001 - e.g. MemoryError; never leave calls hanging
+            self._mark_gone(self._gone_error(f"reading its reply failed ({exc.__class__.__name__}: {exc})"))
 
     def _dispatch(self, msg: P.Message) -> None:
         h = msg.header

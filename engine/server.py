@@ -49,8 +49,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from . import __version__
 from . import protocol as P
 from .errors import EngineError
@@ -381,7 +379,9 @@ class EngineServer:
                     reason = ("no hello within the authentication timeout" if not conn.authenticated
                               else f"silent for more than {self.config.heartbeat_timeout_s:g} s (heartbeat timeout)")
                     break
-                except P.ProtocolError as exc:
+                except (P.ProtocolError, MemoryError) as exc:
+                    if isinstance(exc, MemoryError):
+                        exc = P.FrameTooLarge("the engine has not enough memory for a frame that large")
                     reason = f"protocol error: {exc}"
                     # Best effort: tell the peer why before closing (it may not be listening).
                     conn.send(P.error_header(0, "", type(exc).__name__, str(exc)))

@@ -36,8 +36,6 @@ def fox(fox_path: Path):
 
 
 def test_render_through_the_server_equals_a_direct_render(client: EngineClient, fox) -> None:
-    import torch
-
     from engine.cameras import orbit_cameras
     from engine.gaussians import Gaussians
     from engine.render import render
