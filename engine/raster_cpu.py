@@ -14,7 +14,7 @@ before it, and a pixel stops before the Gaussian that would bring ``T`` to ``<= 
 
 How it is fast on a 2-core CPU (see /work/shared/paper/PERFORMANCE-NOTES.md):
 
-- Gaussian/tile pairs (16x16 tiles) are expanded from each Gaussian's box and sorted (stable) by
+- Gaussian/tile pairs (8x8 tiles) are expanded from each Gaussian's box and sorted (stable) by
   tile, with Gaussians pre-sorted by depth, so each tile's list is front to back.
 - All unfinished tiles advance together in rounds; each round takes the next ``G`` Gaussians of
   each tile (padded with a transparent sentinel). The exponent for every pixel x Gaussian of the
@@ -46,7 +46,7 @@ from torch import Tensor
 from .errors import Cancelled
 from .gaussians import covariance_from_quat_scale
 
-TILE = 16
+TILE = 8  # 8x8 tiles: the fox's Gaussians are ~3 px in radius; measured 1.6x faster than 16x16
 ALPHA_MAX = 0.99  # 3DGS (Inria) clamp; gsplat's CUDA kernels use 0.999
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
@@ -55,6 +55,7 @@ EXTENT_SIGMA = 3.33  # gsplat's box half-size in standard deviations
 _POWER_LO = -math.log(ALPHA_MAX)  # exponent below this means alpha > ALPHA_MAX
 _POWER_HI = 6.0  # exp(-6) < 1/255: clamping here changes nothing and keeps exp fast
 _SENTINEL_POWER = 1.0e4
+MIN_G = 32  # Gaussians per tile and round, at least
 
 
 @dataclass
@@ -225,7 +226,7 @@ def rasterize(
     height: int,
     *,
     contributors_k: int = 0,
-    budget: int = 2048,
+    budget: int = 8192,
     progress: Callable[[float], object] | None = None,
     cancel: threading.Event | None = None,
     workers: int | None = None,
@@ -238,8 +239,8 @@ def rasterize(
             contributors only).
         contributors_k: keep the K largest weights per pixel (0 = none).
         budget: Gaussian-tile slots per batched step and worker (each temporary is
-            ``budget * 256 * 4`` bytes: 2048 -> 2 MiB, which stays in cache; measured faster
-            than 8192 or 16384 on the fox).
+            ``budget * 64 * 4`` bytes: 8192 -> 2 MiB, which stays in cache; measured faster
+            than 4x larger temporaries on the fox).
         progress: called with the fraction of tiles finished (from worker threads, one at a
             time); returning False cancels.
         cancel: set it (from any thread) to stop; :class:`~engine.errors.Cancelled` is raised.
@@ -358,7 +359,7 @@ class _Tables:
     cc: Tensor  # [M+1] conic c
     lo: Tensor  # [M+1] -log(opacity) (sentinel: huge)
     vals: Tensor  # [M+1, D] values, depth, 1
-    terms: Tensor  # [6, 256] pixel polynomial terms
+    terms: Tensor  # [6, TILE*TILE] pixel polynomial terms
     sentinel: int  # M
     scene_ids: Tensor  # [M+1] int32 scene index of each depth rank (sentinel: -1)
     tiles_x: int
@@ -401,8 +402,8 @@ def _blend_in_thread(fn: Callable[[Tensor], None], part: Tensor, errors: list) -
 
 
 def _write_tiles(img: Tensor, tiles_x: int, tiles: Tensor, data: Tensor) -> None:
-    """Write per-tile data [A, 256, ...] (row-major within a tile) into the padded image
-    [tiles_y*16, tiles_x*16, ...] at tile indices ``tiles`` [A]."""
+    """Write per-tile data [A, TILE*TILE, ...] (row-major within a tile) into the padded image
+    [tiles_y*TILE, tiles_x*TILE, ...] at tile indices ``tiles`` [A]."""
     if len(tiles) == 0:
         return
     rest = img.shape[2:]
@@ -420,8 +421,8 @@ def _blend_tiles(
     t_count: Tensor,  # [A] number of pairs of each tile
     report: Callable[[int], bool],
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Blend the given tiles front to back. Returns acc [A, 256, D] (weighted sums of tb.vals),
-    and with tb.k > 0 the per-pixel top-K weights [A, 256, K] float32 and scene ids [A, 256, K]
+    """Blend the given tiles front to back. Returns acc [A, P, D] (P = TILE*TILE; weighted sums of
+    tb.vals), and with tb.k > 0 the per-pixel top-K weights [A, P, K] float32 and scene ids [A, P, K]
     int32 (-1 = empty, after the filled slots), front to back."""
     device = tiles.device
     A, P, M, Kc = len(tiles), tb.terms.shape[1], tb.sentinel, tb.k
@@ -441,7 +442,7 @@ def _blend_tiles(
     active = torch.arange(A, device=device)
     max_g = 1024
     while len(active):
-        g = int(min(max_g, max(32, tb.budget // len(active))))
+        g = int(min(max_g, max(MIN_G, tb.budget // len(active))))
         step = max(1, tb.budget // g)
         ar = torch.arange(g, device=device)
         for s0 in range(0, len(active), step):
@@ -497,7 +498,8 @@ def _merge_topk(top_w: Tensor, top_r: Tensor, top_n: Tensor, mixed: Tensor, sel:
     """Merge a round's weights w [S, P, G] (Gaussian depth ranks gi [S, G]) into the running
     per-pixel top-K of tiles ``sel``: weights top_w [A, P, K], depth ranks top_r [A, P, K],
     filled-slot counts top_n [A, P], and ``mixed`` [A, P] marking pixels whose slots are no longer
-    in front-to-back order (they went through a selection)."""
+    in front-to-back order (they went through a selection). All indexing is on flattened views
+    (one linear index instead of three: measured ~2x faster)."""
     S, P, G = w.shape
     K = top_w.shape[2]
     flat = torch.nonzero(w.view(-1)).squeeze(1)  # [E] positive weights, row-major
@@ -505,33 +507,35 @@ def _merge_topk(top_w: Tensor, top_r: Tensor, top_n: Tensor, mixed: Tensor, sel:
         return
     row = flat // G  # [E] s * P + p, non-decreasing
     n_new = torch.bincount(row, minlength=S * P)  # [S*P]
-    filled = top_n[sel].view(-1)  # [S*P]
+    pix = (sel[:, None] * P + torch.arange(P, device=sel.device)).view(-1)  # [S*P] rows of top_*
+    tn = top_n.view(-1)
+    filled = tn[pix]
     total = filled + n_new
     fits = total <= K
+    tw, tr = top_w.view(-1), top_r.view(-1)
     # Most pixels have fewer than K contributors in total: append their new weights in order
     # (front to back) without any selection.
     row_start = torch.cumsum(n_new, 0) - n_new
-    e_fit = fits[row]
-    fe, rf = flat[e_fit], row[e_fit]
-    if len(fe):
-        slot = filled[rf] + (torch.arange(len(flat), device=w.device)[e_fit] - row_start[rf])
-        s_i, p_i = rf // P, rf % P
-        rows = sel[s_i]
-        top_w[rows, p_i, slot] = w.view(-1)[fe]
-        top_r[rows, p_i, slot] = gi[s_i, fe % G].to(top_r.dtype)
-    top_n[sel] = torch.where(fits, total, K).view(S, P)
+    e_fit = torch.nonzero(fits[row]).squeeze(1)
+    if len(e_fit):
+        rf = row[e_fit]
+        lin = pix[rf] * K + filled[rf] + (e_fit - row_start[rf])
+        fe = flat[e_fit]
+        tw[lin] = w.view(-1)[fe]
+        tr[lin] = gi.view(-1)[(rf // P) * G + fe % G].to(tr.dtype)
+    tn[pix] = torch.where(fits, total, K)
     # Pixels that overflow K: keep the K largest of (current K, this round's G).
     over = torch.nonzero(~fits).squeeze(1)
     if len(over) == 0:
         return
-    s_i, p_i = over // P, over % P
-    rows = sel[s_i]
-    cand_w = torch.cat([top_w[rows, p_i], w[s_i, p_i]], dim=1)  # [R, K+G]
-    cand_r = torch.cat([top_r[rows, p_i], gi[s_i].to(top_r.dtype)], dim=1)
+    rows = pix[over]
+    tw2, tr2 = top_w.view(-1, K), top_r.view(-1, K)
+    cand_w = torch.cat([tw2[rows], w.view(S * P, G)[over]], dim=1)  # [R, K+G]
+    cand_r = torch.cat([tr2[rows], gi[over // P].to(tr.dtype)], dim=1)
     best_w, best = torch.topk(cand_w, K, dim=1, sorted=False)
-    top_w[rows, p_i] = best_w
-    top_r[rows, p_i] = torch.gather(cand_r, 1, best)
-    mixed[rows, p_i] = True
+    tw2[rows] = best_w
+    tr2[rows] = torch.gather(cand_r, 1, best)
+    mixed.view(-1)[rows] = True
 
 
 def _empty_result(height: int, width: int, C: int, K: int, device: torch.device) -> RasterResult:
