@@ -164,8 +164,8 @@ class EngineSession:
         return info
 
     def set_scene(self, scene: GaussianScene, *, path: str | None = None) -> dict[str, Any]:
-        """Make ``scene`` current; forgets masks, features and caches of the previous scene (and
-        its cameras when they were virtual orbit views)."""
+        """Make ``scene`` current; forgets the cameras, masks, features and caches of the previous
+        scene (set cameras again after loading a scene)."""
         from .features import scene_hash
 
         if scene.num_gaussians == 0:
