@@ -249,7 +249,6 @@ def rasterize(
     device = proj.means2d.device
     tiles_x = (width + TILE - 1) // TILE
     tiles_y = (height + TILE - 1) // TILE
-    n_tiles = tiles_x * tiles_y
     P = TILE * TILE
     C = 0 if values is None else int(values.shape[1])
     M = len(proj)
@@ -276,7 +275,7 @@ def rasterize(
     vals = torch.cat([vals, vals.new_zeros(1, vals.shape[1])])  # [M+1, C+2]: values, depth, 1
     scene_ids = torch.cat([proj.ids[order], proj.ids.new_full((1,), -1)])
 
-    # Pixel polynomial terms in tile-local coordinates centred on the tile (|x|, |y| <= 8).
+    # Pixel polynomial terms in tile-local coordinates centred on the tile (|x|, |y| <= TILE/2).
     lin = torch.arange(P, device=device)
     px = (lin % TILE).float() + 0.5 - TILE / 2
     py = (lin // TILE).float() + 0.5 - TILE / 2
@@ -295,7 +294,7 @@ def rasterize(
     )  # fmt: skip
     done_count = [0]
     lock = threading.Lock()
-    stop = cancel if cancel is not None else threading.Event()
+    stop = threading.Event()  # set by a False from progress, or when the caller is interrupted
 
     def report(n: int) -> bool:
         """Count finished tiles; False when the render should stop."""
@@ -304,7 +303,7 @@ def rasterize(
                 done_count[0] += n
                 if progress(done_count[0] / max(A, 1)) is False:
                     stop.set()
-        return not stop.is_set()
+        return not (stop.is_set() or (cancel is not None and cancel.is_set()))
 
     # Split the tiles between workers, interleaved so each gets a similar mix of busy and quiet
     # tiles. Each worker runs torch with one intra-op thread: the ops here are small, and
@@ -331,11 +330,17 @@ def rasterize(
         threads = [threading.Thread(target=_blend_in_thread, args=(work, part, errors), daemon=True) for part in parts]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        except BaseException:  # Ctrl-C in the caller: stop the workers before leaving
+            stop.set()
+            for t in threads:
+                t.join()
+            raise
         if errors:
             raise errors[0]
-    if stop.is_set():
+    if stop.is_set() or (cancel is not None and cancel.is_set()):
         raise Cancelled("render cancelled")
 
     def crop(t: Tensor | None) -> Tensor | None:
