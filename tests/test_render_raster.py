@@ -238,3 +238,23 @@ def test_scene_accepted_directly(fox_path) -> None:
     a = render(scene, cam)
     b = render(Gaussians.from_scene(scene, "cpu"), cam)
     assert torch.equal(a.values, b.values) and float(a.alpha.max()) > 0
+
+
+def test_workers_agree_and_threads_restored() -> None:
+    from engine import raster_cpu
+
+    g = random_gaussians(300, seed=12, scale=(0.01, 0.2))
+    cam = look_at([0.5, -0.5, -3.0], [0, 0, 0], [0, -1, 0], 70, 50)
+    vm = torch.tensor(cam.viewmat, dtype=torch.float32)
+    K = torch.tensor(cam.K, dtype=torch.float32)
+    proj = raster_cpu.project(g.means, g.quats, g.scales, g.opacities, vm, K, 70, 50)
+    vals = torch.rand(len(g), 3, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    one = raster_cpu.rasterize(proj, vals, 70, 50, contributors_k=8, workers=1)
+    three = raster_cpu.rasterize(proj, vals, 70, 50, contributors_k=8, workers=3, budget=256)
+    assert torch.get_num_threads() == before
+    assert torch.allclose(one.values, three.values, atol=1e-6)
+    assert torch.equal(one.ids, three.ids)
+    assert torch.allclose(one.weights, three.weights, atol=1e-7)
+    render(g, cam, contributors_k=4)
+    assert torch.get_num_threads() == before
