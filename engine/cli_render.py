@@ -111,12 +111,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         w, h = size or (512, 512)
         cams = orbit_cameras(scene, args.views or 8, w, h, up=args.up)
-    try:
-        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if args.device == "auto" else args.device))
-        gaussians = Gaussians.from_scene(scene, device)
-    except RuntimeError as exc:
-        raise EngineError(f"--device {args.device}: {exc}") from None
+    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
+        raise EngineError(f"--device: expected auto, cpu or cuda[:N], got {args.device!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineError(f"--device {args.device}: torch sees no CUDA GPU (use --device cpu or auto)")
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    gaussians = Gaussians.from_scene(scene, device)
     os.makedirs(args.out, exist_ok=True)
     load_s = time.perf_counter() - t0
     print(f"{os.path.basename(args.scene)}: {scene.num_gaussians} Gaussians, SH degree {scene.sh_degree}, "

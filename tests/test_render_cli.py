@@ -49,6 +49,8 @@ def test_render_bad_arguments(fox_path, tmp_path, capsys) -> None:
     assert "--views" in capsys.readouterr().err
     assert engine_main(["render", str(fox_path), "--out", str(tmp_path), "--background", "pink"]) == 2
     assert "--background" in capsys.readouterr().err
+    assert engine_main(["render", str(fox_path), "--out", str(tmp_path), "--device", "tpu"]) == 2
+    assert "--device" in capsys.readouterr().err
 
 
 def test_bench_render_tiny(capsys) -> None:
