@@ -4,6 +4,9 @@ check that no process is left behind. The engine writes only under tmp_path."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine.client import EngineClient
-from engine.errors import Cancelled
+from engine.errors import Cancelled, EngineError
 from engine.launcher import EngineProcess, launch_engine
 
 pytestmark = pytest.mark.slow
@@ -37,6 +40,16 @@ def _pid_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+class Link:
+    """The engine process, the current client connection and the test's folder."""
+
+    def __init__(self, ep: EngineProcess, client: EngineClient, tmp: Path) -> None:
+        self.ep, self.client, self.tmp = ep, client, tmp
+
+    def __iter__(self):
+        return iter((self.ep, self.client))
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory, fox_path: Path):
     _needs("engine.masks", "prepare_masks")
@@ -44,15 +57,14 @@ def engine(tmp_path_factory: pytest.TempPathFactory, fox_path: Path):
     tmp = tmp_path_factory.mktemp("e2e")
     ep = launch_engine(sys.executable, device="cpu", log_path=str(tmp / "engine.log"),
                        extra_args=["--cache-dir", str(tmp / "cache")])
-    client = ep.connect(timeout=20)
-    client.tmp = tmp  # type: ignore[attr-defined]
-    yield ep, client
+    link = Link(ep, ep.connect(timeout=20), tmp)
+    yield link
     if ep.alive():
-        client.close()
+        link.client.close()
         ep.stop(timeout=10)
 
 
-def test_load_scene_and_views(engine: tuple[EngineProcess, EngineClient], fox_path: Path) -> None:
+def test_load_scene_and_views(engine: Link, fox_path: Path) -> None:
     ep, c = engine
     info = c.load_scene(str(fox_path)).result(60)
     assert info["num_gaussians"] == 50_000 and info["sh_degree"] == 0
@@ -60,9 +72,9 @@ def test_load_scene_and_views(engine: tuple[EngineProcess, EngineClient], fox_pa
     assert c.set_masks_source("builtin").result(60)["kind"] == "builtin"
 
 
-def test_cancel_a_training_run(engine: tuple[EngineProcess, EngineClient]) -> None:
+def test_cancel_a_training_run(engine: Link) -> None:
     ep, c = engine
-    job = c.train({**SHORT, "iterations": 100_000}, save_path=str(c.tmp / "cancelled.clickgs.npz"), timeout=300)
+    job = c.train({**SHORT, "iterations": 100_000}, save_path=str(engine.tmp / "cancelled.clickgs.npz"), timeout=300)
     end = time.monotonic() + 240
     while not job.progress and not job.done() and time.monotonic() < end:
         time.sleep(0.05)
@@ -73,13 +85,13 @@ def test_cancel_a_training_run(engine: tuple[EngineProcess, EngineClient]) -> No
     with pytest.raises(Cancelled):
         job.result(120)
     assert c.status().result(10)["job"] is None
-    assert not (c.tmp / "cancelled.clickgs.npz").exists()
+    assert not (engine.tmp / "cancelled.clickgs.npz").exists()
 
 
-def test_train_with_progress_events(engine: tuple[EngineProcess, EngineClient]) -> None:
+def test_train_with_progress_events(engine: Link) -> None:
     ep, c = engine
     events: list[dict] = []
-    save = c.tmp / "fox.clickgs.npz"
+    save = engine.tmp / "fox.clickgs.npz"
     job = c.train(SHORT, save_path=str(save), on_progress=events.append, timeout=300)
     summary = job.result(300)
     assert summary["num_gaussians"] == 50_000 and summary["saved_to"] == str(save) and save.is_file()
@@ -89,7 +101,7 @@ def test_train_with_progress_events(engine: tuple[EngineProcess, EngineClient]) 
     assert job.progress  # the last event is kept on the future
 
 
-def test_fetch_features(engine: tuple[EngineProcess, EngineClient]) -> None:
+def test_fetch_features(engine: Link) -> None:
     from engine.features import TrainedFeatures
 
     ep, c = engine
@@ -97,13 +109,13 @@ def test_fetch_features(engine: tuple[EngineProcess, EngineClient]) -> None:
     feats = rep.features()
     assert feats.features.shape == (50_000, 24) and feats.features.dtype == np.float16
     assert feats.coarse_labels.shape == (50_000,) and feats.fine_labels.dtype == np.int32
-    on_disk = TrainedFeatures.load(c.tmp / "fox.clickgs.npz")
+    on_disk = TrainedFeatures.load(engine.tmp / "fox.clickgs.npz")
     assert np.array_equal(on_disk.features.view(np.uint16), feats.features.view(np.uint16))
     assert np.array_equal(on_disk.coarse_labels, feats.coarse_labels)
     assert on_disk.scene_hash == feats.scene_hash
 
 
-def test_click_segment_render(engine: tuple[EngineProcess, EngineClient]) -> None:
+def test_click_segment_render(engine: Link) -> None:
     ep, c = engine
     image = c.render(0).result(60)
     assert image["image"].shape == (96, 96, 3) and image["alpha"].shape == (96, 96)
@@ -120,7 +132,76 @@ def test_click_segment_render(engine: tuple[EngineProcess, EngineClient]) -> Non
         assert np.isin(feats.coarse_labels[sel], rep.result["clusters"]).all()
 
 
-def test_shutdown_leaves_no_process(engine: tuple[EngineProcess, EngineClient]) -> None:
+KILLED_CLIENT = """
+import os, sys, time
+from engine.client import EngineClient
+from engine.errors import EngineError
+end = time.monotonic() + 30
+while True:
+    try:
+        c = EngineClient.connect("127.0.0.1", int(sys.argv[1]), os.environ["CLICKGS_TEST_TOKEN"], heartbeat_s=0)
+        break
+    except EngineError:
+        if time.monotonic() > end:
+            raise
+        time.sleep(0.2)
+job = c.train(dict(eval(sys.argv[2])), save_path=sys.argv[3], timeout=300)
+while job.progress.get("phase") != "train" or job.progress.get("iteration", 0) < 2:
+    if job.done():
+        print("finished early", job.exception(), flush=True)
+        sys.exit(1)
+    time.sleep(0.02)
+print("training", flush=True)
+time.sleep(600)
+"""
+
+
+def test_client_killed_mid_training_then_resume(engine: Link) -> None:
+    ep, c = engine
+    c.close()  # one client at a time: make room for the one that will die
+    save = str(engine.tmp / "killed.clickgs.npz")
+    settings = {**SHORT, "iterations": 100}
+    env = dict(os.environ, CLICKGS_TEST_TOKEN=ep.token, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    doomed = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, str(ep.port), repr(settings), save],
+                              env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert doomed.stdout.readline().strip() == "training"
+        doomed.send_signal(signal.SIGKILL)  # the client dies without a word, mid-job
+        doomed.wait(10)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+    end = time.monotonic() + 60
+    while True:  # the engine notices, cancels the job (writing its checkpoint) and frees itself
+        try:
+            c2 = ep.connect(timeout=10)
+            if c2.status().result(10)["job"] is None:
+                break
+            c2.close()
+        except EngineError:
+            pass
+        assert time.monotonic() < end, "the engine did not recover from its client dying"
+        time.sleep(0.2)
+    assert "went away during job 'train'" in Path(ep.log_path).read_text()
+    assert Path(save + ".ckpt").is_file()
+    resumed = c2.train(settings, save_path=save, resume=True, timeout=300)
+    end = time.monotonic() + 120
+    while job_iteration(resumed) is None and not resumed.done() and time.monotonic() < end:
+        time.sleep(0.02)
+    first = job_iteration(resumed)
+    resumed.cancel_job().result(10)
+    with pytest.raises(Cancelled):
+        resumed.result(120)
+    assert first is not None and first >= 3  # continued from the checkpoint, not from 0
+    engine.client = c2  # later tests use this connection
+
+
+def job_iteration(fut) -> int | None:
+    p = fut.progress
+    return p.get("iteration") if p.get("phase") == "train" else None
+
+
+def test_shutdown_leaves_no_process(engine: Link) -> None:
     ep, c = engine
     assert c.shutdown().result(30)["stopping"]
     assert ep.process.wait(timeout=30) == 0
