@@ -31,7 +31,7 @@ import json
 
 import numpy as np
 
-from .engine.scene import GaussianScene, PlyLayout
+from .engine.scene import SH_C0, GaussianScene, PlyLayout
 
 POSITION = "gs_position"
 INDEX = "gs_index"
@@ -90,14 +90,22 @@ _SRGB_TO_LINEAR = (lambda c: np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.
 
 def display_colors(scene: GaussianScene) -> np.ndarray:
     """[N, 4] float32 RGBA display colour: the SH DC colour as 3DGS renders it (an sRGB-like
-    display value, clipped to [0, 1]) converted to Blender's scene-linear space through a
-    4096-entry table (error < 1e-3), and alpha = opacity."""
+    display value ``SH_C0 * f_dc + 0.5`` clipped to [0, 1]) converted to Blender's scene-linear
+    space through a 4096-entry table (error < 1e-3), and alpha = opacity (sigmoid of the logit).
+    Computed in place in float32 (a few passes over the data, no float64 temporaries)."""
     n = scene.num_gaussians
     rgba = np.empty((n, 4), np.float32)
-    c = scene.base_colors()  # float32 in [0, 1]
-    code = (c * np.float32(_SRGB_LUT_SIZE - 1) + np.float32(0.5)).astype(np.int32)
-    rgba[:, :3] = _SRGB_TO_LINEAR[code]
-    rgba[:, 3] = scene.activated_opacities()
+    scale = np.float32(SH_C0 * (_SRGB_LUT_SIZE - 1))
+    code = scene.sh_dc * scale  # float32 [N, 3]
+    code += np.float32(0.5 * (_SRGB_LUT_SIZE - 1) + 0.5)
+    np.clip(code, 0, _SRGB_LUT_SIZE - 1, out=code)
+    rgba[:, :3] = _SRGB_TO_LINEAR[code.astype(np.int32)]
+    alpha = np.negative(scene.opacities, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        np.exp(alpha, out=alpha)
+    alpha += np.float32(1.0)
+    np.reciprocal(alpha, out=alpha)
+    rgba[:, 3] = alpha
     return rgba
 
 

@@ -113,11 +113,11 @@ def splat_material() -> bpy.types.Material:
 def splat_node_group() -> bpy.types.NodeTree:
     """The shared geometry-nodes group (created once per .blend)."""
     ng = bpy.data.node_groups.get(NODE_GROUP)
-    if ng is not None and ng.get("gs_version") == 2:
+    if ng is not None and ng.get("gs_version") == 3:
         return ng
     if ng is None:
         ng = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")
-    ng["gs_version"] = 2
+    ng["gs_version"] = 3
     ng.nodes.clear()
     ng.interface.clear()
     iface = ng.interface
@@ -193,9 +193,23 @@ def splat_node_group() -> bpy.types.NodeTree:
     links.new(mul.outputs[0], mn.inputs[0])
     links.new(gin.outputs["Max Radius"], mn.inputs[1])
 
+    # the random subset only when Display Ratio < 1 (a Switch evaluates one branch only)
+    partial = nodes.new("FunctionNodeCompare")
+    partial.data_type = "FLOAT"
+    partial.operation = "LESS_THAN"
+    partial.location = (-600, -200)
+    links.new(gin.outputs["Display Ratio"], _socket(partial.inputs, "VALUE", "A"))
+    _socket(partial.inputs, "VALUE", "B").default_value = 1.0
+    pick = nodes.new("GeometryNodeSwitch")
+    pick.input_type = "GEOMETRY"
+    pick.location = (-400, 0)
+    links.new(partial.outputs[0], pick.inputs["Switch"])
+    links.new(store.outputs["Geometry"], pick.inputs["False"])
+    links.new(delete.outputs["Geometry"], pick.inputs["True"])
+
     m2p = nodes.new("GeometryNodeMeshToPoints")
     m2p.location = (150, 0)
-    links.new(delete.outputs["Geometry"], m2p.inputs["Mesh"])
+    links.new(pick.outputs[0], m2p.inputs["Mesh"])
     links.new(mn.outputs[0], m2p.inputs["Radius"])
     setmat = nodes.new("GeometryNodeSetMaterial")
     setmat.location = (400, 0)
