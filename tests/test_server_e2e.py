@@ -4,6 +4,7 @@ check that no process is left behind. The engine writes only under tmp_path."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -133,7 +134,7 @@ def test_click_segment_render(engine: Link) -> None:
 
 
 KILLED_CLIENT = """
-import os, sys, time
+import json, os, sys, time
 from engine.client import EngineClient
 from engine.errors import EngineError
 end = time.monotonic() + 30
@@ -145,7 +146,7 @@ while True:
         if time.monotonic() > end:
             raise
         time.sleep(0.2)
-job = c.train(dict(eval(sys.argv[2])), save_path=sys.argv[3], timeout=300)
+job = c.train(json.loads(sys.argv[2]), save_path=sys.argv[3], timeout=300)
 while job.progress.get("phase") != "train" or job.progress.get("iteration", 0) < 2:
     if job.done():
         print("finished early", job.exception(), flush=True)
@@ -162,7 +163,7 @@ def test_client_killed_mid_training_then_resume(engine: Link) -> None:
     save = str(engine.tmp / "killed.clickgs.npz")
     settings = {**SHORT, "iterations": 100}
     env = dict(os.environ, CLICKGS_TEST_TOKEN=ep.token, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    doomed = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, str(ep.port), repr(settings), save],
+    doomed = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, str(ep.port), json.dumps(settings), save],
                               env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert doomed.stdout.readline().strip() == "training"
