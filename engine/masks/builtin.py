@@ -6,10 +6,12 @@ the colour of their surroundings merge, and textured surfaces may split. It exis
 product runs on a fresh offline machine; use SAM (:class:`engine.masks.SamMaskSource`) whenever
 a checkpoint is available.
 
-How it mimics SAM's multi-granular output: the image (resized so its long side is
-``work_size``, so results do not depend on resolution and cost stays fixed) is segmented at a
-fine and a coarse scale; every connected region of every scale becomes one segment record.
-Regions at a coarse scale are larger and span several fine regions (on the fox statue: the red
+How it mimics SAM's multi-granular output: the image (cropped to its content and resized so
+its long side is ``work_size``, so results depend neither on resolution nor on framing and cost
+stays fixed) is segmented at a fine and a coarse scale; the coarse level is made a union of
+fine regions (each fine region joins the coarse region covering most of it), and every
+connected region of every level becomes one segment record.
+Regions at the coarse scale are larger and span several fine regions (on the fox statue: the red
 bib and the grey statue are separate fine regions and often one coarse region), so the area
 rule sends coarse regions to the coarse map and fine regions to the fine map. Regions smaller
 than ``min_area`` (fraction of the image) are dropped, and regions of the flat colour the image
@@ -42,21 +44,33 @@ class BuiltinSettings:
     min_size: Felzenszwalb's smallest region (pixels at ``work_size``) at the finest scale;
         scaled with the scale for coarser levels.
     min_area: segments covering less than this fraction of the image are dropped.
+    min_thickness: regions with fewer than this many pixels per boundary pixel (slivers, e.g.
+        the soft rim of a rendered object) merge into their main neighbour, at work size.
     drop_background: drop regions that touch the border and are mostly (80%+) the colour most of
         the border has (within ``background_tol``, 0-255 units), when at least half of the
         border has one flat colour: the empty background of views rendered from splats. The
         image is then cropped to the box around the rest (grown by ``crop_margin`` of its size)
         before resizing to ``work_size``, so results do not depend on how the scene is framed.
+    absorb_parts: at the coarsest level, regions smaller than this fraction of the (cropped)
+        image merge into the neighbour holding ``absorb_share`` or more of their border: a part
+        enclosed by one region joins that region's object. 0 disables.
+
+    Defaults were chosen on 28 views rendered from the fox scene (two orbits, 256x256) against
+    per-Gaussian ground truth (bib / statue / top block / pedestal): the fine level separates
+    bib and statue, and statue and top block, in every view; the coarse level joins bib and
+    statue in 90-100% of the views with the bib and keeps statue and pedestal apart in 83-100%;
+    ground-truth purity of segments is 0.96 (fine) and 0.90-0.92 (coarse).
     """
 
     work_size: int = 256
-    scales: tuple[float, ...] = (200.0, 800.0)
+    scales: tuple[float, ...] = (150.0, 400.0)
     sigma: float = 1.0
     min_size: int = 40
     min_area: float = 0.001
     drop_background: bool = True
     background_tol: float = 8.0
     crop_margin: float = 0.04
+    min_thickness: float = 1.5
     absorb_parts: float = 0.03
     absorb_share: float = 0.6
 
@@ -124,20 +138,43 @@ def _level_labels(image: np.ndarray, s: BuiltinSettings) -> tuple[list[np.ndarra
         lab = lab.astype(np.int32)
         if bg is not None:
             lab = _drop_background(lab, small, bg, s.background_tol)
+        if s.min_thickness > 0:
+            lab = _merge_thin(lab, s.min_thickness)
+        if levels:
+            lab = _nest(levels[-1], lab)
         levels.append(lab)
     if s.absorb_parts > 0 and len(levels) > 1:
         levels[-1] = _absorb_parts(levels[-1], s.absorb_parts * h * w, s.absorb_share)
     return levels, box
 
 
-def _absorb_parts(lab: np.ndarray, max_area: float, share: float) -> np.ndarray:
-    """Merge each region smaller than ``max_area`` pixels into the neighbour that holds at least
-    ``share`` of its border with other regions (borders with unassigned pixels do not count):
-    a small part mostly enclosed by one region belongs to that region's object (the bib on the
-    statue). Smallest regions first, with borders and areas updated after every merge, until
-    nothing changes."""
+def _nest(finer: np.ndarray, coarser: np.ndarray) -> np.ndarray:
+    """Make ``coarser`` a union of ``finer`` regions: each finer region joins the coarser region
+    that covers most of it (pixels outside every finer region keep their coarser label), then
+    the result is split into connected pieces. With nested levels, every pixel's coarse segment
+    is at least as large as its fine one, as for an object and its parts."""
+    from skimage.measure import label as connected
+
+    nf, nc = int(finer.max()) + 1, int(coarser.max()) + 1
+    if nf <= 0 or nc <= 0:
+        return coarser
+    both = (finer >= 0) & (coarser >= 0)
+    table = np.bincount(finer[both].astype(np.int64) * nc + coarser[both], minlength=nf * nc).reshape(nf, nc)
+    choice = np.where(table.sum(axis=1) > 0, table.argmax(axis=1), -1)
+    lab = np.where(finer >= 0, choice[np.maximum(finer, 0)], coarser)
+    return (connected(lab + 1, background=0, connectivity=1) - 1).astype(np.int32)
+
+
+def _merge_regions(lab: np.ndarray, eligible: np.ndarray, max_area: float, share: float, drop_isolated: bool) -> np.ndarray:
+    """Merge regions into neighbours, smallest first, with borders and areas updated after every
+    merge, until nothing changes.
+
+    A region r is merged when ``eligible[r]`` and its area is below ``max_area``, into the
+    neighbour holding the longest part of its border with other regions, if that part is at
+    least ``share`` of it (borders with unassigned pixels do not count). With
+    ``drop_isolated``, eligible regions with no neighbour become unassigned."""
     n = int(lab.max()) + 1
-    if n <= 1:
+    if n <= 0:
         return lab
     pairs = []
     for a, b in ((lab[:, :-1], lab[:, 1:]), (lab[:-1], lab[1:])):
@@ -145,21 +182,22 @@ def _absorb_parts(lab: np.ndarray, max_area: float, share: float) -> np.ndarray:
         pairs.append(np.stack([a[m], b[m]], 1))
     p = np.concatenate(pairs)
     p = np.concatenate([p, p[:, ::-1]])  # both directions
-    if p.size == 0:
-        return lab
     counts = np.zeros((n, n), np.int64)
     np.add.at(counts, (p[:, 0], p[:, 1]), 1)
     area = np.bincount(lab[lab >= 0], minlength=n).astype(np.int64)
     alive = area > 0
     owner = np.arange(n)
     changed = True
-    while changed:  # merging can make a region eligible (a thin ring between a part and its whole)
+    while changed:
         changed = False
         for r in np.argsort(area, kind="stable"):
-            if not alive[r] or area[r] >= max_area:
+            if not alive[r] or not eligible[r] or area[r] >= max_area:
                 continue
             total = counts[r].sum()
             if total == 0:
+                if drop_isolated:
+                    alive[r] = False
+                    owner[owner == r] = -1
                 continue
             best = int(np.argmax(counts[r]))
             if counts[r, best] < share * total:
@@ -174,8 +212,44 @@ def _absorb_parts(lab: np.ndarray, max_area: float, share: float) -> np.ndarray:
             alive[r] = False
             owner[owner == r] = best
             changed = True
-    _, dense = np.unique(owner, return_inverse=True)
-    return np.where(lab >= 0, dense[np.maximum(lab, 0)], UNASSIGNED).astype(np.int32)
+    ids = np.full(n + 1, UNASSIGNED, np.int64)  # slot n: unassigned stays unassigned
+    kept = owner >= 0
+    if kept.any():
+        ids[:n][kept] = np.unique(owner[kept], return_inverse=True)[1]
+    return ids[np.where(lab >= 0, lab, n)].astype(np.int32)
+
+
+def _absorb_parts(lab: np.ndarray, max_area: float, share: float) -> np.ndarray:
+    """Merge each region smaller than ``max_area`` pixels into the neighbour that holds at least
+    ``share`` of its border with other regions: a small part mostly enclosed by one region
+    belongs to that region's object (the bib on the statue)."""
+    n = int(lab.max()) + 1
+    return _merge_regions(lab, np.ones(max(n, 0), bool), max_area, share, drop_isolated=False)
+
+
+def _merge_thin(lab: np.ndarray, min_thickness: float) -> np.ndarray:
+    """Merge slivers (regions with fewer than ``min_thickness`` pixels per boundary pixel, such
+    as the soft transition between two surfaces or the rim of a rendered object) into the
+    neighbour they share most border with; slivers with no neighbour become unassigned. They
+    are not parts of anything and would get an outsized share of importance-sampled training
+    pixels."""
+    n = int(lab.max()) + 1
+    if n <= 0:
+        return lab
+    edge = np.zeros(lab.shape, bool)
+    dx = lab[:, 1:] != lab[:, :-1]
+    dy = lab[1:] != lab[:-1]
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    edge[1:] |= dy
+    edge[:-1] |= dy
+    valid = lab >= 0
+    area = np.bincount(lab[valid], minlength=n)
+    rim = np.bincount(lab[valid & edge], minlength=n)
+    thin = area < min_thickness * np.maximum(rim, 1)
+    if not thin.any():
+        return lab
+    return _merge_regions(lab, thin, np.inf, 0.0, drop_isolated=True)
 
 
 def _background_colour(small: np.ndarray, tol: float) -> np.ndarray | None:
