@@ -328,16 +328,22 @@ def rasterize(
     else:
         errors: list[BaseException] = []
         threads = [threading.Thread(target=_blend_in_thread, args=(work, part, errors), daemon=True) for part in parts]
-        for t in threads:
-            t.start()
+        caller_threads = torch.get_num_threads()
         try:
+            for t in threads:
+                t.start()
             for t in threads:
                 t.join()
         except BaseException:  # Ctrl-C in the caller: stop the workers before leaving
             stop.set()
             for t in threads:
-                t.join()
+                if t.ident is not None:
+                    t.join()
             raise
+        finally:
+            # torch.set_num_threads also stores a process-wide default that threads started
+            # later inherit; put back the caller's value that the workers' calls replaced.
+            torch.set_num_threads(caller_threads)
         if errors:
             raise errors[0]
     if stop.is_set() or (cancel is not None and cancel.is_set()):

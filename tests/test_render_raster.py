@@ -258,3 +258,20 @@ def test_workers_agree_and_threads_restored() -> None:
     assert torch.allclose(one.weights, three.weights, atol=1e-7)
     render(g, cam, contributors_k=4)
     assert torch.get_num_threads() == before
+
+
+def test_workers_leave_no_thread_setting_behind() -> None:
+    import threading
+
+    from engine import raster_cpu
+
+    g = random_gaussians(200, seed=13)
+    cam = look_at([0, 0, -3.0], [0, 0, 0], [0, -1, 0], 64, 64)
+    vm, K = torch.tensor(cam.viewmat, dtype=torch.float32), torch.tensor(cam.K, dtype=torch.float32)
+    proj = raster_cpu.project(g.means, g.quats, g.scales, g.opacities, vm, K, 64, 64)
+    raster_cpu.rasterize(proj, None, 64, 64, workers=2)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert seen == [torch.get_num_threads()]
