@@ -275,3 +275,16 @@ def test_workers_leave_no_thread_setting_behind() -> None:
     t.start()
     t.join()
     assert seen == [torch.get_num_threads()]
+
+
+@pytest.mark.cuda
+def test_cuda_contributors_match_cpu() -> None:
+    g = random_gaussians(300, seed=14)
+    cam = look_at([0.5, -0.5, -3.0], [0, 0, 0], [0, -1, 0], 64, 48)
+    feats = torch.randn(len(g), 8)
+    cpu = render(g, cam, feats, contributors_k=16)
+    gpu = render(g.to("cuda"), cam, feats.cuda(), contributors_k=16)  # our tile rasterizer on CUDA
+    assert torch.allclose(gpu.values.cpu(), cpu.values, atol=1e-4)
+    assert _close_fraction(gpu.contributors.weights.cpu(), cpu.contributors.weights, 1e-5) > 0.999
+    via = gpu.contributors.render(feats.cuda())
+    assert torch.allclose(via, gpu.values, atol=1e-4)
