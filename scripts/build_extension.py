@@ -56,11 +56,14 @@ def fetch_wheels(names: list[str], wheel_dir: Path | None, dest: Path) -> None:
         else:
             dist, version = name.split("-")[:2]
             cache.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                   "-d", str(cache), f"{dist}=={version}"]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0 or not (cache / name).is_file():
-                raise BuildError(f"could not download wheel {name}: {res.stderr.strip().splitlines()[-1:]}")
+            with tempfile.TemporaryDirectory(dir=cache) as part:  # atomic: concurrent builds
+                cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                       "--only-binary=:all:", "-d", part, f"{dist}=={version}"]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0 or not (Path(part) / name).is_file():
+                    raise BuildError(f"could not download wheel {name}: "
+                                     f"{' '.join(res.stderr.strip().splitlines()[-1:])}")
+                os.replace(Path(part) / name, cache / name)
             shutil.copy2(cache / name, dest / name)
 
 
