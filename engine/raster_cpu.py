@@ -212,10 +212,38 @@ def _tile_pairs(proj: Projection, tiles_x: int, tiles_y: int) -> tuple[Tensor, T
     starts = torch.cumsum(counts, 0) - counts
     local = torch.arange(total, device=dev) - torch.repeat_interleave(starts, counts, output_size=total)
     wxg = wx[gauss]
-    tile = (y0[gauss] + local // wxg) * tiles_x + x0[gauss] + local % wxg
+    ty = y0[gauss] + local // wxg
+    tx = x0[gauss] + local % wxg
+    # Drop pairs whose tile the Gaussian's alpha >= 1/255 ellipse misses (box corners): ~30% of
+    # the fox's pairs. Exact minimum of the quadratic form over the rectangle spanned by the
+    # tile's pixel centres (conservative: pixels are a subset), so no contribution is lost.
+    hit = _ellipse_hits_tile(m2d[gauss], proj.conics[order][gauss], proj.opacities[order][gauss], tx, ty)
+    gauss, tile = gauss[hit], (ty * tiles_x + tx)[hit]
     tile_sorted, perm = torch.sort(tile, stable=True)
     tile_counts = torch.bincount(tile_sorted, minlength=tiles_x * tiles_y)
     return order, gauss[perm], tile_counts
+
+
+def _ellipse_hits_tile(m2d: Tensor, conics: Tensor, opacities: Tensor, tx: Tensor, ty: Tensor) -> Tensor:
+    """[E] bool: may Gaussian (mean m2d [E, 2], conic [E, 3], opacity [E]) reach alpha >= 1/255
+    at some pixel centre of tile (tx, ty) [E]? Minimises ``d^T Q d`` over the rectangle of the
+    tile's pixel centres (0 inside; else the best of the four edges, each a 1-D quadratic)."""
+    a, b, c = conics.unbind(-1)
+    mx, my = m2d.unbind(-1)
+    lo_x = tx.to(mx.dtype) * TILE + 0.5 - mx
+    hi_x = lo_x + (TILE - 1)
+    lo_y = ty.to(my.dtype) * TILE + 0.5 - my
+    hi_y = lo_y + (TILE - 1)
+    inside = (lo_x <= 0) & (hi_x >= 0) & (lo_y <= 0) & (hi_y >= 0)
+    best = torch.full_like(mx, float("inf"))
+    for dx in (lo_x, hi_x):  # vertical edges: dx fixed, best dy = -b dx / c within the edge
+        dy = torch.minimum(torch.maximum(-b * dx / c, lo_y), hi_y)
+        best = torch.minimum(best, a * dx * dx + 2 * b * dx * dy + c * dy * dy)
+    for dy in (lo_y, hi_y):  # horizontal edges
+        dx = torch.minimum(torch.maximum(-b * dy / a, lo_x), hi_x)
+        best = torch.minimum(best, a * dx * dx + 2 * b * dx * dy + c * dy * dy)
+    # alpha = opacity * exp(-q / 2) >= 1/255  <=>  q <= 2 ln(255 opacity); small float slack.
+    return inside | (best <= 2.0 * torch.log(opacities * 255.0) + 1e-3)
 
 
 @torch.no_grad()

@@ -288,3 +288,33 @@ def test_cuda_contributors_match_cpu() -> None:
     assert _close_fraction(gpu.contributors.weights.cpu(), cpu.contributors.weights, 1e-5) > 0.999
     via = gpu.contributors.render(feats.cuda())
     assert torch.allclose(via, gpu.values, atol=1e-4)
+
+
+def test_tile_culling_is_conservative_and_tight() -> None:
+    from engine import raster_cpu
+    from engine.raster_cpu import TILE
+
+    gen = torch.Generator().manual_seed(21)
+    n = 400
+    m2d = torch.rand(n, 2, generator=gen) * 40
+    # Random anisotropic, rotated 2D covariances (std 0.5..12 px).
+    ang = torch.rand(n, generator=gen) * 3.1416
+    s = torch.exp(torch.rand(n, 2, generator=gen) * 3.2 - 0.7)
+    R = torch.stack([torch.cos(ang), -torch.sin(ang), torch.sin(ang), torch.cos(ang)], -1).view(n, 2, 2)
+    cov = R @ torch.diag_embed(s**2) @ R.transpose(1, 2)
+    inv = torch.linalg.inv(cov)
+    conics = torch.stack([inv[:, 0, 0], inv[:, 0, 1], inv[:, 1, 1]], -1)
+    op = torch.rand(n, generator=gen) * 0.99 + 0.01
+    tx = torch.randint(0, 6, (n,), generator=gen)
+    ty = torch.randint(0, 6, (n,), generator=gen)
+    hit = raster_cpu._ellipse_hits_tile(m2d, conics, op, tx, ty)
+    ar = torch.arange(TILE) + 0.5
+    px = tx[:, None, None] * TILE + ar[None, None, :]  # [n, 1, T]
+    py = ty[:, None, None] * TILE + ar[None, :, None]  # [n, T, 1]
+    dx, dy = px - m2d[:, 0, None, None], py - m2d[:, 1, None, None]
+    a, b, c = (conics[:, i, None, None] for i in range(3))
+    alpha = op[:, None, None] * torch.exp(-0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy)
+    truth = (alpha >= 1 / 255).flatten(1).any(1)
+    assert bool((hit | ~truth).all())  # never drops a tile the Gaussian reaches
+    assert int((hit & ~truth).sum()) <= 0.05 * n  # and keeps few it does not
+    assert int(truth.sum()) > 20 and int((~truth).sum()) > 20
