@@ -14,8 +14,9 @@ before it, and a pixel stops before the Gaussian that would bring ``T`` to ``<= 
 
 How it is fast on a 2-core CPU (see /work/shared/paper/PERFORMANCE-NOTES.md):
 
-- Gaussian/tile pairs (8x8 tiles) are expanded from each Gaussian's box and sorted (stable) by
-  tile, with Gaussians pre-sorted by depth, so each tile's list is front to back.
+- Gaussian/tile pairs (8x8 tiles) are expanded from each Gaussian's box, pairs whose tile the
+  alpha >= 1/255 ellipse misses are dropped (exact, ~30% of the fox's pairs), and the rest sorted
+  (stable) by tile, with Gaussians pre-sorted by depth, so each tile's list is front to back.
 - All unfinished tiles advance together in rounds; each round takes the next ``G`` Gaussians of
   each tile (padded with a transparent sentinel). The exponent for every pixel x Gaussian of the
   round is one batched matmul of per-pixel polynomial terms ``[x^2, xy, y^2, x, y, 1]`` (tile-local,
@@ -24,9 +25,15 @@ How it is fast on a 2-core CPU (see /work/shared/paper/PERFORMANCE-NOTES.md):
   (``exp`` of very negative numbers is ~10x slower on CPU).
 - Transmittance within a round is a cumulative product; the 1e-4 stop is a threshold on it.
 - As tiles finish (list exhausted or all pixels saturated) ``G`` grows, so the work per round and
-  the memory stay bounded by ``budget`` elements.
-- Top-K contributors are merged per round only for pixels where a new weight beats the current
-  K-th.
+  the memory stay bounded by ``budget`` slots (temporaries of ~2 MiB, cache-sized).
+- Top-K contributors: a pixel's positive weights are appended in order while it has fewer than K
+  (most pixels: ~18 of 32 slots are used on the fox at 512x512); only pixels that overflow go
+  through a top-K selection, and only they are re-sorted front to back at the end.
+- Parallelism: tiles are split between worker threads that each run torch with ONE intra-op
+  thread (see :func:`single_threaded`), instead of OpenMP inside every small op.
+
+Measured on the fox (50k Gaussians, 512x512 orbit view, one worker, CPU time under shared load):
+RGB ~0.11 s, RGB + top-32 contributors ~0.39 s; ``python -m engine.bench render`` prints more.
 
 Everything here runs under ``torch.no_grad()``: geometry is frozen in Click-Gaussian; gradients
 with respect to rendered values go through :func:`engine.render.blend`.
