@@ -62,7 +62,7 @@ EXTENT_SIGMA = 3.33  # gsplat's box half-size in standard deviations
 _POWER_LO = -math.log(ALPHA_MAX)  # exponent below this means alpha > ALPHA_MAX
 _POWER_HI = 6.0  # exp(-6) < 1/255: clamping here changes nothing and keeps exp fast
 _SENTINEL_POWER = 1.0e4
-MIN_G = 32  # Gaussians per tile and round, at least
+MIN_G = 32  # Gaussians per tile and round, at least (a power of two)
 
 
 @dataclass
@@ -486,9 +486,11 @@ def _blend_tiles(
     neg_terms = -tb.terms.T  # [P, 6]: the matmul yields -power directly
     last = len(tb.gauss) - 1
     active = torch.arange(A, device=device)
-    max_g = 1024
+    max_g = 1024  # a power of two
     while len(active):
-        g = int(min(max_g, max(MIN_G, tb.budget // len(active))))
+        # A power of two, so the top-K bookkeeping divides by shifts (int64 division is slow).
+        g = 1 << max(0, (max(1, tb.budget // len(active))).bit_length() - 1)
+        g = int(min(max_g, max(MIN_G, g)))
         step = max(1, tb.budget // g)
         ar = torch.arange(g, device=device)
         for s0 in range(0, len(active), step):
@@ -551,7 +553,8 @@ def _merge_topk(top_w: Tensor, top_r: Tensor, top_n: Tensor, mixed: Tensor, sel:
     flat = torch.nonzero(w.view(-1)).squeeze(1)  # [E] positive weights, row-major
     if len(flat) == 0:
         return
-    row = flat // G  # [E] s * P + p, non-decreasing
+    g_bits, p_bits = G.bit_length() - 1, P.bit_length() - 1  # G and P are powers of two
+    row = flat >> g_bits  # [E] s * P + p, non-decreasing
     n_new = torch.bincount(row, minlength=S * P)  # [S*P]
     pix = (sel[:, None] * P + torch.arange(P, device=sel.device)).view(-1)  # [S*P] rows of top_*
     tn = top_n.view(-1)
@@ -568,7 +571,7 @@ def _merge_topk(top_w: Tensor, top_r: Tensor, top_n: Tensor, mixed: Tensor, sel:
         lin = pix[rf] * K + filled[rf] + (e_fit - row_start[rf])
         fe = flat[e_fit]
         tw[lin] = w.view(-1)[fe]
-        tr[lin] = gi.view(-1)[(rf // P) * G + fe % G].to(tr.dtype)
+        tr[lin] = gi.view(-1)[((rf >> p_bits) << g_bits) + (fe & (G - 1))].to(tr.dtype)
     tn[pix] = torch.where(fits, total, K)
     # Pixels that overflow K: keep the K largest of (current K, this round's G).
     over = torch.nonzero(~fits).squeeze(1)
@@ -577,7 +580,7 @@ def _merge_topk(top_w: Tensor, top_r: Tensor, top_n: Tensor, mixed: Tensor, sel:
     rows = pix[over]
     tw2, tr2 = top_w.view(-1, K), top_r.view(-1, K)
     cand_w = torch.cat([tw2[rows], w.view(S * P, G)[over]], dim=1)  # [R, K+G]
-    cand_r = torch.cat([tr2[rows], gi[over // P].to(tr.dtype)], dim=1)
+    cand_r = torch.cat([tr2[rows], gi[over >> p_bits].to(tr.dtype)], dim=1)
     best_w, best = torch.topk(cand_w, K, dim=1, sorted=False)
     tw2[rows] = best_w
     tr2[rows] = torch.gather(cand_r, 1, best)
