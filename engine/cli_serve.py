@@ -105,9 +105,11 @@ def _setup_logging(path: str | None) -> str:
     except OSError as exc:
         raise EngineError(f"cannot write the engine log {path}: {exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
-    root = logging.getLogger("clickgs")
-    root.setLevel(logging.INFO)
-    root.addHandler(handler)
+    for name in ("clickgs", "py.warnings"):  # library warnings (cameras, masks) land in the log too
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+    logging.captureWarnings(True)
     return path
 
 
