@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pictures", type=int, default=3, help="test views pictured per variant (first seed)")
     p.add_argument("--out", default="out/quality", help="output folder (table, results.json, PNGs)")
     p.add_argument("--report", default=None, help="also write the Markdown report here (e.g. docs/quality.md)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel worker processes")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default, or cores/jobs)")
     return p
 
 
@@ -205,7 +206,9 @@ def _fmt(x: float, scale: float = 1.0, digits: int = 1) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.command_line = "python -m engine.bench quality " + " ".join(argv)
     try:
         return _run(args)
     except EngineError as exc:
@@ -216,28 +219,95 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace):
+    from ..train import TrainSettings
+
+    gfl_start = args.gfl_start if args.gfl_start is not None else (2 * args.iterations) // 3
+    return TrainSettings(
+        iterations=args.iterations, pixels_per_iter=args.pixels, gfl_start=gfl_start,
+        gfl_interval=max(1, args.iterations // 30), checkpoint_every=10**6, device="cpu",
+    )
+
+
+def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures: int, threads: int) -> dict:
+    """Everything for one scene: generate, render ground truth, simulate masks, train and score
+    every variant. Returns plain data (picklable): per variant the summary, wall time and the
+    per-target results, plus the preparation time."""
     import torch
 
     from .. import metrics as M
     from ..baseline import cluster_baseline, features_from_labels
     from ..gaussians import Gaussians
-    from ..masksim import noise_level, simulate_view_masks
+    from ..masksim import simulate_view_masks
     from ..synth import make_scene, render_ground_truth
+    from ..train.data import cache_from_contributors
+    from ..train.trainer import train_from_caches
 
-    try:
-        from ..train import TrainSettings
-        from ..train.data import cache_from_contributors
-        from ..train.trainer import train_from_caches
-    except ImportError as exc:  # the trainer is another part of the engine
-        raise EngineError(f"the quality benchmark needs engine.train ({exc})") from None
     try:
         from ..click import ClickIndex
     except ImportError:
         ClickIndex = None  # noqa: N806 - click metrics are reported as n/a
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if threads:
+        torch.set_num_threads(threads)
+    width, height = _size(args.size)
+    base = _settings(args)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    synth = make_scene(
+        seed, n_gaussians=args.gaussians, n_objects=args.objects, n_views=args.views,
+        n_test_views=args.test_views, width=width, height=height, touch_prob=args.touch, alike_prob=args.alike,
+    )
+    g = Gaussians.from_scene(synth.scene, "cpu")
+    k = base.contributors_k
+    train_gt = render_ground_truth(synth, synth.cameras, gaussians=g, keep_contributors=True, contributors_k=k)
+    test_gt = render_ground_truth(synth, synth.test_cameras, gaussians=g, keep_contributors=True, contributors_k=k)
+    masks = simulate_view_masks([v.object_map for v in train_gt], [v.part_map for v in train_gt], args.noise, seed=seed)
+    caches = []
+    for v, m in zip(train_gt, masks):
+        d = v.contributors.to_dense()
+        c = cache_from_contributors(d.ids, d.weights, m, name=v.camera.name)
+        if c is not None:
+            caches.append(c)
+        v.contributors = None  # the caches hold what training needs
+    index = ClickIndex.build(synth.scene) if ClickIndex is not None else None
+    prep = time.perf_counter() - t0
+    print(f"seed {seed}: {synth.scene.num_gaussians} Gaussians, {synth.num_objects} objects, {synth.num_parts} parts, "
+          f"{len(caches)} training views, prepared in {prep:.1f} s", flush=True)
+    result = {"seed": seed, "prep_s": prep, "variants": {}}
+    for variant in variants:
+        t1 = time.perf_counter()
+        if variant == "oracle":
+            trained = features_from_labels(synth.scene, synth.object_id, synth.part_id, seed=seed)
+        elif variant == "baseline":
+            trained = cluster_baseline(synth.scene)
+        else:
+            trained = train_from_caches(synth.scene, caches, base.replace(seed=seed, **VARIANTS[variant]))
+        wall = time.perf_counter() - t1
+        pic = out / f"{variant}_seed{seed}.png" if pictures else None
+        res = evaluate(synth, test_gt, trained, g, index, pictures=pictures, picture_path=pic)
+        s = M.summarize(res)
+        result["variants"][variant] = {
+            "summary": asdict(s), "wall_s": wall,
+            "targets": [{"seed": seed, "variant": variant, **asdict(r)} for r in res],
+        }
+        print(f"  seed {seed} {variant:<10} coarse {_fmt(s.coarse, 100)}  fine {_fmt(s.fine, 100)}  all {_fmt(s.all, 100)}  "
+              f"click IoU obj {_fmt(s.click_coarse, 1, 3)} part {_fmt(s.click_fine, 1, 3)}  "
+              f"click {_fmt(s.click_ms, 1, 2)} ms  ({wall:.1f} s)", flush=True)
+    return result
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .. import metrics as M
+    from ..masksim import noise_level
+
+    try:
+        import engine  # noqa: F401 - the package must be importable by worker processes
+
+        from ..train import TrainSettings  # noqa: F401
+        from ..train.trainer import train_from_caches  # noqa: F401
+    except ImportError as exc:  # the trainer is another part of the engine
+        raise EngineError(f"the quality benchmark needs engine.train ({exc})") from None
     width, height = _size(args.size)
     noise = noise_level(args.noise)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -246,59 +316,29 @@ def _run(args: argparse.Namespace) -> int:
             raise EngineError(f"--variants: unknown variant {v!r}; known: {', '.join(VARIANTS)}")
     if args.iterations < 1 or args.pixels < 2:
         raise EngineError("--iterations must be >= 1 and --pixels >= 2")
-    gfl_start = args.gfl_start if args.gfl_start is not None else (2 * args.iterations) // 3
-    base = TrainSettings(
-        iterations=args.iterations, pixels_per_iter=args.pixels, gfl_start=gfl_start,
-        gfl_interval=max(1, args.iterations // 30), checkpoint_every=10**6, device="cpu",
-    )
+    if args.jobs < 1:
+        raise EngineError("--jobs must be >= 1")
+    base = _settings(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    per_seed: dict[str, list] = {v: [] for v in variants}
-    wall: dict[str, list[float]] = {v: [] for v in variants}
-    all_results = []
-    prep_s = []
-    for si, seed in enumerate(args.seeds):
-        t0 = time.perf_counter()
-        synth = make_scene(
-            seed, n_gaussians=args.gaussians, n_objects=args.objects, n_views=args.views,
-            n_test_views=args.test_views, width=width, height=height, touch_prob=args.touch, alike_prob=args.alike,
-        )
-        g = Gaussians.from_scene(synth.scene, "cpu")
-        train_gt = render_ground_truth(synth, synth.cameras, gaussians=g, keep_contributors=True, contributors_k=base.contributors_k)
-        test_gt = render_ground_truth(synth, synth.test_cameras, gaussians=g, keep_contributors=True, contributors_k=base.contributors_k)
-        masks = simulate_view_masks([v.object_map for v in train_gt], [v.part_map for v in train_gt], noise, seed=seed)
-        caches = []
-        for v, m in zip(train_gt, masks):
-            d = v.contributors.to_dense()
-            c = cache_from_contributors(d.ids, d.weights, m, name=v.camera.name)
-            if c is not None:
-                caches.append(c)
-            v.contributors = None  # free memory: the caches hold what training needs
-        index = ClickIndex.build(synth.scene) if ClickIndex is not None else None
-        prep_s.append(time.perf_counter() - t0)
-        print(f"seed {seed}: {synth.scene.num_gaussians} Gaussians, {synth.num_objects} objects, {synth.num_parts} parts, "
-              f"{len(caches)} training views, prepared in {prep_s[-1]:.1f} s", flush=True)
-        for variant in variants:
-            t1 = time.perf_counter()
-            if variant == "oracle":
-                trained = features_from_labels(synth.scene, synth.object_id, synth.part_id, seed=seed)
-            elif variant == "baseline":
-                trained = cluster_baseline(synth.scene)
-            else:
-                settings = base.replace(seed=seed, **VARIANTS[variant])
-                trained = train_from_caches(synth.scene, caches, settings)
-            wall[variant].append(time.perf_counter() - t1)
-            pic = out / f"{variant}_seed{seed}.png" if si == 0 and args.pictures else None
-            res = evaluate(synth, test_gt, trained, g, index, pictures=args.pictures if pic else 0, picture_path=pic)
-            s = M.summarize(res)
-            per_seed[variant].append(s)
-            all_results.extend({"seed": seed, "variant": variant, **asdict(r)} for r in res)
-            print(f"  {variant:<10} coarse {_fmt(s.coarse, 100)}  fine {_fmt(s.fine, 100)}  all {_fmt(s.all, 100)}  "
-                  f"click IoU obj {_fmt(s.click_coarse, 1, 3)} part {_fmt(s.click_fine, 1, 3)}  "
-                  f"click {_fmt(s.click_ms, 1, 2)} ms  ({wall[variant][-1]:.1f} s)", flush=True)
+    jobs = min(args.jobs, len(args.seeds))
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0)
+    tasks = [(args, seed, variants, args.pictures if i == 0 else 0, threads) for i, seed in enumerate(args.seeds)]
+    if jobs == 1:
+        seed_results = [_run_seed(*t) for t in tasks]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            seed_results = list(pool.map(_run_seed, *zip(*tasks)))
+    per_seed = {v: [M.Summary(**r["variants"][v]["summary"]) for r in seed_results] for v in variants}
+    wall = {v: [r["variants"][v]["wall_s"] for r in seed_results] for v in variants}
+    prep_s = [r["prep_s"] for r in seed_results]
+    all_results = [t for r in seed_results for v in variants for t in r["variants"][v]["targets"]]
     total_s = time.perf_counter() - t_all
-    report = _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, gfl_start, base)
+    report = _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, base.gfl_start, base, jobs)
     print()
     print(report)
     _write_text(out / "quality.md", report)
@@ -317,13 +357,13 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, gfl_start, base) -> str:
+def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, gfl_start, base, jobs=1) -> str:
     from .. import metrics as M
 
     lines = [
         "# Segmentation quality on scenes with known ground truth",
         "",
-        f"`python -m engine.bench {' '.join(sys.argv[2:]) if sys.argv[1:2] == ['quality'] else 'quality'}`",
+        f"`{args.command_line.strip()}`",
         "",
         f"Means over seeds {args.seeds} ({len(args.seeds)} procedural tabletop scenes, "
         f"~{args.gaussians} Gaussians, {args.objects} objects of 2-4 parts each), mask noise `{args.noise}` "
@@ -355,9 +395,9 @@ def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, heigh
     lines += [
         "",
         f"Targets per scene: about {n_c} objects and their parts (targets visible in fewer than two test views are skipped).",
-        f"Wall time: {total_s / 60:.1f} min in all ({np.mean(prep_s):.1f} s per scene to generate, render ground truth "
-        f"and simulate masks), on {platform.machine()} with {os.cpu_count()} CPU cores, torch "
-        f"{_torch_version()}.",
+        f"Wall time: {total_s / 60:.1f} min in all, {jobs} scene(s) at a time ({np.mean(prep_s):.1f} s per scene to "
+        f"generate, render ground truth and simulate masks), on {platform.machine()} with {os.cpu_count()} CPU cores, "
+        f"torch {_torch_version()}; per-run times include waiting for the CPU when scenes run in parallel.",
         "",
         "Pictures (first seed, per variant, `<variant>_seed<N>.png`): per test view, left to right: render, "
         "ground-truth objects, ground-truth parts, segment-everything coarse, segment-everything fine, PCA of the "
