@@ -58,6 +58,6 @@ def test_bench_render_tiny(capsys) -> None:
     lines = capsys.readouterr().out.strip().splitlines()
     labels = {line.split(":")[0] for line in lines}
     for label in ("render rgb cpu", "render rgb+contributors k=32 cpu", "contributor cache compact csr int32+fp16 per view",
-                  "blend 200 pixels x 24 forward+backward"):  # fmt: skip
+                  "blend 200 pixels x 24 forward+backward cpu"):  # fmt: skip
         assert label in labels, lines
     assert all(": " in line for line in lines)
