@@ -61,3 +61,13 @@ def test_bench_render_tiny(capsys) -> None:
                   "blend 200 pixels x 24 forward+backward cpu"):  # fmt: skip
         assert label in labels, lines
     assert all(": " in line for line in lines)
+
+
+def test_bench_render_without_data(monkeypatch, tmp_path, capsys) -> None:
+    import engine.bench.render as bench
+
+    monkeypatch.setattr(bench, "FOX", tmp_path / "no_such.ply")
+    assert bench.main(["--size", "32", "--views", "1", "--pixels", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "scene: random scene (../shared/data/fox_cc0.ply not found)" in out
+    assert "gaussians: 50000" in out
