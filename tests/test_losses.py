@@ -176,3 +176,27 @@ def test_spatial_matches_direct_formula():
     v.backward()
     assert f.grad[[0, 1, 2, 3, 4, 5, 7, 8, 11]].abs().sum() > 0
     assert torch.all(f.grad[[6, 9, 10]] == 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weighted_unique_pixels_equal_the_expanded_draw(seed):
+    """Pixels drawn several times, passed once with their count, give exactly the losses (and
+    gradients) of the full draw with repeats."""
+    g = torch.Generator().manual_seed(seed)
+    u = 37
+    x = _feat(u, 24, seed + 10, bias=0.6)
+    seg_c, seg_f = _seg(u, 3, seed), _seg(u, 7, seed + 1)
+    seg_f[:4] = -1
+    counts = torch.randint(1, 5, (u,), generator=g)
+    rep = torch.repeat_interleave(torch.arange(u), counts)
+    pos_w, neg_w = L.contrastive_loss(x, seg_c, seg_f, weights=counts, block=8)
+    n2d_w = L.norm2d_loss(x, weights=counts)
+    gw = torch.autograd.grad(pos_w + neg_w + n2d_w, x)[0]
+    pos_r, neg_r = L.contrastive_loss(x[rep], seg_c[rep], seg_f[rep], reference=True)
+    n2d_r = L.norm2d_loss(x[rep])
+    gr = torch.autograd.grad(pos_r + neg_r + n2d_r, x)[0]
+    torch.testing.assert_close(pos_w, pos_r)
+    torch.testing.assert_close(neg_w, neg_r)
+    torch.testing.assert_close(n2d_w, n2d_r)
+    torch.testing.assert_close(gw, gr)
+    assert float(neg_r.detach()) > 0

@@ -16,6 +16,8 @@ Fast paths (measured in ``engine/bench/train.py``):
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -49,17 +51,23 @@ def fine_feature(f: torch.Tensor, *, use_prior: bool = True, detach_coarse: bool
 
 
 # ----------------------------------------------------------------------------- contrastive
-def positive_pair_loss(n: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+def positive_pair_loss(n: torch.Tensor, seg: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """L_pos of one level: -(1/|P|^2) sum_{p1,p2} [M(p1) == M(p2)] S(p1,p2), exact in O(P d).
 
-    n: [P, D] unit rendered features; seg: [P] int64 segment IDs >= 0 (unassigned removed)."""
+    n: [P, D] unit rendered features; seg: [P] int64 segment IDs >= 0 (unassigned removed);
+    weights: [P] optional multiplicities (a pixel drawn c times counts as c pixels; |P| = sum)."""
     p = n.shape[0]
     if p == 0:
         return n.sum() * 0.0
     _, inv = torch.unique(seg, return_inverse=True)
     sums = torch.zeros(int(inv.max()) + 1, n.shape[1], dtype=n.dtype, device=n.device)
-    sums = sums.index_add(0, inv, n)
-    return -(sums * sums).sum() / float(p * p)
+    if weights is None:
+        sums = sums.index_add(0, inv, n)
+        total = float(p)
+    else:
+        sums = sums.index_add(0, inv, n * weights[:, None].to(n.dtype))
+        total = float(weights.sum())
+    return -(sums * sums).sum() / (total * total)
 
 
 def positive_pair_loss_reference(n: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
@@ -69,73 +77,121 @@ def positive_pair_loss_reference(n: torch.Tensor, seg: torch.Tensor) -> torch.Te
     return -(same * s).sum() / float(n.shape[0] ** 2)
 
 
+def pair_workers(device: torch.device, p: int) -> int:
+    """Threads for :class:`HingedPairSum`: 2 on a multi-core CPU for P >= 2048, else 1."""
+    if device.type != "cpu" or p < 2048:
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _hinged_blocks(
+    nd: torch.Tensor, m: torch.Tensor, bounds: list[tuple[int, int]], margin: float, block: int, starts: list[int]
+) -> tuple[float, torch.Tensor]:
+    """The row blocks ``starts`` of :class:`HingedPairSum`: (value, un-scaled gradient g)."""
+    p = nd.shape[0]
+    grad = torch.zeros_like(nd)
+    total = 0.0
+    keep_buf = torch.empty(min(block, p) * p, dtype=nd.dtype, device=nd.device)
+    seg_starts = [b[0] for b in bounds]
+    import bisect
+
+    for r0 in starts:
+        r1 = min(r0 + block, p)
+        b = r1 - r0
+        s = nd[r0:r1] @ nd[r0:].T  # [b, P - r0]
+        j = max(0, bisect.bisect_right(seg_starts, r0) - 1)
+        while j < len(bounds) and bounds[j][0] < r1:
+            a, e = bounds[j]
+            if e > r0:
+                s[max(a, r0) - r0 : min(e, r1) - r0, max(a, r0) - r0 : e - r0] = 0.0
+            j += 1
+        keep = keep_buf[: s.numel()].view(s.shape)
+        torch.gt(s, margin, out=keep)
+        g_rows = keep @ m[r0:]  # [b, D]
+        whole = float((m[r0:r1] * g_rows).sum())
+        diag = float((m[r0:r1] * (keep[:, :b] @ m[r0:r1])).sum())
+        total += 2.0 * whole - diag
+        grad[r0:r1] += g_rows
+        if r1 < p:
+            grad[r1:] += keep[:, b:].T @ m[r0:r1]
+    return total, grad
+
+
 class HingedPairSum(torch.autograd.Function):
-    """sum_{p1 != p2: seg differs, S > margin} S(p1, p2) (ordered pairs) for unit rows ``n``
-    [P, D] sorted by segment, with ``bounds`` [(start, end), ...] the row range of each segment.
+    """sum_{p1 != p2: seg differs, S > margin} c_p1 c_p2 S(p1, p2) (ordered pairs) for unit rows
+    ``n`` [P, D] sorted by segment, multiplicities ``c`` [P], and ``bounds`` [(start, end), ...]
+    the row range of each segment.
 
     Forward walks the upper triangle in row blocks (S is symmetric, so half the work):
     S_b = n_b @ n_{r0:}^T, the same-segment band (a contiguous column range per segment thanks to
-    the sorting) set to 0, which is below every margin > 0; keep = [S_b > margin];
-    g_rows += keep @ n, g_cols += keep^T @ n_b; value += 2 <S_b, keep> - <diagonal block>, with
-    <S_b, keep> = sum_i n_i . (keep @ n)_i taken from the gradient matmul (no extra pass).
-    d value / d n = 2 g. The gradient is kept for backward ([P, D]); no P x P matrix ever exists,
-    and a block ([block, P] float32) stays in cache. Measured 2x faster than full row blocks and
-    ~9x faster than autograd over the P x P matrix (``python -m engine.bench train``)."""
+    the sorting) set to 0, which is below every margin > 0; keep = [S_b > margin]; with m = c n,
+    g_rows += keep @ m, g_cols += keep^T @ m_b; value += 2 <m_b, g_rows_b> - <diagonal block>
+    (the value comes from the gradient matmul: no extra pass). d value / d n_i = 2 c_i g_i.
+    The gradient is kept for backward ([P, D]); no P x P matrix ever exists, and a block
+    ([block, P] float32) stays in cache. Measured 2x faster than full row blocks and ~9x faster
+    than autograd over the P x P matrix (``python -m engine.bench train``)."""
 
     @staticmethod
-    def forward(ctx, n: torch.Tensor, bounds: list[tuple[int, int]], margin: float, block: int):  # type: ignore[override]
+    def forward(ctx, n: torch.Tensor, c: torch.Tensor, bounds: list[tuple[int, int]], margin: float, block: int):  # type: ignore[override]
         if margin <= 0:
             raise ValueError("HingedPairSum needs a positive margin")
         p = n.shape[0]
         nd = n.detach().contiguous()
-        grad = torch.zeros_like(nd)
-        total = 0.0
-        keep_buf = torch.empty(min(block, p) * p, dtype=nd.dtype)
-        seg_i = 0
-        for r0 in range(0, p, block):
-            r1 = min(r0 + block, p)
-            b = r1 - r0
-            s = nd[r0:r1] @ nd[r0:].T  # [b, P - r0]
-            while seg_i < len(bounds) and bounds[seg_i][1] <= r0:
-                seg_i += 1
-            j = seg_i
-            while j < len(bounds) and bounds[j][0] < r1:
-                a, e = bounds[j]
-                s[max(a, r0) - r0 : min(e, r1) - r0, max(a, r0) - r0 : e - r0] = 0.0
-                j += 1
-            keep = keep_buf[: s.numel()].view(s.shape)
-            torch.gt(s, margin, out=keep)
-            g_rows = keep @ nd[r0:]  # [b, D]
-            # <S_b, keep> = sum_i n_i . (keep @ n)_i: the value comes with the gradient matmul
-            whole = float((nd[r0:r1] * g_rows).sum())
-            diag = float((nd[r0:r1] * (keep[:, :b] @ nd[r0:r1])).sum())
-            total += 2.0 * whole - diag
-            grad[r0:r1] += g_rows
-            if r1 < p:
-                grad[r1:] += keep[:, b:].T @ nd[r0:r1]
-        grad.mul_(2.0)
+        cw = c.detach().to(nd.dtype)
+        m = nd * cw[:, None]
+        starts = list(range(0, p, block))
+        workers = pair_workers(nd.device, p)
+        if workers == 1:
+            total, grad = _hinged_blocks(nd, m, bounds, margin, block, starts)
+        else:
+            # Independent Python threads with one torch thread each (the GIL is released inside
+            # the ops): on a shared 2-core CPU this beats OpenMP, whose barriers stall whenever
+            # another process holds a core. Blocks are dealt alternately (triangle: balanced).
+            parts: list = [None] * workers
+
+            def work(i: int) -> None:
+                torch.set_num_threads(1)
+                parts[i] = _hinged_blocks(nd, m, bounds, margin, block, starts[i::workers])
+
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if any(x is None for x in parts):
+                raise RuntimeError("a pair-loss worker failed")
+            total = sum(x[0] for x in parts)
+            grad = parts[0][1]
+            for x in parts[1:]:
+                grad += x[1]
+        grad.mul_(2.0 * cw[:, None])
         ctx.save_for_backward(grad)
-        return torch.tensor(total, dtype=n.dtype)
+        return torch.tensor(total, dtype=n.dtype, device=n.device)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * g, None, None, None
+        return grad * g, None, None, None, None
 
 
-def negative_pair_loss(n: torch.Tensor, seg: torch.Tensor, margin: float, *, block: int = 128) -> torch.Tensor:
+def negative_pair_loss(
+    n: torch.Tensor, seg: torch.Tensor, margin: float, weights: torch.Tensor | None = None, *, block: int = 128
+) -> torch.Tensor:
     """L_neg of one level: (1/|P|^2) sum_{p1,p2} [M(p1) != M(p2)] [S > m] S, fused (see
-    :class:`HingedPairSum`). n: [P, D] unit rendered features; seg: [P] int64 IDs >= 0."""
+    :class:`HingedPairSum`). n: [P, D] unit rendered features; seg: [P] int64 IDs >= 0;
+    weights: [P] optional multiplicities (|P| = their sum)."""
     p = n.shape[0]
     if p == 0:
         return n.sum() * 0.0
+    c = torch.ones(p, dtype=n.dtype, device=n.device) if weights is None else weights.to(n.dtype)
     order = torch.argsort(seg, stable=True)
     seg_sorted = seg[order]
     change = torch.nonzero(seg_sorted[1:] != seg_sorted[:-1]).flatten() + 1
     edges = [0] + change.tolist() + [p]
     bounds = list(zip(edges[:-1], edges[1:]))
-    total = HingedPairSum.apply(n[order], bounds, float(margin), int(block))
-    return total / float(p * p)
+    total = HingedPairSum.apply(n[order], c[order], bounds, float(margin), int(block))
+    size = float(c.sum())
+    return total / (size * size)
 
 
 def negative_pair_loss_reference(n: torch.Tensor, seg: torch.Tensor, margin: float) -> torch.Tensor:
@@ -154,6 +210,7 @@ def contrastive_loss(
     use_prior: bool = True,
     margin_coarse: float = MARGIN_COARSE,
     margin_fine: float = MARGIN_FINE,
+    weights: torch.Tensor | None = None,
     block: int = 128,
     reference: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,8 +218,11 @@ def contrastive_loss(
 
     rendered: [P, 24] rendered features of sampled pixels; seg_c, seg_f: [P] int64 (-1 ignored).
     The fine negative term uses concat(sg(F_c), F_f'): it cannot push the coarse half apart.
-    ``reference=True`` uses the direct P x P formulas (tests)."""
-    pos_fn = positive_pair_loss_reference if reference else positive_pair_loss
+    weights: [P] optional pixel multiplicities (pixels drawn several times are passed once with
+    their count: exactly the same losses, fewer pairs). ``reference=True`` uses the direct
+    P x P formulas (tests; no weights)."""
+    if reference and weights is not None:
+        raise ValueError("the reference formulas take no weights")
     pos = rendered.sum() * 0.0
     neg = rendered.sum() * 0.0
     for level, seg, margin in (("coarse", seg_c, margin_coarse), ("fine", seg_f, margin_fine)):
@@ -170,16 +230,18 @@ def contrastive_loss(
         if not bool(ok.any()):
             continue
         r, s = rendered[ok], seg[ok]
+        w = None if weights is None else weights[ok]
         if level == "coarse":
             f_pos = f_neg = r[:, :COARSE_DIM]
         else:
             f_pos = fine_feature(r, use_prior=use_prior)
             f_neg = fine_feature(r, use_prior=use_prior, detach_coarse=True)
-        pos = pos + pos_fn(unit(f_pos), s)
         if reference:
+            pos = pos + positive_pair_loss_reference(unit(f_pos), s)
             neg = neg + negative_pair_loss_reference(unit(f_neg), s, margin)
         else:
-            neg = neg + negative_pair_loss(unit(f_neg), s, margin, block=block)
+            pos = pos + positive_pair_loss(unit(f_pos), s, w)
+            neg = neg + negative_pair_loss(unit(f_neg), s, margin, w, block=block)
     return pos, neg
 
 
@@ -234,14 +296,19 @@ def norm3d_loss(f: torch.Tensor) -> torch.Tensor:
     return ((nc - 1.0) ** 2 + (nf - 1.0) ** 2).mean()
 
 
-def norm2d_loss(rendered: torch.Tensor, *, use_prior: bool = True) -> torch.Tensor:
+def norm2d_loss(rendered: torch.Tensor, *, use_prior: bool = True, weights: torch.Tensor | None = None) -> torch.Tensor:
     """L_2d = mean over sampled pixels and both levels of (||F^l(p)|| - r_l)^2, r_coarse = 1,
     r_fine = sqrt(2) (1 without the granularity prior): a pixel's contributors must agree in
-    direction for the blended feature to keep its length. rendered: [P, 24]."""
+    direction for the blended feature to keep its length. rendered: [P, 24]; weights: [P]
+    optional pixel multiplicities."""
     nc = rendered[:, :COARSE_DIM].norm(dim=1)
     nf = fine_feature(rendered, use_prior=use_prior).norm(dim=1)
     rf = RADIUS_FINE if use_prior else 1.0
-    return 0.5 * (((nc - RADIUS_COARSE) ** 2).mean() + ((nf - rf) ** 2).mean())
+    per = (nc - RADIUS_COARSE) ** 2 + (nf - rf) ** 2
+    if weights is None:
+        return 0.5 * per.mean()
+    w = weights.to(per.dtype)
+    return 0.5 * (per * w).sum() / w.sum()
 
 
 def spatial_loss(f: torch.Tensor, idx: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
@@ -249,6 +316,9 @@ def spatial_loss(f: torch.Tensor, idx: torch.Tensor, neighbours: torch.Tensor) -
     24-d features. idx: [N_s] int64 sampled Gaussians; neighbours: [N_s, K] int64."""
     if idx.numel() == 0:
         return f.sum() * 0.0
-    a = unit(f[idx])  # [Ns, 24]
-    b = unit(f[neighbours.reshape(-1)]).reshape(neighbours.shape[0], neighbours.shape[1], -1)
-    return -(a[:, None, :] * b).sum(-1).mean()
+    if idx.numel() * (neighbours.shape[1] + 1) >= f.shape[0]:
+        u = unit(f)  # normalise each Gaussian once, then gather
+        a, b = u[idx], u[neighbours]
+    else:
+        a, b = unit(f[idx]), unit(f[neighbours])
+    return -torch.einsum("sd,skd->sk", a, b).mean()

@@ -171,6 +171,29 @@ def train_from_caches(
     scene: Any,
     caches: Sequence[ViewCache],
     settings: TrainSettings = TrainSettings(),
+    **kwargs: Any,
+) -> TrainedFeatures:
+    """The training loop over prepared view caches (see :func:`train` for the arguments).
+
+    On CPU the loop runs with one torch intra-op thread: its ops are small and OpenMP's
+    barriers stall whenever other processes share the cores (measured 3.6x slower per iteration
+    with 2 threads on a loaded 2-core machine); the pair term parallelises itself with plain
+    threads instead (:func:`engine.train.losses.pair_workers`)."""
+    if not caches:
+        raise TrainingError("no training view has usable masks")
+    before = torch.get_num_threads()
+    if caches[0].ids.device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        return _train_loop(scene, caches, settings, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_loop(
+    scene: Any,
+    caches: Sequence[ViewCache],
+    settings: TrainSettings = TrainSettings(),
     *,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
@@ -179,10 +202,7 @@ def train_from_caches(
     _t0: float | None = None,
     _warnings: Sequence[str] = (),
 ) -> TrainedFeatures:
-    """The training loop over prepared view caches (see :func:`train`)."""
     t0 = time.perf_counter() if _t0 is None else _t0
-    if not caches:
-        raise TrainingError("no training view has usable masks")
     if resume and not checkpoint_path:
         raise TrainingError("resume needs a checkpoint path")
     device = caches[0].ids.device
@@ -258,13 +278,16 @@ def train_from_caches(
             clusters = clusters_now()
         gen = _iter_generator(s.seed, it, device)
         cache = caches[_view_for_iteration(s.seed, it, len(caches))]
-        rows = torch.multinomial(cache.prob, s.pixels_per_iter, replacement=True, generator=gen)
-        rendered = blend(cache.ids[rows], cache.weights[rows], features)  # [P, 24]
+        drawn = torch.multinomial(cache.prob, s.pixels_per_iter, replacement=True, generator=gen)
+        # a pixel drawn c times enters every term once with weight c: the same losses as the
+        # 10k-pixel sum, with (unique / drawn)^2 of the pairs (~1/4 on the fox)
+        rows, counts = torch.unique(drawn, return_counts=True)
+        rendered = blend(cache.ids[rows], cache.weights[rows], features)  # [U, 24]
         terms: dict[str, torch.Tensor] = {}
         if s.use_contrastive:
             pos, neg = L.contrastive_loss(
                 rendered, cache.seg_c[rows], cache.seg_f[rows], use_prior=s.use_prior,
-                margin_coarse=s.margin_coarse, margin_fine=s.margin_fine,
+                margin_coarse=s.margin_coarse, margin_fine=s.margin_fine, weights=counts,
             )
             terms["pos"] = pos
             terms["neg"] = s.w_neg * neg
@@ -281,7 +304,7 @@ def train_from_caches(
         if s.use_3d_norm and s.w_3d > 0:
             terms["3d"] = s.w_3d * L.norm3d_loss(features)
         if s.use_2d_norm and s.w_2d > 0:
-            terms["2d"] = s.w_2d * L.norm2d_loss(rendered, use_prior=s.use_prior)
+            terms["2d"] = s.w_2d * L.norm2d_loss(rendered, use_prior=s.use_prior, weights=counts)
         if knn is not None:
             if n > s.spatial_samples:
                 si = torch.randint(0, n, (s.spatial_samples,), generator=gen, device=device)

@@ -1,0 +1,209 @@
+"""``python -m engine train SCENE.ply`` — train Click-Gaussian features and write the features file.
+
+Views: the capture's cameras (``--cameras``: COLMAP, cameras.json, transforms.json or .npz; with
+their images from ``--images`` or the capture) or, without cameras, ``--views`` virtual orbit
+views rendered from the splats. Masks: ``--masks DIR`` (computed elsewhere), SAM
+(``--sam-checkpoint``), or the built-in source (no download; lower quality than SAM). Masks are
+cached per view in ``--mask-cache`` (default ``<out>.masks/``).
+
+Ctrl-C cancels cleanly: a checkpoint (``<out>.ckpt``) is written and ``--resume`` continues
+from it. A second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from .errors import Cancelled, EngineError, TrainingError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scene", help="3DGS .ply scene")
+    parser.add_argument("--cameras", help="cameras of the capture (COLMAP folder, cameras.json, transforms.json, .npz)")
+    parser.add_argument("--images", help="images folder for --cameras")
+    parser.add_argument("--sam-checkpoint", help="segment-anything checkpoint (vit_h / vit_l / vit_b .pth)")
+    parser.add_argument("--masks", help="folder of precomputed masks, one per view")
+    parser.add_argument("--views", type=int, default=None,
+                        help="number of views: orbit views without --cameras (default 32); with --cameras, "
+                             "an evenly spaced subset (default all)")
+    parser.add_argument("--size", default="256x256",
+                        help="orbit view size WxH (default 256x256); with --cameras the longer image side is "
+                             "scaled down to max(W, H)")
+    parser.add_argument("--iterations", type=int, default=None, help="training iterations (default 3000, the paper's)")
+    parser.add_argument("--pixels", type=int, default=None, help="sampled pixels per iteration (default 10000)")
+    parser.add_argument("--out", help="features file (default: <scene>.clickgs.npz beside the scene)")
+    parser.add_argument("--mask-cache", help="mask cache folder (default <out>.masks)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint <out>.ckpt")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise TrainingError(f"--size must look like 256x256, got {text!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise TrainingError(f"--size {text} is out of range (16..8192 per side)")
+    return w, h
+
+
+def fmt_time(s: float | None) -> str:
+    if s is None:
+        return "--:--"
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class ProgressBar:
+    """A self-overwriting terminal line: bar, iteration, losses, elapsed, ETA (prints at most
+    every 0.25 s, and every phase change)."""
+
+    def __init__(self, stream: Any = sys.stderr, width: int = 24) -> None:
+        self.stream, self.width = stream, width
+        self._last = 0.0
+        self._phase = ""
+        self._tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def message(self, text: str) -> None:
+        self.stream.write(("\r\033[K" if self._tty else "") + text + "\n")
+        self.stream.flush()
+
+    def __call__(self, p: Any) -> None:
+        if p.phase == "prepare":
+            caching = p.message.startswith("caching view")
+            if not caching:  # a warning about a view
+                self.message(f"warning: {p.message}")
+            elif time.monotonic() - self._last > 0.25:
+                self._line(f"preparing: {p.message}")
+                self._last = time.monotonic()
+            return
+        now = time.monotonic()
+        final = p.iteration == p.total or p.phase != self._phase
+        if now - self._last < 0.25 and not final:
+            return
+        self._last, self._phase = now, p.phase
+        frac = p.iteration / max(p.total, 1)
+        fill = int(round(frac * self.width))
+        bar = "#" * fill + "-" * (self.width - fill)
+        losses = " ".join(f"{k} {v:+.3f}" for k, v in p.losses.items())
+        extra = f" [{p.message}]" if p.message else ""
+        self._line(f"[{bar}] {p.iteration}/{p.total} {losses}  {fmt_time(p.elapsed_s)} elapsed, ETA {fmt_time(p.eta_s)}{extra}",
+                   final=p.phase in ("clusters", "done"))
+
+    def _line(self, text: str, final: bool = False) -> None:
+        if self._tty:
+            self.stream.write("\r\033[K" + text + ("\n" if final else ""))
+        elif final or time.monotonic() - getattr(self, "_printed", 0.0) > 10:
+            self.stream.write(text + "\n")
+            self._printed = time.monotonic()
+        self.stream.flush()
+
+
+def make_mask_source(args: argparse.Namespace) -> Any:
+    from . import masks
+
+    if args.masks and args.sam_checkpoint:
+        raise TrainingError("give either --masks or --sam-checkpoint, not both")
+    if args.masks:
+        return masks.FolderMaskSource(args.masks)
+    if args.sam_checkpoint:
+        return masks.SamMaskSource(args.sam_checkpoint, device=None if args.device == "auto" else args.device)
+    return masks.BuiltinMaskSource()
+
+
+def select_cameras(args: argparse.Namespace, scene: Any, warn: Any) -> list:
+    from .cameras import load_cameras, orbit_cameras
+
+    w, h = parse_size(args.size)
+    if args.views is not None and args.views < 1:
+        raise TrainingError(f"--views must be at least 1, got {args.views}")
+    if not args.cameras:
+        if args.images:
+            raise TrainingError("--images needs --cameras (which camera took which image)")
+        return orbit_cameras(scene, args.views or 32, w, h)
+    cams = load_cameras(args.cameras, args.images, warn=warn)
+    if not cams:
+        raise TrainingError(f"no cameras in {args.cameras}")
+    if args.views is not None and args.views < len(cams):
+        step = len(cams) / args.views
+        cams = [cams[int(i * step)] for i in range(args.views)]
+    longest = max(w, h)
+    out = []
+    for c in cams:
+        s = min(1.0, longest / max(c.width, c.height))
+        out.append(c.scaled(max(1, round(c.width * s)), max(1, round(c.height * s))) if s < 1 else c)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from .features import default_features_path
+    from .ply import read_ply
+    from .train import TrainSettings, train, views_from_scene
+
+    t0 = time.perf_counter()
+    out = os.path.abspath(args.out or default_features_path(args.scene))
+    folder = os.path.dirname(out)
+    if not os.path.isdir(folder):
+        raise TrainingError(f"output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise TrainingError(f"cannot write into {folder}; choose another place with --out")
+    ckpt = out + ".ckpt"
+    if args.resume and not os.path.isfile(ckpt):
+        raise TrainingError(f"nothing to resume: checkpoint {ckpt} does not exist")
+    overrides: dict[str, Any] = {"device": args.device, "seed": args.seed}
+    if args.iterations is not None:
+        overrides["iterations"] = args.iterations
+    if args.pixels is not None:
+        overrides["pixels_per_iter"] = args.pixels
+    settings = TrainSettings(**overrides)
+
+    bar = ProgressBar()
+    scene = read_ply(args.scene)
+    bar.message(f"scene: {args.scene} ({scene.num_gaussians:,} Gaussians)")
+    cameras = select_cameras(args, scene, bar.message)
+    source = make_mask_source(args)
+    bar.message(f"views: {len(cameras)} at {cameras[0].width}x{cameras[0].height}; masks: {getattr(source, 'quality', source)}")
+
+    cancel = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        bar.message("cancelling (writing a checkpoint; Ctrl-C again to abort now)...")
+
+    old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    try:
+        def view_progress(stage: str, done: int, total: int) -> None:
+            bar._line(f"preparing: {stage} {done}/{total}", final=done == total)
+
+        mask_cache = args.mask_cache or out + ".masks"
+        views = views_from_scene(scene, cameras, source, cache_dir=mask_cache, device=args.device,
+                                 progress=view_progress, cancel=cancel)
+        t_views = time.perf_counter() - t0
+        try:
+            trained = train(scene, views, settings, progress=bar, cancel=cancel, checkpoint_path=ckpt, resume=args.resume)
+        except Cancelled as exc:
+            bar.message(f"cancelled: {exc}")
+            return 130
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    trained.save(out)
+    wall = time.perf_counter() - t0
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    for w in trained.settings.get("run", {}).get("warnings", []):
+        bar.message(f"warning: {w}")
+    bar.message(
+        f"wrote {out}: {len(trained.coarse_centers)} coarse / {len(trained.fine_centers)} fine clusters; "
+        f"views+masks {t_views:.1f} s, total {wall:.1f} s, peak memory {peak_mib:.0f} MiB"
+    )
+    return 0
