@@ -348,3 +348,24 @@ def test_concurrent_calls_from_many_threads(server: EngineServer) -> None:
         for t in threads:
             t.join(30)
         assert len(results) == 80 and all(results)
+
+
+def test_connecting_to_something_that_is_not_an_engine() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def sshd_like() -> None:
+        conn, _ = listener.accept()
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n" + bytes(64))
+        conn.close()
+
+    t = threading.Thread(target=sshd_like, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(EngineGone, match="is not a Click-Gaussian engine"):
+            EngineClient.connect("127.0.0.1", port, TOKEN, timeout=5)
+    finally:
+        t.join(5)
+        listener.close()
+    with pytest.raises(EngineGone, match="cannot reach the engine"):
+        EngineClient.connect("127.0.0.1", port, TOKEN, timeout=5)  # nothing listens there now
