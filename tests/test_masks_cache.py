@@ -91,6 +91,18 @@ def test_progress_and_no_cache_dir(tmp_path: Path) -> None:
     assert all("cached" in m for _, _, m in calls[1:])
 
 
+def test_messages_from_inside_a_view_reach_progress() -> None:
+    class Chatty(CountingSource):
+        def segments(self, image, cancel=None, report=None):  # type: ignore[override]
+            report("step one")
+            return super().segments(image)
+
+    calls: list[tuple[int, int, str]] = []
+    prepare_masks(Chatty(), _views(2), progress=lambda d, t, m: calls.append((d, t, m)))
+    assert (0, 2, "view 'view_0.png': step one") in calls
+    assert (1, 2, "view 'view_1.png': step one") in calls
+
+
 def test_cancel_keeps_completed_views(tmp_path: Path) -> None:
     src = CountingSource()
     stop = threading.Event()

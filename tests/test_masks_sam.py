@@ -133,8 +133,10 @@ def test_random_vit_b_masks_flow_into_two_levels(tmp_path: Path) -> None:
     image[..., 2] = (xx * 4).astype(np.uint8)
 
     assert src._generator is None  # the network is built on first use, not on construction
-    records = src.segments(image)
+    messages: list[str] = []
+    records = src.segments(image, report=messages.append)
     assert src._generator is not None
+    assert messages == ["loading SAM vit_b on cpu", "SAM image embedding (crop 1)", "SAM prompts batch 1/1 (crop 1)"]
     assert records, "lowered thresholds must let the random model's masks through"
     for r in records:
         assert r["segmentation"].shape == (48, 64) and r["segmentation"].dtype == bool

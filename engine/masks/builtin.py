@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import MaskError
 from .area_rule import UNASSIGNED, ViewMasks
-from .source import MaskSourceBase, check_image
+from .source import MaskSourceBase, Report, check_image
 
 
 @dataclass(frozen=True)
@@ -326,7 +326,9 @@ class BuiltinMaskSource(MaskSourceBase):
             offset += int(keep.sum())
         return out, areas
 
-    def segments(self, image: np.ndarray, cancel: threading.Event | None = None) -> list[dict[str, Any]]:
+    def segments(
+        self, image: np.ndarray, cancel: threading.Event | None = None, report: Report | None = None
+    ) -> list[dict[str, Any]]:
         """image uint8 [H, W, 3] -> SAM-style records (bool ``segmentation`` [H, W], ``area``,
         ``bbox`` XYWH, ``level`` 0 = finest), fine-scale regions first."""
         image = check_image(image)
@@ -346,7 +348,11 @@ class BuiltinMaskSource(MaskSourceBase):
         return records
 
     def view_masks(
-        self, image: np.ndarray, name: str | None = None, cancel: threading.Event | None = None
+        self,
+        image: np.ndarray,
+        name: str | None = None,
+        cancel: threading.Event | None = None,
+        report: Report | None = None,
     ) -> ViewMasks:
         """The area rule over :meth:`segments`, computed directly from the per-level label maps
         (each level is a partition, so a pixel is covered by at most one segment per level):

@@ -132,7 +132,8 @@ def prepare_masks(
             and by the folder source to find a view's files.
         cache_dir: folder for the per-view cache (created when missing); None = no cache.
         progress: called as ``progress(done, total, message)`` once before the first view
-            (done = 0) and after every view.
+            (done = 0) and after every view; sources with long per-view work (SAM) also send
+            messages from inside a view (done = views finished so far).
         cancel: when set, stops before the next view (or inside a long SAM view) and raises
             :class:`engine.errors.Cancelled`; views finished so far stay in the cache.
         on_warning: receives non-fatal messages (an empty view, an unwritable cache); default:
@@ -173,7 +174,12 @@ def prepare_masks(
             vm = cache.load(path, key, shape)
             cached = vm is not None
         if vm is None:
-            vm = view_masks_from(source, image, name, cancel)
+
+            def report(message: str, i: int = i, name: str = name) -> None:
+                if progress is not None:
+                    progress(i, total, f"view {name!r}: {message}")
+
+            vm = view_masks_from(source, image, name, cancel, report)
             if not isinstance(vm, ViewMasks) or vm.shape != shape:
                 raise MaskError(f"mask source {src_name!r} returned masks of the wrong size for view {name!r}")
             if cache is not None:

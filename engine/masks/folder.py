@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import MaskError
 from .area_rule import UNASSIGNED, ViewMasks, area_rule_stack
-from .source import MaskSourceBase, check_image
+from .source import MaskSourceBase, Report, check_image
 
 _STACK_KEYS = ("masks", "segmentation", "segments")
 
@@ -141,11 +141,17 @@ class FolderMaskSource(MaskSourceBase):
             found["dir"] = [f / stem]
         return found
 
-    def segments(self, image: np.ndarray, cancel: threading.Event | None = None) -> list[dict[str, Any]]:
+    def segments(
+        self, image: np.ndarray, cancel: threading.Event | None = None, report: Report | None = None
+    ) -> list[dict[str, Any]]:
         raise MaskError("a mask folder is looked up by view name: use view_masks(image, name)")
 
     def view_masks(
-        self, image: np.ndarray, name: str | None = None, cancel: threading.Event | None = None
+        self,
+        image: np.ndarray,
+        name: str | None = None,
+        cancel: threading.Event | None = None,
+        report: Report | None = None,
     ) -> ViewMasks:
         """The two-level maps of the view ``name`` (image uint8 [H, W, 3] gives the size the
         masks must have)."""

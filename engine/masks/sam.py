@@ -28,7 +28,7 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 
 from ..errors import Cancelled, MaskError
-from .source import MaskSourceBase, check_image
+from .source import MaskSourceBase, Report, check_image
 
 # (image-encoder embed dim, depth) -> model type, from segment_anything/build_sam.py.
 _VARIANTS = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
@@ -107,21 +107,33 @@ def detect_model_type(state_dict: dict[str, torch.Tensor], path: str | os.PathLi
 
 
 class _CancellableGenerator(SamAutomaticMaskGenerator):
-    """SAM's automatic mask generator, checking a cancel event before each crop's image
-    embedding and between point batches."""
+    """SAM's automatic mask generator, checking a cancel event and reporting progress before
+    each crop's image embedding and each batch of point prompts."""
 
     cancel: threading.Event | None = None
+    report: Report | None = None
+    _crop = 0
+    _batch = 0
+    _batches = 0
 
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("mask generation was cancelled")
 
-    def _process_crop(self, *args: Any, **kwargs: Any) -> Any:
+    def _process_crop(self, image: Any, crop_box: Any, crop_layer_idx: int, orig_size: Any) -> Any:
         self._check_cancel()
-        return super()._process_crop(*args, **kwargs)
+        self._crop += 1
+        self._batch = 0
+        self._batches = -(-len(self.point_grids[crop_layer_idx]) // self.points_per_batch)
+        if self.report is not None:
+            self.report(f"SAM image embedding (crop {self._crop})")
+        return super()._process_crop(image, crop_box, crop_layer_idx, orig_size)
 
     def _process_batch(self, *args: Any, **kwargs: Any) -> Any:
         self._check_cancel()
+        self._batch += 1
+        if self.report is not None:
+            self.report(f"SAM prompts batch {self._batch}/{self._batches} (crop {self._crop})")
         return super()._process_batch(*args, **kwargs)
 
 
@@ -220,18 +232,23 @@ class SamMaskSource(MaskSourceBase):
                 self._state_dict = None  # the model owns the weights now
             return self._generator
 
-    def segments(self, image: np.ndarray, cancel: threading.Event | None = None) -> list[dict[str, Any]]:
+    def segments(
+        self, image: np.ndarray, cancel: threading.Event | None = None, report: Report | None = None
+    ) -> list[dict[str, Any]]:
         """image uint8 [H, W, 3] RGB -> SAM records (bool ``segmentation`` [H, W], ``area``,
-        ``bbox``, ``predicted_iou``, ``stability_score``, ...). Cancelled between point batches
-        when ``cancel`` is set."""
+        ``bbox``, ``predicted_iou``, ``stability_score``, ...). Cancelled before the image
+        embedding and between point batches when ``cancel`` is set; ``report`` receives a
+        message at each of those steps."""
         image = check_image(image)
+        if report is not None and self._generator is None:
+            report(f"loading SAM {self.model_type} on {self.device}")
         gen = self._get_generator()
         with self._lock:  # one image at a time through the shared predictor
-            gen.cancel = cancel
+            gen.cancel, gen.report, gen._crop = cancel, report, 0
             try:
                 return gen.generate(image)
             finally:
-                gen.cancel = None
+                gen.cancel, gen.report = None, None
 
     def __repr__(self) -> str:
         return f"SamMaskSource({str(self.checkpoint)!r}, model_type={self.model_type!r}, device={str(self.device)!r})"

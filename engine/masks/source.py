@@ -9,13 +9,17 @@ numpy only.
 
 from __future__ import annotations
 
+import inspect
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import MaskError
 from .area_rule import ViewMasks, area_rule
+
+Report = Callable[[str], Any]  # receives progress messages from inside one view's work
 
 
 class MaskWarning(UserWarning):
@@ -56,29 +60,49 @@ class MaskSourceBase:
         return {}
 
     def segments(  # pragma: no cover - abstract
-        self, image: np.ndarray, cancel: threading.Event | None = None
+        self, image: np.ndarray, cancel: threading.Event | None = None, report: Report | None = None
     ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def view_masks(
-        self, image: np.ndarray, name: str | None = None, cancel: threading.Event | None = None
+        self,
+        image: np.ndarray,
+        name: str | None = None,
+        cancel: threading.Event | None = None,
+        report: Report | None = None,
     ) -> ViewMasks:
         """The two-level maps of one view: the area rule over :meth:`segments`. ``name`` is the
         view's name (image file name or stem); sources that look masks up by view use it.
-        ``cancel``: sources with long per-view work stop early (raising Cancelled) when set."""
+        ``cancel``: sources with long per-view work stop early (raising Cancelled) when set.
+        ``report``: sources with long per-view work (SAM) send progress messages to it."""
         image = check_image(image, name)
-        return area_rule(self.segments(image, cancel=cancel), image.shape[0], image.shape[1])
+        return area_rule(_segments(self, image, cancel, report), image.shape[0], image.shape[1])
+
+
+def _segments(source: Any, image: np.ndarray, cancel: threading.Event | None, report: Report | None) -> list[dict[str, Any]]:
+    """source.segments(image), passing ``cancel`` / ``report`` only to sources that take them."""
+    try:
+        params = inspect.signature(source.segments).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    extra = {k: v for k, v in (("cancel", cancel), ("report", report)) if takes_all or k in params}
+    return source.segments(image, **extra)
 
 
 def view_masks_from(
-    source: Any, image: np.ndarray, name: str | None = None, cancel: threading.Event | None = None
+    source: Any,
+    image: np.ndarray,
+    name: str | None = None,
+    cancel: threading.Event | None = None,
+    report: Report | None = None,
 ) -> ViewMasks:
     """Two-level maps of one view from any source: its own ``view_masks`` for the project's
     sources, otherwise the area rule over ``segments(image)`` (the bare protocol)."""
     if isinstance(source, MaskSourceBase):
-        return source.view_masks(image, name, cancel)
+        return source.view_masks(image, name, cancel, report)
     image = check_image(image, name)
-    return area_rule(source.segments(image), image.shape[0], image.shape[1])
+    return area_rule(_segments(source, image, cancel, report), image.shape[0], image.shape[1])
 
 
 def check_image(image: Any, name: str | None = None) -> np.ndarray:
