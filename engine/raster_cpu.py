@@ -565,10 +565,11 @@ def _merge_topk(top_w: Tensor, top_r: Tensor, top_n: Tensor, mixed: Tensor, sel:
     # Most pixels have fewer than K contributors in total: append their new weights in order
     # (front to back) without any selection.
     row_start = torch.cumsum(n_new, 0) - n_new
+    base = pix * K + filled - row_start  # [S*P]: entry e of row r goes to flat slot base[r] + e
     e_fit = torch.nonzero(fits[row]).squeeze(1)
     if len(e_fit):
         rf = row[e_fit]
-        lin = pix[rf] * K + filled[rf] + (e_fit - row_start[rf])
+        lin = base[rf] + e_fit
         fe = flat[e_fit]
         tw[lin] = w.view(-1)[fe]
         tr[lin] = gi.view(-1)[((rf >> p_bits) << g_bits) + (fe & (G - 1))].to(tr.dtype)
