@@ -30,15 +30,17 @@ plus, by kind::
 Arrays: C-contiguous, little-endian, dtype from :data:`ALLOWED_DTYPES` only (bool, uint8, int32,
 int64, float16, float32, float64). Array i starts at the first multiple of
 :data:`ARRAY_ALIGN` bytes at or after the end of array i-1 (the first at offset 0), so the
-receiver can view every array in place (``np.frombuffer``, no copy) with natural alignment; the
-gap bytes are zero. P equals the end of the last array. Nothing is ever pickled.
+receiver can view every array in place (no copy) with natural alignment; the gap bytes are
+zero. P equals the end of the last array. Nothing is ever pickled.
 
 Reading: :func:`read_message` reads exactly 16 + H + P bytes with ``recv_into``: the header
 into a buffer of its announced size, the payload into one preallocated (uninitialised) numpy
-buffer that the received arrays are views of — no copy after the kernel's. End of stream before the first byte of a frame is a clean close (``None``);
-end of stream anywhere inside a frame is :class:`TruncatedFrame`; a frame longer than the
-reader's limit is :class:`FrameTooLarge` (raised from the 16-byte prefix, before anything is
-allocated). Every :class:`ProtocolError` leaves the stream at an unknown position: the connection
+buffer that the received arrays are views of — no copy after the kernel's. End of stream
+before the first byte of a frame is a clean close (``None``); end of stream anywhere inside a
+frame is :class:`TruncatedFrame`; a frame longer than the reader's limit is
+:class:`FrameTooLarge` (raised from the 16-byte prefix, before anything is allocated;
+:data:`DEFAULT_MAX_FRAME_BYTES` 4 GiB, :data:`PRE_AUTH_MAX_FRAME_BYTES` 64 KiB before the
+hello). Every :class:`ProtocolError` leaves the stream at an unknown position: the connection
 must be closed.
 
 Handshake (see :mod:`engine.server`): on connect the server sends an event ``challenge`` with a
