@@ -197,6 +197,16 @@ class TrainJob:
                 self.state, self.error = "failed", str(exc)
 
 
+def describe_device(info: dict[str, Any]) -> str:
+    """"CUDA (<gpu>)" / "CPU" / the raw value, from the engine's version info."""
+    dev = info.get("device")
+    if isinstance(dev, dict):
+        return f"CUDA ({dev['gpu']})" if dev.get("gpu") else ("CUDA" if dev.get("cuda") else "CPU")
+    if info.get("gpu"):
+        return f"CUDA ({info['gpu']})"
+    return str(dev or "CPU")
+
+
 def format_seconds(s: float) -> str:
     s = max(0.0, float(s))
     if s < 60:
@@ -227,10 +237,8 @@ class EngineLink:
 
     def status_text(self) -> str:
         if self.state == "ready":
-            dev = self.info.get("device") or {}
             where = "remote" if self.process is None else f"pid {self.process.pid}"
-            gpu = dev.get("gpu") if isinstance(dev, dict) else None
-            return f"Engine running ({where}; {gpu or 'CPU' if isinstance(dev, dict) else dev})"
+            return f"Engine running ({where}; {describe_device(self.info)})"
         if self.state == "starting":
             return "Engine starting…"
         if self.state == "failed":

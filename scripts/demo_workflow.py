@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 FULL = {}  # TrainSettings defaults: the paper's 3000 iterations at 10k pixels
-QUICK = {"iterations": 80, "pixels_per_iter": 2048, "gfl_start": 40, "gfl_interval": 20, "spatial_samples": 20000}
+QUICK = {"iterations": 150, "pixels_per_iter": 512, "gfl_start": 75, "gfl_interval": 37, "spatial_samples": 5000}
 
 
 def _log(msg: str) -> None:
@@ -156,7 +156,7 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     else:
         views = orbit_cameras(src, 8, size, size)
     props = click_props.get(bpy.context.scene)
-    props.orbit_views, props.orbit_size = (12, 128) if quick else (24, 256)
+    props.orbit_views, props.orbit_size = (12, 96) if quick else (24, 256)
     settings = dict(QUICK if quick else FULL)
     t0 = time.perf_counter()
     job = ops_train.start_training(bpy.context, splat, props, settings)
@@ -187,10 +187,10 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
         pid = raycast_ids(synth, cam, "part")
         other = (pid > 0) & (oid != main_obj) & (oid > 0)
         ids, counts = np.unique(pid[other], return_counts=True)
-        part = int(ids[np.argmax(counts)])
+        parts = [int(p) for p in ids[np.argsort(-counts)][:4]]
         coarse_px = _densest_pixel(oid == main_obj)
-        fine_px = _densest_pixel(pid == part)
-        rep["targets"] = {"object": synth.object_names[main_obj], "part": synth.part_names[part]}
+        fine_pxs = [_densest_pixel(pid == p) for p in parts]
+        rep["targets"] = {"object": synth.object_names[main_obj], "parts": [synth.part_names[p] for p in parts]}
     else:
         best = None
         for cam in views:
@@ -201,8 +201,8 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
                 best = (int(red.sum()), cam, red, alpha)
         _, cam, red, alpha = best
         coarse_px = _densest_pixel(alpha > 0.9)
-        fine_px = _densest_pixel(red) if red.any() else coarse_px
-        rep["targets"] = {"object": "the scene's central object", "part": "the reddest region"}
+        fine_pxs = [_densest_pixel(red)] if red.any() else []
+        rep["targets"] = {"object": "the scene's central object", "parts": ["the reddest region"]}
     cam_obj = _blender_camera(bpy, cam, axis)
     view = _view_from_blender_camera(bpy, cam_obj, splat, cam.width, cam.height)
     rep["view"] = cam.name
@@ -242,15 +242,21 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     moved_gs_index = moved_gs_index[moved_idx]
     expected_local = co[moved_idx].copy()
 
-    # delete a part at the fine level
+    # delete a part at the fine level (the first candidate pixel that hits a fine cluster)
     props.level = "fine"
-    fine = ops_click.click_at(bpy.context, splat, view, *fine_px, "replace")
-    rep["fine_click"] = {"ok": fine.ok, "message": fine.message, "group": fine.group,
-                         "count": int(fine.selected.size), "pixel": list(fine_px)}
-    _log(fine.message)
+    fine = None
+    for px in fine_pxs:
+        fine = ops_click.click_at(bpy.context, splat, view, *px, "replace")
+        _log(fine.message)
+        rep.setdefault("fine_clicks", []).append({"ok": fine.ok, "message": fine.message, "group": fine.group,
+                                                  "count": int(fine.selected.size), "pixel": list(px)})
+        if fine.ok:
+            break
+    rep["fine_click"] = rep.get("fine_clicks", [{}])[-1] if fine is not None else {"ok": False}
+    fine_ok = fine is not None and fine.ok
     deleted = 0
-    if fine.ok:
-        deleted_gs = set()
+    deleted_gs: set = set()
+    if fine_ok:
         gi = np.empty(len(splat.data.vertices), np.int32)
         splat.data.attributes[A.INDEX].data.foreach_get("value", gi)
         deleted_gs = set(gi[fine.selected].tolist())
@@ -264,7 +270,7 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     er = io_export.export_ply(splat, str(edited), io_export.ExportSettings(overwrite=True))
     T["export_s"] = time.perf_counter() - t0
     back = read_ply(str(edited))
-    keep = [i for i, g in enumerate(moved_gs_index) if not fine.ok or g not in deleted_gs]
+    keep = [i for i, g in enumerate(moved_gs_index) if g not in deleted_gs]
     exp_file = (expected_local[keep] - axis[:3, 3]) @ np.linalg.inv(axis[:3, :3]).T
     gi_now = np.empty(len(splat.data.vertices), np.int32)
     splat.data.attributes[A.INDEX].data.foreach_get("value", gi_now)
@@ -275,8 +281,14 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
                      "moved_ok": bool(len(rows) == 0 or np.allclose(back.means[rows], exp_file, atol=1e-4))}
     _log(f"exported {back.num_gaussians:,} Gaussians to {edited}")
 
-    if render:
+    if render:  # the exported file, imported back, seen by the same camera
+        splat.hide_render = True
+        assert bpy.ops.import_scene.gaussian_splatting(filepath=str(edited)) == {"FINISHED"}
+        reimported = bpy.context.active_object
         T["render_after_s"] = _render_png(bpy, out / "after.png", samples)
+        bpy.data.objects.remove(reimported)
+        splat.hide_render = False
+        bpy.context.view_layer.objects.active = splat
 
     # the features survive saving and reopening the .blend
     before = feature_store.load_features(splat.data)

@@ -147,6 +147,128 @@ def _persp(fov=0.8, near=0.1, far=100.0):
                      [0, 0, -1, 0]])
 
 
+def _spatial_features(scene, seed: int = 0):
+    """Stand-in features with spatial clusters (coarse: x halves; fine: x/z quadrants), exactly
+    what a trained result looks like to the click path (labels, unit centres, features near them)."""
+    from click_gaussian_blender.engine.features import TrainedFeatures, normalize_rows
+
+    rng = np.random.default_rng(seed)
+    m = scene.means
+    coarse = (m[:, 0] > np.median(m[:, 0])).astype(np.int32)
+    fine = coarse * 2 + (m[:, 2] > np.median(m[:, 2])).astype(np.int32)
+    cc = normalize_rows(rng.normal(size=(2, 12)))
+    fp = normalize_rows(rng.normal(size=(4, 12)))
+    feats = np.concatenate([cc[coarse], fp[fine]], axis=1) + rng.normal(0, 0.01, (len(m), 24))
+    fc = normalize_rows(np.concatenate([cc[np.arange(4) // 2], fp], axis=1))
+    return TrainedFeatures(feats.astype(np.float16), cc, fc, coarse, fine)
+
+
+def _view_of_camera(cam, axis, mw=np.eye(4)):
+    """The Blender view/window matrices that show file-frame camera ``cam`` (object at ``mw``),
+    turned back into an engine camera by the add-on's viewport math."""
+    from click_gaussian_blender import viewport as VP
+
+    gl_view = np.diag([1.0, -1.0, -1.0, 1.0]) @ cam.viewmat @ np.linalg.inv(mw @ axis)
+    k, w, h, near, far = cam.K, cam.width, cam.height, 0.01, 100.0
+    proj = np.array([[2 * k[0, 0] / w, 0, 1 - 2 * k[0, 2] / w, 0], [0, 2 * k[1, 1] / h, 2 * k[1, 2] / h - 1, 0],
+                     [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)], [0, 0, -1, 0]])
+    return VP.view_camera(gl_view, proj, w, h, mw, axis)
+
+
+def _fox_with_features(bpy, fox_path):
+    from click_gaussian_blender import feature_store as FS
+    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
+    from click_gaussian_blender.engine.ply import read_ply
+
+    scene = read_ply(str(fox_path))
+    obj = _import(bpy, fox_path)
+    tf = _spatial_features(scene)
+    FS.store_features(obj.data, tf)
+    centre = np.median(scene.means, axis=0)
+    eye = centre + np.array([0.0, -0.5, -3.0])
+    cam = Camera(look_at_viewmat(eye, centre, np.array([0.0, -1.0, 0.0])), np.array([[150.0, 0, 64], [0, 150.0, 64], [0, 0, 1]]), 128, 128)
+    return obj, scene, tf, cam
+
+
+def test_click_selects_clusters_as_vertex_groups(bpy, fox_path):
+    from click_gaussian_blender import selection as S
+    from click_gaussian_blender.engine.click import ClickIndex, click_query
+
+    obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
+    axis = np.asarray(obj["gs_axis_matrix"]).reshape(4, 4)
+    view = _view_of_camera(cam, axis)
+    uv, _ = cam.project(scene.means)
+    left = tf.coarse_labels == 0
+    inside = (uv[:, 0] > 0) & (uv[:, 0] < 128) & (uv[:, 1] > 0) & (uv[:, 1] < 128)
+    # a pixel the engine itself resolves to coarse cluster 0 / 1
+    index = ClickIndex.build(scene)
+    picks = {}
+    for i in np.flatnonzero(inside)[::97]:
+        u, v = np.floor(uv[i]) + 0.5
+        r = click_query(index, tf, cam, u, v, "coarse")
+        if r.clusters and r.clusters[0] not in picks:
+            picks[r.clusters[0]] = (u, v, r)
+        if len(picks) == 2:
+            break
+    assert set(picks) == {0, 1}
+    u0, v0, r0 = picks[0]
+    out = S.click(obj, view, u0, v0, level="coarse", mode="replace")
+    assert out.ok, out.message
+    assert out.group == "CG coarse 0" and "Selected" in out.message and "ms" in out.message
+    assert np.array_equal(S.group_members(obj, out.group), r0.selected)
+    assert np.array_equal(np.flatnonzero(S.read_selection(obj.data)), np.flatnonzero(left))
+    u1, v1, _ = picks[1]
+    out = S.click(obj, view, u1, v1, level="coarse", mode="add")
+    assert out.ok and out.total_selected == len(scene.means)
+    out = S.click(obj, view, u0, v0, level="coarse", mode="remove")
+    assert out.ok and np.array_equal(S.read_selection(obj.data), ~left)
+    assert [g.name for g in S.click_groups(obj)] == ["CG coarse 0", "CG coarse 1"]
+    # fine level from Edit Mode: the helper switches to Object Mode and back
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    with S.object_mode(obj):
+        out = S.click(obj, view, u0, v0, level="fine", mode="replace")
+    assert obj.mode == "EDIT"
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert out.ok and out.group.startswith("CG fine ")
+    assert np.array_equal(S.group_members(obj, out.group), tf.members("fine", out.clusters))
+
+
+def test_click_empty_space_and_outside(bpy, fox_path):
+    from click_gaussian_blender import selection as S
+    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
+
+    obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
+    axis = np.asarray(obj["gs_axis_matrix"]).reshape(4, 4)
+    before = S.read_selection(obj.data)
+    away = Camera(look_at_viewmat(cam.center, 2 * cam.center - np.median(scene.means, axis=0), np.array([0.0, -1.0, 0.0])),
+                  cam.K, 128, 128)
+    out = S.click(obj, _view_of_camera(away, axis), 64.5, 64.5)
+    assert not out.ok and out.message.startswith("Nothing selected") and "empty space" in out.message
+    out = S.click(obj, _view_of_camera(cam, axis), 500.0, 64.5)
+    assert not out.ok and "outside" in out.message
+    assert np.array_equal(S.read_selection(obj.data), before) and not S.click_groups(obj)
+
+
+def test_click_follows_moved_gaussians(bpy, fox_path):
+    """After an edit moves the whole object's vertices, the cached click index is rebuilt and
+    the click finds the Gaussians where they are now."""
+    from click_gaussian_blender import selection as S
+
+    obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
+    axis = np.asarray(obj["gs_axis_matrix"]).reshape(4, 4)
+    view = _view_of_camera(cam, axis)
+    uv, _ = cam.project(np.median(scene.means, axis=0)[None])
+    u, v = np.floor(uv[0]) + 0.5
+    assert S.click(obj, view, u, v).ok
+    co = S.vertex_positions(obj.data) + np.array([50.0, 0.0, 0.0], np.float32)  # far out of view
+    obj.data.vertices.foreach_set("co", co.reshape(-1))
+    obj.data.update()
+    bpy.context.view_layer.update()  # depsgraph update: the cache is marked stale
+    out = S.click(obj, view, u, v)
+    assert not out.ok and "empty space" in out.message
+
+
 # ---------------------------------------------------------------------- engine link faults
 
 def test_no_interpreter_configured(bpy):
