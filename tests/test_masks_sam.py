@@ -159,3 +159,13 @@ def test_random_vit_b_masks_flow_into_two_levels(tmp_path: Path) -> None:
     stop.set()
     with pytest.raises(Cancelled):
         src.segments(image, cancel=stop)
+
+
+def test_legacy_checkpoint_format(tmp_path: Path) -> None:
+    # Files saved before PyTorch 1.6's zip format cannot be memory-mapped: loaded normally.
+    with torch.device("meta"):
+        sd = sam_model_registry["vit_l"]().state_dict()
+    one = torch.zeros(1)
+    p = tmp_path / "legacy.pth"
+    torch.save({k: one.expand(v.shape) for k, v in sd.items()}, p, _use_new_zipfile_serialization=False)
+    assert SamMaskSource(p).model_type == "vit_l"
