@@ -4,8 +4,9 @@ Every call returns an :class:`EngineFuture` at once; a writer thread sends reque
 thread drains replies and progress events, and a housekeeping thread expires calls that hear
 nothing from the engine for their ``timeout`` and pings the engine now and then. Nothing here
 touches bpy: a Blender add-on polls ``future.done()`` / ``future.progress`` from a
-``bpy.app.timers`` callback (the ``on_progress`` / ``add_done_callback`` callbacks run on the
-reader thread).
+``bpy.app.timers`` callback. The ``on_progress`` / ``add_done_callback`` callbacks run on the
+reader thread: keep them short, and never wait in them for another engine call (the reply
+could not be read until the callback returns).
 
 Errors:
 
