@@ -140,6 +140,12 @@ class EngineFuture(concurrent.futures.Future):
         self.sent_at = time.monotonic()
         self.last_heard = self.sent_at
 
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.done() and threading.current_thread() is self.client._threads[0]:
+            raise EngineError(f"cannot wait for {self.command!r} inside a client callback: its reply is read by the "
+                              "thread running the callback (use add_done_callback instead)")
+        return super().result(timeout)
+
     def cancel_job(self) -> "EngineFuture":
         """Ask the engine to cancel this request's job; returns the cancel call's future."""
         return self.client.cancel(self.request_id)

@@ -369,3 +369,19 @@ def test_connecting_to_something_that_is_not_an_engine() -> None:
         listener.close()
     with pytest.raises(EngineGone, match="cannot reach the engine"):
         EngineClient.connect("127.0.0.1", port, TOKEN, timeout=5)  # nothing listens there now
+
+
+def test_waiting_inside_a_callback_is_an_error_not_a_deadlock(server: EngineServer) -> None:
+    with _connect(server) as c:
+        seen: list[BaseException] = []
+
+        def on_progress(data: dict) -> None:
+            if not seen:
+                try:
+                    c.ping().result(5)
+                except EngineError as exc:
+                    seen.append(exc)
+
+        job = c.call_async("slow_job", {"steps": 5}, timeout=10, on_progress=on_progress)
+        assert job.result(10)["steps"] == 5
+        assert seen and "inside a client callback" in str(seen[0])
