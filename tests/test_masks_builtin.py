@@ -88,6 +88,13 @@ def test_textured_photo_without_background_is_fully_covered() -> None:
     assert vm.coarse[60, 20] != vm.coarse[60, 180]
 
 
+def test_dark_half_of_a_photo_is_not_background() -> None:
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:, 30:] = 255  # half the border is black: not a rendered view's empty background
+    vm = BuiltinMaskSource().view_masks(image)
+    assert (vm.coarse >= 0).all() and vm.num_segments("coarse") == 2
+
+
 def test_flat_image_has_no_segments() -> None:
     vm = BuiltinMaskSource().view_masks(np.full((64, 64, 3), 30, np.uint8))
     assert vm.is_empty

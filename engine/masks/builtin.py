@@ -47,7 +47,7 @@ class BuiltinSettings:
     min_thickness: regions with fewer than this many pixels per boundary pixel (slivers, e.g.
         the soft rim of a rendered object) merge into their main neighbour, at work size.
     drop_background: drop regions that touch the border and are mostly (80%+) the colour most of
-        the border has (within ``background_tol``, 0-255 units), when at least half of the
+        the border has (within ``background_tol``, 0-255 units), when at least 75% of the
         border has one flat colour: the empty background of views rendered from splats. The
         image is then cropped to the box around the rest (grown by ``crop_margin`` of its size)
         before resizing to ``work_size``, so results do not depend on how the scene is framed.
@@ -254,12 +254,12 @@ def _merge_thin(lab: np.ndarray, min_thickness: float) -> np.ndarray:
 
 def _background_colour(small: np.ndarray, tol: float) -> np.ndarray | None:
     """The flat colour [3] most of the image border has (a rendered view's background), or
-    None when under half of the border pixels are within ``tol`` of one colour."""
+    None when under 75% of the border pixels are within ``tol`` of one colour."""
     border = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]]).astype(np.int16)
     colours, counts = np.unique(border, axis=0, return_counts=True)
     mode = colours[np.argmax(counts)]
     close = np.abs(border - mode).max(axis=1) <= tol
-    return mode if close.mean() >= 0.5 else None
+    return mode if close.mean() >= 0.75 else None
 
 
 def _drop_background(lab: np.ndarray, small: np.ndarray, bg_colour: np.ndarray, tol: float) -> np.ndarray:
