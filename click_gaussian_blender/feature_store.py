@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,7 @@ def store_features(mesh: Any, trained: TrainedFeatures, *, extra_meta: dict | No
         mesh[prop] = np.asarray(trained.centers(level), np.float64).reshape(-1).tolist() or [0.0]
     meta = {"settings": trained.settings, "scene_hash": trained.scene_hash, "num_gaussians": n,
             "coarse_clusters": int(len(trained.coarse_centers)), "fine_clusters": int(len(trained.fine_centers)),
-            "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), **(extra_meta or {})}
+            "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), "store_id": uuid.uuid4().hex, **(extra_meta or {})}
     mesh[PROP_META] = json.dumps(meta, default=str)
     mesh.update()
 

@@ -16,8 +16,9 @@ What is clicked on: the mesh's current vertices, mapped back to the file's axes 
 moved in Edit Mode are found where they are now; their covariances keep their original
 orientation — exact for moves, an approximation for rotated parts). The click index and the
 features read from the mesh are cached per mesh and rebuilt when its vertices change (a
-depsgraph handler marks the cache stale on any geometry update that is not our own selection
-write; a stale cache is checked against the current positions before it is rebuilt).
+depsgraph handler marks the cache stale on any geometry update, our own selection writes
+included; a stale cache is compared with the current positions — 2.5 ms at 1M vertices through
+the ``position`` attribute — and rebuilt only when they differ).
 """
 
 from __future__ import annotations
@@ -83,9 +84,14 @@ def _get(mesh: Any, name: str, key: str, width: int) -> np.ndarray:
 
 
 def vertex_positions(mesh: Any) -> np.ndarray:
-    """[N, 3] float32 current vertex positions (object local)."""
+    """[N, 3] float32 current vertex positions (object local), read from the ``position``
+    attribute (1.2 ms at 1M vertices; ``mesh.vertices.foreach_get("co")`` takes ~85 ms)."""
     co = np.empty(len(mesh.vertices) * 3, np.float32)
-    mesh.vertices.foreach_get("co", co)
+    attr = mesh.attributes.get("position")
+    if attr is not None and attr.data_type == "FLOAT_VECTOR" and attr.domain == "POINT":
+        attr.data.foreach_get("vector", co)
+    else:
+        mesh.vertices.foreach_get("co", co)
     return co.reshape(-1, 3)
 
 
@@ -114,7 +120,6 @@ class _Entry:
     index: Any  # engine.click.ClickIndex
     trained: Any  # TrainedFeatures read from the mesh
     stale: bool = False
-    own_writes: int = 0  # geometry updates we caused (selection writes), ignored by the handler
 
 
 _CACHE: dict[int, _Entry] = {}
@@ -169,11 +174,7 @@ def _on_depsgraph_update(scene: Any, depsgraph: Any) -> None:
         except (AttributeError, ReferenceError):
             continue
         entry = _CACHE.get(ptr)
-        if entry is None:
-            continue
-        if entry.own_writes > 0:
-            entry.own_writes -= 1
-        else:
+        if entry is not None:
             entry.stale = True
 
 
@@ -220,9 +221,6 @@ def write_selection(obj: Any, indices: np.ndarray, mode: str, group: str | None)
         vg = obj.vertex_groups.get(group) or obj.vertex_groups.new(name=group)
         vg.add(idx.tolist(), 1.0, "REPLACE")
         obj.vertex_groups.active_index = vg.index
-    entry = _CACHE.get(mesh.as_pointer())
-    if entry is not None:
-        entry.own_writes += 1
     mesh.update_tag()
     return int(np.count_nonzero(sel))
 
@@ -317,16 +315,26 @@ def group_members(obj: Any, group: str) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
+def _on_load(*_args: Any) -> None:
+    _CACHE.clear()  # another .blend: every cached mesh pointer is gone
+
+
 def register() -> None:
     import bpy
 
-    if _on_depsgraph_update not in bpy.app.handlers.depsgraph_update_post:
-        bpy.app.handlers.depsgraph_update_post.append(_on_depsgraph_update)
+    # persistent: the handlers must survive opening another .blend
+    for handlers, fn in ((bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update),
+                         (bpy.app.handlers.load_post, _on_load)):
+        bpy.app.handlers.persistent(fn)
+        if fn not in handlers:
+            handlers.append(fn)
 
 
 def unregister() -> None:
     import bpy
 
-    if _on_depsgraph_update in bpy.app.handlers.depsgraph_update_post:
-        bpy.app.handlers.depsgraph_update_post.remove(_on_depsgraph_update)
+    for handlers, fn in ((bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update),
+                         (bpy.app.handlers.load_post, _on_load)):
+        if fn in handlers:
+            handlers.remove(fn)
     _CACHE.clear()
