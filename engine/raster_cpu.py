@@ -199,13 +199,20 @@ class RasterResult:
     weights: Tensor | None
 
 
-def _tile_pairs(proj: Projection, tiles_x: int, tiles_y: int) -> tuple[Tensor, Tensor, Tensor]:
+def _tile_pairs(
+    proj: Projection, tiles_x: int, tiles_y: int, chunk: int = 1 << 22
+) -> tuple[Tensor, Tensor, Tensor]:
     """Gaussian/tile pairs sorted by (tile, depth).
 
-    Returns (order [M] int64 depth order of projection rows, gauss [P] int64 depth-rank of each
+    Pairs are expanded from the boxes and culled ``chunk`` at a time, so the transient memory
+    stays bounded (~40 bytes x chunk) while only surviving pairs are kept (12 bytes each).
+
+    Returns (order [M] int64 depth order of projection rows, gauss [E] int64 depth-rank of each
     pair sorted by tile then depth, tile_counts [tiles] int64)."""
     order = torch.argsort(proj.depths, stable=True)
     m2d = proj.means2d[order]
+    con = proj.conics[order]
+    op = proj.opacities[order]
     rad = proj.radii[order].float()
     x0 = torch.floor((m2d[:, 0] - rad[:, 0]) / TILE).clamp(0, tiles_x - 1).long()
     x1 = torch.floor((m2d[:, 0] + rad[:, 0]) / TILE).clamp(0, tiles_x - 1).long()
@@ -213,21 +220,35 @@ def _tile_pairs(proj: Projection, tiles_x: int, tiles_y: int) -> tuple[Tensor, T
     y1 = torch.floor((m2d[:, 1] + rad[:, 1]) / TILE).clamp(0, tiles_y - 1).long()
     wx = x1 - x0 + 1
     counts = wx * (y1 - y0 + 1)
-    total = int(counts.sum())
+    ends = torch.cumsum(counts, 0)
     dev = order.device
-    gauss = torch.repeat_interleave(torch.arange(len(order), device=dev), counts, output_size=total)
-    starts = torch.cumsum(counts, 0) - counts
-    local = torch.arange(total, device=dev) - torch.repeat_interleave(starts, counts, output_size=total)
-    wxg = wx[gauss]
-    ty = y0[gauss] + local // wxg
-    tx = x0[gauss] + local % wxg
-    # Drop pairs whose tile the Gaussian's alpha >= 1/255 ellipse misses (box corners): ~30% of
-    # the fox's pairs. Exact minimum of the quadratic form over the rectangle spanned by the
-    # tile's pixel centres (conservative: pixels are a subset), so no contribution is lost.
-    hit = _ellipse_hits_tile(m2d[gauss], proj.conics[order][gauss], proj.opacities[order][gauss], tx, ty)
-    gauss, tile = gauss[hit], (ty * tiles_x + tx)[hit]
+    gauss_parts, tile_parts = [], []
+    g0, M = 0, len(order)
+    while g0 < M:
+        # Gaussians g0..g1 hold at most `chunk` pairs (at least one Gaussian per step).
+        done = int(ends[g0 - 1]) if g0 else 0
+        g1 = max(g0 + 1, int(torch.searchsorted(ends, done + chunk, right=True)))
+        g1 = min(g1, M)
+        cnt = counts[g0:g1]
+        total = int(cnt.sum())
+        if total:
+            gauss = torch.repeat_interleave(torch.arange(g0, g1, device=dev), cnt, output_size=total)
+            starts = torch.cumsum(cnt, 0) - cnt
+            local = torch.arange(total, device=dev) - torch.repeat_interleave(starts, cnt, output_size=total)
+            wxg = wx[gauss]
+            ty = y0[gauss] + local // wxg
+            tx = x0[gauss] + local % wxg
+            # Drop pairs whose tile the alpha >= 1/255 ellipse misses (box corners): ~30% of the
+            # fox's pairs. Exact minimum of the quadratic form over the rectangle spanned by the
+            # tile's pixel centres (conservative: pixels are a subset), so nothing is lost.
+            hit = _ellipse_hits_tile(m2d[gauss], con[gauss], op[gauss], tx, ty)
+            gauss_parts.append(gauss[hit])
+            tile_parts.append((ty * tiles_x + tx)[hit].to(torch.int32))
+        g0 = g1
+    gauss = torch.cat(gauss_parts) if gauss_parts else torch.zeros(0, dtype=torch.long, device=dev)
+    tile = torch.cat(tile_parts) if tile_parts else torch.zeros(0, dtype=torch.int32, device=dev)
     tile_sorted, perm = torch.sort(tile, stable=True)
-    tile_counts = torch.bincount(tile_sorted, minlength=tiles_x * tiles_y)
+    tile_counts = torch.bincount(tile_sorted.long(), minlength=tiles_x * tiles_y)
     return order, gauss[perm], tile_counts
 
 

@@ -318,3 +318,17 @@ def test_tile_culling_is_conservative_and_tight() -> None:
     assert bool((hit | ~truth).all())  # never drops a tile the Gaussian reaches
     assert int((hit & ~truth).sum()) <= 0.05 * n  # and keeps few it does not
     assert int(truth.sum()) > 20 and int((~truth).sum()) > 20
+
+
+def test_pair_chunks_do_not_change_pairs() -> None:
+    from engine import raster_cpu
+
+    g = random_gaussians(300, seed=15, scale=(0.01, 0.4))
+    cam = look_at([0.2, -0.3, -3.0], [0, 0, 0], [0, -1, 0], 80, 64)
+    vm, K = torch.tensor(cam.viewmat, dtype=torch.float32), torch.tensor(cam.K, dtype=torch.float32)
+    proj = raster_cpu.project(g.means, g.quats, g.scales, g.opacities, vm, K, 80, 64)
+    tx, ty = 10, 8
+    whole = raster_cpu._tile_pairs(proj, tx, ty)
+    for chunk in (1, 7, 100):
+        parts = raster_cpu._tile_pairs(proj, tx, ty, chunk=chunk)
+        assert all(torch.equal(a, b) for a, b in zip(whole, parts))
