@@ -65,7 +65,7 @@ def test_label_png(tmp_path: Path, bits: int) -> None:
     labels[4:, :4] = top  # unassigned by the documented rule, like 0
     Image.fromarray(labels).save(tmp_path / "p.png")
     vm = FolderMaskSource(tmp_path).view_masks(IMAGE, "p.jpg")
-    expected = np.where((labels == 0) | (labels == top), -1, labels.astype(np.int64))
+    expected = np.where((labels == 0) | (labels == top), -1, labels.astype(np.int64) - 1)
     np.testing.assert_array_equal(vm.coarse, expected)
     np.testing.assert_array_equal(vm.fine, expected)
 
@@ -77,12 +77,12 @@ def test_palette_png_and_two_level_pngs(tmp_path: Path) -> None:
     fine[:3, :5] = 2
     im = Image.fromarray(coarse, mode="L").convert("P")
     im.save(tmp_path / "pal.png")
-    np.testing.assert_array_equal(FolderMaskSource(tmp_path).view_masks(IMAGE, "pal").coarse, np.where(coarse == 0, -1, coarse))
+    np.testing.assert_array_equal(FolderMaskSource(tmp_path).view_masks(IMAGE, "pal").coarse, np.where(coarse == 0, -1, coarse - 1))
     Image.fromarray(coarse).save(tmp_path / "two.coarse.png")
     Image.fromarray(fine).save(tmp_path / "two.fine.png")
     vm = FolderMaskSource(tmp_path).view_masks(IMAGE, "two.jpg")
-    np.testing.assert_array_equal(vm.coarse, np.where(coarse == 0, -1, 1))
-    np.testing.assert_array_equal(vm.fine, np.where(fine == 0, -1, fine))
+    np.testing.assert_array_equal(vm.coarse, np.where(coarse == 0, -1, 0))
+    np.testing.assert_array_equal(vm.fine, np.where(fine == 0, -1, fine.astype(np.int64) - 1))
 
 
 def test_sam_amg_script_layout(tmp_path: Path) -> None:
@@ -134,3 +134,36 @@ def test_damaged_npz(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(MaskError, match="not a readable .npz"):
         FolderMaskSource(tmp_path).view_masks(IMAGE, "bad")
+
+
+def test_written_masks_read_back_exactly(tmp_path: Path) -> None:
+    from engine.masks import ViewMasks, write_view_masks
+
+    rng = np.random.default_rng(2)
+    vm = ViewMasks(rng.integers(-1, 300, (H, W)), rng.integers(-1, 40000, (H, W)))
+    paths = write_view_masks(tmp_path, "images/frame_7.jpg", vm)
+    assert [p.name for p in paths] == ["frame_7.coarse.png", "frame_7.fine.png"]
+    back = FolderMaskSource(tmp_path).view_masks(IMAGE, "frame_7.jpg")
+    np.testing.assert_array_equal(back.coarse, vm.coarse)
+    np.testing.assert_array_equal(back.fine, vm.fine)
+    with pytest.raises(MaskError, match="already in"):
+        write_view_masks(tmp_path, "frame_7", vm)
+    write_view_masks(tmp_path, "frame_7", ViewMasks.empty(H, W), overwrite=True)
+    assert FolderMaskSource(tmp_path).view_masks(IMAGE, "frame_7").is_empty
+    with pytest.raises(MaskError, match="above 65533"):
+        write_view_masks(tmp_path, "big", ViewMasks(np.full((H, W), 70000), np.zeros((H, W))))
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_preview_png(tmp_path: Path) -> None:
+    from engine.masks import area_rule_stack, colorize, save_preview
+
+    vm = area_rule_stack(_stack())
+    image = np.full((H, W, 3), 100, np.uint8)
+    path = save_preview(tmp_path / "out" / "p.png", image, vm)
+    pic = np.asarray(Image.open(path))
+    assert pic.shape == (H, 3 * W, 3)
+    np.testing.assert_array_equal(pic[:, :W], image)
+    c = colorize(vm.fine)
+    assert vm.fine[0, 7] == -1 and (c[0, 7] == 0).all()  # unassigned, no image: black
+    assert not np.array_equal(c[2, 2], c[5, 7])  # different segments, different colours

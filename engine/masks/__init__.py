@@ -16,7 +16,8 @@ Importing this package does not import torch (only :class:`SamMaskSource` needs 
 from .area_rule import UNASSIGNED, ViewMasks, area_rule, area_rule_stack
 from .builtin import BuiltinMaskSource, BuiltinSettings
 from .cache import MaskCache, prepare_masks
-from .folder import FolderMaskSource
+from .folder import FolderMaskSource, write_view_masks
+from .preview import colorize, preview, save_preview
 from .source import MaskSource, MaskSourceBase, MaskWarning
 
 __all__ = [
@@ -32,7 +33,11 @@ __all__ = [
     "ViewMasks",
     "area_rule",
     "area_rule_stack",
+    "colorize",
     "prepare_masks",
+    "preview",
+    "save_preview",
+    "write_view_masks",
 ]
 
 

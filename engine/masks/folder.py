@@ -11,7 +11,7 @@ Files are matched to a view by the stem of the view's name (``images/frame_0003.
 ``<stem>.npy``                a segment stack bool or 0/1 [S, H, W]; or an integer label map
                               [H, W] (negative = unassigned, each other value one segment)
 ``<stem>.png``                a label map: single-channel 8-bit (L or palette) or 16-bit PNG;
-                              each value is one segment, **0 and the largest value of the bit
+                              value v is segment v - 1, **0 and the largest value of the bit
                               depth (255, or 65535 for 16-bit) are unassigned**
 ``<stem>.coarse.png`` and     two label maps (same rules as ``<stem>.png``), one per level
 ``<stem>.fine.png``
@@ -20,6 +20,10 @@ Files are matched to a view by the stem of the view's name (``images/frame_0003.
                               ``scripts/amg.py`` writes (``0.png``, ``1.png``, ...; other files
                               such as ``metadata.csv`` are ignored)
 ============================  ================================================================
+
+:func:`write_view_masks` writes masks (e.g. SAM's, computed on a GPU machine) in the
+``<stem>.coarse.png`` + ``<stem>.fine.png`` layout, 16-bit, ID + 1 (0 = unassigned), so this
+source reads them back exactly, and they can be inspected or touched up in an image editor.
 
 Segment stacks go through the area rule (coarse keeps the largest overlapping segment, fine the
 smallest). A single label map has no overlaps, so both levels get the same map.
@@ -50,8 +54,8 @@ def view_stem(name: str) -> str:
 
 
 def read_label_png(path: Path) -> np.ndarray:
-    """A label PNG -> int32 [H, W] IDs with 0 and the bit depth's maximum (255 / 65535) mapped
-    to -1. Raises MaskError for colour images or unreadable files."""
+    """A label PNG -> int32 [H, W] IDs: value v is segment v - 1; 0 and the bit depth's maximum
+    (255 / 65535) are unassigned (-1). Raises MaskError for colour images or unreadable files."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -68,9 +72,8 @@ def read_label_png(path: Path) -> np.ndarray:
         top = -2  # binary: 1 is the only segment
     else:
         raise MaskError(f"label image {path} is {mode}; a label map must be a single-channel 8- or 16-bit PNG")
-    ids = arr.astype(np.int32)
-    ids[(ids == 0) | (ids == top)] = UNASSIGNED
-    return ids
+    values = arr.astype(np.int32)
+    return np.where((values == 0) | (values == top), UNASSIGNED, values - 1).astype(np.int32)
 
 
 def read_binary_png(path: Path) -> np.ndarray:
@@ -228,3 +231,37 @@ class FolderMaskSource(MaskSourceBase):
         if len(shapes) != 1:
             raise MaskError(f"segment PNGs in {path} differ in size: {sorted(shapes)}")
         return area_rule_stack(np.stack(masks))
+
+
+def write_view_masks(folder: str | os.PathLike[str], name: str, masks: ViewMasks, *, overwrite: bool = False) -> list[Path]:
+    """Write one view's masks as ``<stem>.coarse.png`` and ``<stem>.fine.png`` (16-bit label
+    PNGs, value = ID + 1, 0 = unassigned) in ``folder`` (created when missing); atomic writes.
+    Returns the two paths. Raises MaskError for IDs above 65533 or existing files unless
+    ``overwrite``."""
+    import tempfile
+
+    from PIL import Image
+
+    out = Path(folder).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = view_stem(name)
+    paths = [out / f"{stem}.coarse.png", out / f"{stem}.fine.png"]
+    if not overwrite:
+        existing = [p.name for p in paths if p.exists()]
+        if existing:
+            raise MaskError(f"{', '.join(existing)} already in {out}; pass overwrite=True to replace")
+    for path, ids in zip(paths, (masks.coarse, masks.fine)):
+        if ids.size and int(ids.max()) > 65533:
+            raise MaskError(f"view {name!r} has segment IDs above 65533; a 16-bit label PNG cannot hold them")
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                Image.fromarray((ids + 1).astype(np.uint16)).save(f, format="PNG")
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    return paths

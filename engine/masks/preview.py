@@ -1,0 +1,70 @@
+"""Pictures of masks for people: segment-ID maps as colours over the view image.
+
+numpy only (Pillow to write PNG files).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .area_rule import ViewMasks
+
+
+def id_colours(n: int, seed: int = 7) -> np.ndarray:
+    """uint8 [n, 3] distinct-looking colours, the same for a given (n, seed)."""
+    rng = np.random.default_rng(seed)
+    hue = (np.arange(n) * 0.618033988749895 + rng.random()) % 1.0  # golden-ratio hue steps
+    sat = 0.55 + 0.35 * rng.random(n)
+    val = 0.75 + 0.25 * rng.random(n)
+    k = (np.array([5.0, 3.0, 1.0])[None, :] + hue[:, None] * 6.0) % 6.0
+    rgb = val[:, None] - val[:, None] * sat[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def colorize(ids: np.ndarray, image: np.ndarray | None = None, *, opacity: float = 0.65) -> np.ndarray:
+    """ids int [H, W] (-1 = unassigned) -> uint8 [H, W, 3]: each ID a colour, blended over
+    ``image`` uint8 [H, W, 3] when given (unassigned pixels show the image darkened, or black),
+    with 1-pixel white segment borders."""
+    ids = np.asarray(ids)
+    h, w = ids.shape
+    base = np.zeros((h, w, 3), np.float32) if image is None else np.asarray(image, np.float32)[..., :3]
+    pal = id_colours(int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0).astype(np.float32)
+    out = base * 0.3
+    has = ids >= 0
+    if has.any():
+        out[has] = (1.0 - opacity) * base[has] + opacity * pal[ids[has]]
+    edge = np.zeros((h, w), bool)
+    edge[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+    edge[1:] |= ids[1:] != ids[:-1]
+    out[edge] = 255.0
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def preview(image: np.ndarray, masks: ViewMasks) -> np.ndarray:
+    """uint8 [H, 3W, 3]: the image, its coarse map and its fine map side by side."""
+    image = np.asarray(image, np.uint8)[..., :3]
+    return np.concatenate([image, colorize(masks.coarse, image), colorize(masks.fine, image)], axis=1)
+
+
+def save_preview(path: str | os.PathLike[str], image: np.ndarray, masks: ViewMasks) -> Path:
+    """Write :func:`preview` as a PNG (atomic: temporary file + os.replace). Returns the path."""
+    from PIL import Image
+
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(preview(image, masks)).save(f, format="PNG")
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return p
