@@ -271,9 +271,7 @@ def selected_vertices(obj: bpy.types.Object) -> np.ndarray:
     """[N] bool current vertex selection (Edit-Mode changes synced first)."""
     if obj.mode == "EDIT":
         obj.update_from_editmode()
-    sel = np.empty(len(obj.data.vertices), bool)
-    obj.data.vertices.foreach_get("select", sel)
-    return sel
+    return A.vertex_selection(obj.data)
 
 
 class CLICKGS_OT_highlight_selected(bpy.types.Operator):

@@ -93,6 +93,7 @@ def estimate_edits(
     tol: float | None = None,
     max_groups: int = 64,
     seed: int = 0,
+    moved: np.ndarray | None = None,  # [M] bool, if the caller already knows (else computed)
 ) -> EditEstimate:
     """Assign every vertex to an edit group (see the module docstring)."""
     orig = np.asarray(original, dtype=np.float64)
@@ -100,7 +101,8 @@ def estimate_edits(
     m = len(orig)
     groups = np.full(m, UNMOVED, np.int32)
     mats: list[np.ndarray] = []
-    moved = np.any(np.asarray(original) != np.asarray(current), axis=1)
+    if moved is None:
+        moved = np.any(np.asarray(original) != np.asarray(current), axis=1)
     if not moved.any():
         return EditEstimate(np.zeros((0, 4, 4)), groups)
     tol = default_tolerance(orig[moved], cur[moved]) if tol is None else tol

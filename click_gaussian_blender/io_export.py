@@ -94,7 +94,8 @@ def _object_to_scene(obj: bpy.types.Object, mesh: bpy.types.Mesh, settings: Expo
     mesh.attributes["position"].data.foreach_get("vector", co)
     co = co.reshape(n, 3)
     orig_file = _get(mesh, A.POSITION, "vector", 3)
-    ks = [k for k in range(1, 16) if A.sh_name(k) in mesh.attributes]
+    present = {a.name for a in mesh.attributes}
+    ks = [k for k in range(1, 16) if A.sh_name(k) in present]
     if ks != list(range(1, len(ks) + 1)) or len(ks) not in (0, 3, 8, 15):
         raise SceneFormatError(f"mesh {mesh.name!r} has an incomplete set of SH attributes ({len(ks)})")
     sh_buf = np.empty((len(ks), n * 3), np.float32)  # coefficient-major: no strided copies
@@ -136,9 +137,8 @@ def _object_to_scene(obj: bpy.types.Object, mesh: bpy.types.Mesh, settings: Expo
     if np.allclose(base, np.eye(4), rtol=0, atol=1e-12):
         base = np.eye(4)
     if moved.any():
-        sel = np.empty(n, bool)
-        mesh.vertices.foreach_get("select", sel)
-        est = estimate_edits(orig_local, co, None, sel)
+        sel = A.vertex_selection(mesh)
+        est = estimate_edits(orig_local, co, None, sel, moved=moved)
         mats = np.concatenate([(inv_axis @ world @ e @ axis)[None] for e in est.matrices] + [base[None]])
         groups = np.where(est.groups >= 0, est.groups, len(est.matrices)).astype(np.int32)
         report.edit_groups = len(est.matrices)

@@ -191,15 +191,21 @@ def rotate_sh(sh_rest: np.ndarray, orthogonal: np.ndarray) -> np.ndarray:
     here: ~1e-7 relative error); when ``sh_rest`` is a view of a contiguous [K, N, 3] buffer
     (as the Blender exporter builds it) no transposing copy is made, and the result is such a
     view too."""
-    n, k, _ = sh_rest.shape
-    if k == 0:
+    if sh_rest.shape[1] == 0:
         return sh_rest.copy()
+    return np.moveaxis(_rotate_sh_cm(np.moveaxis(sh_rest, 1, 0), orthogonal), 0, 1)
+
+
+def _rotate_sh_cm(sh_cm: np.ndarray, orthogonal: np.ndarray) -> np.ndarray:
+    """Coefficient-major twin of :func:`rotate_sh`: [K, M, 3] -> new contiguous [K, M, 3]."""
+    k, m, _ = sh_cm.shape
+    if k == 0:
+        return np.array(sh_cm)
     degree = {3: 1, 8: 2, 15: 3}[k]
     w = sh_rotation_matrix(orthogonal, degree)
-    dtype = sh_rest.dtype if sh_rest.dtype in (np.float32, np.float64) else np.float64
-    coeff_major = np.ascontiguousarray(np.moveaxis(sh_rest, 1, 0), dtype=dtype)  # [K, N, 3]
-    out = (w.astype(dtype) @ coeff_major.reshape(k, n * 3)).reshape(k, n, 3)
-    return np.moveaxis(out, 0, 1).astype(sh_rest.dtype, copy=False)
+    dtype = sh_cm.dtype if sh_cm.dtype in (np.float32, np.float64) else np.float64
+    flat = np.ascontiguousarray(sh_cm, dtype=dtype).reshape(k, m * 3)
+    return (w.astype(dtype) @ flat).reshape(k, m, 3).astype(sh_cm.dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +250,7 @@ def _transform_arrays(
     means: np.ndarray,  # [M, 3] float32
     quats: np.ndarray,  # [M, 4] float32 wxyz as stored
     log_scales: np.ndarray,  # [M, 3] float32
-    sh_rest: np.ndarray,  # [M, K, 3] float32
+    sh_cm: np.ndarray,  # [K, M, 3] float32, coefficient-major
     m: np.ndarray,  # [4, 4] float64, checked
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     a, t = m[:3, :3], m[:3, 3]
@@ -265,7 +271,7 @@ def _transform_arrays(
         u[flip, :, 2] *= -1.0
         new_quats = matrix_to_quat(u).astype(quats.dtype)
         new_scales = np.log(np.maximum(sig, 1e-30)).astype(log_scales.dtype)
-    new_sh = rotate_sh(sh_rest, q_orth) if sh_rest.shape[1] else sh_rest
+    new_sh = _rotate_sh_cm(sh_cm, q_orth) if sh_cm.shape[0] else sh_cm
     return new_means, new_quats, new_scales, new_sh
 
 
@@ -297,7 +303,11 @@ def apply_affine_groups(
         raise EngineError(f"group index has shape {groups.shape}, expected ({scene.num_gaussians},)")
     if len(groups) and groups.max(initial=-1) >= len(mats):
         raise EngineError(f"group index {int(groups.max())} has no matrix ({len(mats)} given)")
-    arrays = {"means": scene.means, "quats": scene.quats, "scales": scene.scales, "sh_rest": scene.sh_rest}
+    # SH handled coefficient-major [K, N, 3]: a free view when the scene's sh_rest is a view of
+    # such a buffer (the Blender exporter's), and the layout a batched SH rotation wants.
+    arrays = {"means": scene.means, "quats": scene.quats, "scales": scene.scales,
+              "sh_cm": np.moveaxis(scene.sh_rest, 1, 0)}
+    source = dict(arrays)
     owned = {name: False for name in arrays}
     order = np.argsort(groups, kind="stable")
     bounds = np.searchsorted(groups[order], np.arange(len(mats) + 1))
@@ -307,15 +317,21 @@ def apply_affine_groups(
             continue
         m = _check_matrix(mats[g], f"transform {g}")
         if len(idx) == len(groups):
-            results = _transform_arrays(scene.means, scene.quats, scene.scales, scene.sh_rest, m)
+            results = _transform_arrays(source["means"], source["quats"], source["scales"], source["sh_cm"], m)
             for name, value in zip(arrays, results):
                 arrays[name], owned[name] = value, True
             continue
-        results = _transform_arrays(scene.means[idx], scene.quats[idx], scene.scales[idx], scene.sh_rest[idx], m)
+        if len(idx) > 1 and idx[-1] - idx[0] == len(idx) - 1:
+            idx = slice(int(idx[0]), int(idx[-1]) + 1)  # a contiguous run: views, no gathers
+        results = _transform_arrays(source["means"][idx], source["quats"][idx], source["scales"][idx],
+                                    source["sh_cm"][:, idx], m)
         for name, value in zip(arrays, results):
             if not owned[name]:
                 arrays[name], owned[name] = np.array(arrays[name]), True
-            arrays[name][idx] = value
+            if name == "sh_cm":
+                arrays[name][:, idx] = value
+            else:
+                arrays[name][idx] = value
     if copy:
         arrays = {k: (v if owned[k] else v.copy()) for k, v in arrays.items()}
     return GaussianScene(
@@ -324,7 +340,7 @@ def apply_affine_groups(
         quats=arrays["quats"],
         opacities=scene.opacities.copy() if copy else scene.opacities,
         sh_dc=scene.sh_dc.copy() if copy else scene.sh_dc,
-        sh_rest=arrays["sh_rest"],
+        sh_rest=np.moveaxis(arrays["sh_cm"], 0, 1),
         extra={k: (v.copy() if copy else v) for k, v in scene.extra.items()},
         layout=scene.layout,
         path=scene.path,

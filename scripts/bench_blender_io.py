@@ -7,7 +7,9 @@ Generates a random N-Gaussian SH-3 scene in the standard Inria layout (62 float 
 temporary folder (or uses --ply), then times, best of ``--repeat``:
 
 - ours: File > Import "3D Gaussian Splatting" (read + mesh with every property as an attribute
-  + display modifier) and File > Export (every attribute read back, edit analysis, write);
+  + display modifier) and File > Export (every attribute read back, edit analysis, write):
+  unedited, with the object rotated and scaled, and with half the Gaussians rotated and scaled
+  in Edit Mode;
 - Blender: ``bpy.ops.wm.ply_import`` / ``bpy.ops.wm.ply_export`` of the same file (which keep
   positions and the known PLY properties only and apply no Gaussian transforms).
 
@@ -102,6 +104,20 @@ def main(argv: list[str] | None = None) -> int:
         bpy.context.view_layer.update()
         t_exp_tf = best(lambda: bpy.ops.export_scene.gaussian_splatting(filepath=out_ours, overwrite=True),
                         args.repeat)
+        # ours again, after an Edit-Mode rotation + scale of half the Gaussians (edit groups
+        # estimated from original vs current positions)
+        obj.rotation_euler = (0.0, 0.0, 0.0)
+        obj.scale = (1.0, 1.0, 1.0)
+        sel = np.zeros(n, bool)
+        sel[: n // 2] = True
+        obj.data.vertices.foreach_set("select", sel)
+        obj.data.update()
+        bpy.ops.object.mode_set(mode="EDIT")
+        bpy.ops.transform.rotate(value=0.5, orient_axis="Z", orient_type="GLOBAL")
+        bpy.ops.transform.resize(value=(1.2, 1.2, 1.2))
+        bpy.ops.object.mode_set(mode="OBJECT")
+        t_exp_edit = best(lambda: bpy.ops.export_scene.gaussian_splatting(filepath=out_ours, overwrite=True),
+                          args.repeat)
         t_bimp = best(blender_import, args.repeat, lambda: clear(bpy))
         t_bexp = best(lambda: bpy.ops.wm.ply_export(filepath=out_blender, export_selected_objects=False),
                       args.repeat)
@@ -111,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"import blender ply_import: {t_bimp:.3f} s")
         print(f"export ours (unedited): {t_exp:.3f} s")
         print(f"export ours (object rotated+scaled, SH rotated): {t_exp_tf:.3f} s")
+        print(f"export ours (half rotated+scaled in Edit Mode, SH rotated): {t_exp_edit:.3f} s")
         print(f"export blender ply_export: {t_bexp:.3f} s")
     cgb.unregister()
     return 0

@@ -215,3 +215,25 @@ def test_fits_recover_transforms() -> None:
     assert fit_affine(src[:, :] * (1, 1, 0), dst) is None  # coplanar
     t = fit_similarity(src[:1], src[:1] + 1)
     np.testing.assert_allclose(t[:3, 3], 1.0)
+
+
+@pytest.mark.parametrize("coefficient_major", [False, True])
+def test_partial_groups_rotate_only_their_sh(coefficient_major: bool) -> None:
+    rng = np.random.default_rng(9)
+    scene = random_scene(rng, n=300)
+    if coefficient_major:  # the Blender exporter's layout: a view of a [K, N, 3] buffer
+        scene.sh_rest = np.ascontiguousarray(scene.sh_rest.transpose(1, 0, 2)).transpose(1, 0, 2)
+    groups = np.full(300, -1)
+    groups[rng.permutation(300)[:100]] = 0  # scattered members
+    groups[200:260] = 1  # a contiguous run
+    mats = np.stack([np.eye(4), np.eye(4)])
+    mats[0, :3, :3] = 1.5 * random_rotation(rng)
+    mats[1, :3, :3] = random_rotation(rng) @ np.diag([1.0, 2.0, 0.5])
+    out = apply_affine_groups(scene, mats, groups)
+    for g in (0, 1):
+        sel = groups == g
+        want = apply_affine(scene.subset(sel), mats[g])
+        for name in ("means", "quats", "scales", "sh_rest"):
+            np.testing.assert_allclose(getattr(out, name)[sel], getattr(want, name), atol=1e-5, err_msg=name)
+    rest = groups == -1
+    np.testing.assert_array_equal(out.sh_rest[rest], scene.sh_rest[rest])
