@@ -1,0 +1,107 @@
+"""``python -m engine masks SCENE.ply --out DIR`` — compute the two-level training masks of a
+scene's views and write them as files.
+
+The views are chosen exactly as ``python -m engine train`` chooses them (orbit views rendered
+from the splats, or ``--cameras`` [+ ``--images``]), and the masks go through the same per-view
+cache (default ``<scene>.clickgs.npz.masks``, train's default), so a following ``train`` with the
+same options reuses them. Each view is written as ``<view>.coarse.png`` + ``<view>.fine.png``
+(16-bit label PNGs, value = segment ID + 1, 0 = unassigned) — the layout ``train --masks DIR``
+reads — plus ``<view>.preview.png`` (image | coarse | fine) with ``--preview``. Typical use: run
+SAM here on a GPU machine, copy the folder, train anywhere with ``--masks``. Ctrl-C stops; the
+views finished so far stay cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from .errors import EngineError, MaskError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scene", help="3DGS .ply scene")
+    parser.add_argument("--out", required=True, help="folder for the mask PNGs (created if missing)")
+    parser.add_argument("--cameras", help="cameras of the capture (COLMAP folder, cameras.json, transforms.json, .npz)")
+    parser.add_argument("--images", help="images folder for --cameras")
+    parser.add_argument("--views", type=int, default=None,
+                        help="number of views: orbit views without --cameras (default 32); with --cameras, "
+                             "an evenly spaced subset (default all)")
+    parser.add_argument("--size", default="256x256",
+                        help="orbit view size WxH (default 256x256, as train); with --cameras the longer image "
+                             "side is scaled down to max(W, H)")
+    parser.add_argument("--sam-checkpoint", help="segment-anything checkpoint (vit_h / vit_l / vit_b .pth)")
+    parser.add_argument("--sam-model-type", default=None, help="vit_h, vit_l or vit_b (default: detected)")
+    parser.add_argument("--sam-points", type=int, default=None, help="SAM points per side (default SAM's 32)")
+    parser.add_argument("--masks", help="folder of precomputed masks to convert (see engine.masks.folder)")
+    parser.add_argument("--mask-cache", help="mask cache folder (default <scene>.clickgs.npz.masks, as train)")
+    parser.add_argument("--preview", action="store_true", help="also write <view>.preview.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace mask files already in --out")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+
+def make_source(args: argparse.Namespace) -> Any:
+    """The mask source the options ask for: folder, SAM or the built-in one."""
+    from . import masks
+
+    if args.masks and args.sam_checkpoint:
+        raise MaskError("give either --masks or --sam-checkpoint, not both")
+    if args.masks:
+        return masks.FolderMaskSource(args.masks)
+    if args.sam_checkpoint:
+        kwargs = {} if args.sam_points is None else {"points_per_side": args.sam_points}
+        return masks.SamMaskSource(args.sam_checkpoint, model_type=args.sam_model_type,
+                                   device=None if args.device == "auto" else args.device, **kwargs)
+    return masks.BuiltinMaskSource()
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli_train import select_cameras
+    from .features import default_features_path
+    from .masks import save_preview, write_view_masks
+    from .ply import read_ply
+    from .train import views_from_scene
+
+    t0 = time.perf_counter()
+    scene = read_ply(args.scene)
+    if scene.num_gaussians == 0:
+        raise EngineError(f"{args.scene}: the scene has no Gaussians")
+    cameras = select_cameras(args, scene, lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    source = make_source(args)
+    cache = args.mask_cache or default_features_path(args.scene) + ".masks"
+    out = os.path.abspath(args.out)
+    if not args.overwrite:
+        clash = [c.name for c in cameras if os.path.exists(os.path.join(out, f"{_stem(c.name)}.coarse.png"))]
+        if clash:
+            raise MaskError(f"masks for {len(clash)} views (e.g. {clash[0]}) are already in {out}; use --overwrite")
+    print(f"{len(cameras)} views at {cameras[0].width}x{cameras[0].height}; masks: {source.quality}; cache: {cache}",
+          file=sys.stderr)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{stage}: {done}/{total}   ", end="", file=sys.stderr, flush=True)
+
+    views = views_from_scene(scene, cameras, source, cache_dir=cache, device=args.device, progress=progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    written = 0
+    for cam, view in zip(cameras, views):
+        for path in write_view_masks(out, cam.name, view.masks, overwrite=args.overwrite):
+            print(path)
+            written += 1
+        if args.preview:
+            print(save_preview(os.path.join(out, f"{_stem(cam.name)}.preview.png"), view.image, view.masks))
+            written += 1
+        print(f"{cam.name}: {view.masks.num_segments('coarse')} coarse / {view.masks.num_segments('fine')} fine "
+              f"segments, {view.masks.assigned_fraction():.0%} of pixels assigned", file=sys.stderr)
+    print(f"wrote {written} files to {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _stem(name: str) -> str:
+    from .masks.folder import view_stem
+
+    return view_stem(name)
