@@ -269,6 +269,56 @@ def test_click_follows_moved_gaussians(bpy, fox_path):
     assert not out.ok and "empty space" in out.message
 
 
+def test_group_actions_keep_features_aligned(bpy, fox_path):
+    """Separate / duplicate / hide / delete a click selection with Blender's own operators: the
+    stored features travel with the Gaussians (a separated part can be clicked on its own)."""
+    from click_gaussian_blender import feature_store as FS
+    from click_gaussian_blender import ops_click
+    from click_gaussian_blender import selection as S
+
+    obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
+    n = len(scene.means)
+    right = np.flatnonzero(tf.coarse_labels == 1)
+    S.write_selection(obj, right, "replace", "CG coarse 1")
+    S.write_selection(obj, np.flatnonzero(tf.fine_labels == 0), "replace", "CG fine 0")
+    bpy.context.view_layer.objects.active = obj
+    ops_click.group_action(bpy.context, obj, "CG fine 0", "DUPLICATE")
+    bpy.ops.object.mode_set(mode="OBJECT")
+    m0 = int((tf.fine_labels == 0).sum())
+    assert len(obj.data.vertices) == n + m0
+    dup = FS.load_features(obj.data)
+    assert np.array_equal(dup.features[n:], tf.features[tf.fine_labels == 0])
+    ops_click.group_action(bpy.context, obj, "CG coarse 1", "SEPARATE")
+    assert obj.mode == "OBJECT" and len(obj.data.vertices) == n + m0 - len(right)
+    parts = [o for o in bpy.data.objects if o is not obj and o.type == "MESH"]
+    assert len(parts) == 1
+    part = FS.load_features(parts[0].data)
+    assert np.array_equal(part.coarse_labels, tf.coarse_labels[right])
+    assert np.array_equal(part.features, tf.features[right])
+    assert np.allclose(part.coarse_centers, tf.coarse_centers)  # centres travel with the mesh
+    ops_click.group_action(bpy.context, obj, "CG fine 0", "HIDE")
+    bpy.ops.object.mode_set(mode="OBJECT")
+    hidden = np.empty(len(obj.data.vertices), bool)
+    obj.data.vertices.foreach_get("hide", hidden)
+    assert hidden.sum() == 2 * m0  # the duplicates carry the group too
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.ops.mesh.reveal(select=False)  # Blender's tools act on visible vertices only
+    ops_click.group_action(bpy.context, obj, "CG fine 0", "DELETE")
+    assert len(obj.data.vertices) == n - len(right) - m0
+    with pytest.raises(S.ClickError, match="no selection"):
+        ops_click.group_action(bpy.context, obj, "CG fine 99", "SELECT")
+
+
+def test_train_operator_without_engine_reports(bpy, fox_path):
+    from click_gaussian_blender import engine_link
+
+    obj = _import(bpy, fox_path)
+    assert not engine_link.LINK.ready
+    with pytest.raises(RuntimeError, match="engine is not running"):
+        bpy.ops.clickgs.train()
+    assert not obj.get("gs_features_meta")
+
+
 # ---------------------------------------------------------------------- engine link faults
 
 def test_no_interpreter_configured(bpy):
