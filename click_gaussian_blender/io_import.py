@@ -97,8 +97,9 @@ def scene_to_object(
     mesh.attributes["position"].data.foreach_get("vector", co)
     display.setup_display(obj, display.robust_extent(co.reshape(-1, 3)), display_ratio=settings.display_ratio)
     view_layer = context.view_layer
-    for other in view_layer.objects.selected:
-        other.select_set(False)
+    for other in list(view_layer.objects.selected):
+        if other is not None:  # (entries of just-removed objects read as None until an update)
+            other.select_set(False)
     obj.select_set(True)
     view_layer.objects.active = obj
     return obj
