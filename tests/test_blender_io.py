@@ -296,14 +296,16 @@ def _gaussian_arrays(obj):
     return io_export.object_to_scene(obj)
 
 
-def test_object_transform_export_matches_transform_module(bpy, shared_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scale", [(1.7, 1.7, 1.7), (1.0, 2.5, 0.6), (-1.2, 1.2, 1.2)],
+                         ids=["uniform", "non-uniform", "mirror"])
+def test_object_transform_export_matches_transform_module(bpy, shared_data: Path, tmp_path: Path, scale) -> None:
     from engine.ply import read_ply
     from engine.transform import apply_affine
 
     obj = import_ply(bpy, shared_data / SH3)
     obj.location = (0.5, -1.0, 2.0)
     obj.rotation_euler = (0.3, -0.7, 1.1)
-    obj.scale = (1.7, 1.7, 1.7)
+    obj.scale = scale
     bpy.context.view_layer.update()
     assert export(bpy, tmp_path / "moved.ply") == {"FINISHED"}
     axis = np.array(obj["gs_axis_matrix"]).reshape(4, 4)
@@ -529,3 +531,24 @@ def test_dropped_files_import_directly(bpy, shared_data: Path) -> None:
     assert res == {"FINISHED"}
     assert sorted(o.name for o in bpy.data.objects) == ["fox_cc0", "pc_short_sh3_trailing"]
     assert bpy.types.FileHandler.bl_rna is not None and hasattr(bpy.types, "CLICKGS_FH_ply")
+
+
+def test_extra_properties_of_any_type_survive(bpy, tmp_path: Path) -> None:
+    """Integer and float extra per-vertex properties come back with their values and types."""
+    from engine.ply import read_ply, write_ply
+
+    src = _sh3_scene(seed=4).subset(np.arange(50))
+    src.extra = {"label": np.arange(50, dtype=np.uint8), "segment": np.arange(50, dtype=np.int32) - 7,
+                 "confidence": np.linspace(0, 1, 50, dtype=np.float32)}
+    path = tmp_path / "extra.ply"
+    write_ply(src, path)
+    src = read_ply(path)
+    obj = import_ply(bpy, path)
+    assert obj.data.attributes["gs_x_label"].data_type == "INT"
+    assert export(bpy, tmp_path / "back.ply") == {"FINISHED"}
+    back = read_ply(tmp_path / "back.ply")
+    assert back.layout.vertex_dtype == src.layout.vertex_dtype
+    for name, arr in src.extra.items():
+        assert back.extra[name].dtype == arr.dtype
+        np.testing.assert_array_equal(back.extra[name], arr)
+    assert filecmp.cmp(path, tmp_path / "back.ply", shallow=False)
