@@ -111,6 +111,13 @@ def test_settings() -> None:
         BuiltinMaskSource(work_size=8)
     with pytest.raises(MaskError, match="scales"):
         BuiltinMaskSource(scales=(0.0, 10.0))
+    # Settings arriving as JSON (from the Blender side) are checked and converted, not trusted.
+    assert BuiltinMaskSource(scales=[100, 300], work_size=320.0).config.scales == (100.0, 300.0)
+    for bad, field in [({"sigma": "x"}, "sigma"), ({"work_size": 100.5}, "work_size"),
+                       ({"drop_background": 2}, "drop_background"), ({"min_size": -1}, "min_size"),
+                       ({"scales": "ab"}, "scales")]:
+        with pytest.raises(MaskError, match=field):
+            BuiltinMaskSource(**bad)
 
 
 def _fox_views(fox_path: Path, indices: list[int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -23,7 +23,7 @@ numpy + scikit-image only.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -75,13 +75,38 @@ class BuiltinSettings:
     absorb_share: float = 0.6
 
     def __post_init__(self) -> None:
+        def setting(name: str, kind: type) -> Any:
+            value = getattr(self, name)
+            try:
+                if kind is bool:
+                    if not isinstance(value, (bool, np.bool_, int)) or value not in (0, 1):
+                        raise ValueError
+                    return bool(value)
+                out = kind(value)
+                if kind is int and out != value:
+                    raise ValueError
+                return out
+            except (TypeError, ValueError):
+                raise MaskError(f"builtin masks: {name} must be {kind.__name__}, got {value!r}") from None
+
+        for f in fields(self):
+            if f.name == "scales":
+                try:
+                    scales = tuple(float(v) for v in self.scales)
+                except (TypeError, ValueError):
+                    raise MaskError(f"builtin masks: scales must be numbers, got {self.scales!r}") from None
+                object.__setattr__(self, "scales", scales)
+            else:
+                object.__setattr__(self, f.name, setting(f.name, type(f.default)))
         if self.work_size < 32:
             raise MaskError(f"builtin masks: work_size must be at least 32 pixels, got {self.work_size}")
-        if len(self.scales) < 1 or any(s <= 0 for s in self.scales):
+        if len(self.scales) < 1 or any(not v > 0 for v in self.scales):
             raise MaskError(f"builtin masks: scales must be positive, got {self.scales}")
         if not 0.0 <= self.min_area < 1.0:
             raise MaskError(f"builtin masks: min_area must be a fraction in [0, 1), got {self.min_area}")
-        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        for name in ("sigma", "min_size", "background_tol", "crop_margin", "min_thickness", "absorb_parts", "absorb_share"):
+            if not getattr(self, name) >= 0:
+                raise MaskError(f"builtin masks: {name} must not be negative, got {getattr(self, name)}")
 
 
 def _resize_index(n_out: int, n_in: int) -> np.ndarray:
