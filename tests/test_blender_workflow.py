@@ -319,6 +319,87 @@ def test_train_operator_without_engine_reports(bpy, fox_path):
     assert not obj.get("gs_features_meta")
 
 
+class _Layout:
+    """Records what a panel draws and checks every property and operator it names exists."""
+
+    def __init__(self, bpy, log):
+        self._bpy, self._log = bpy, log
+
+    def _child(self, *a, **k):
+        return _Layout(self._bpy, self._log)
+
+    box = row = column = grid_flow = _child
+
+    def label(self, text="", **k):
+        self._log.append(("label", text))
+
+    def prop(self, data, name, **k):
+        assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
+        self._log.append(("prop", name))
+
+    def operator(self, idname, **k):
+        mod, name = idname.split(".")
+        assert hasattr(getattr(self._bpy.ops, mod), name), idname
+        self._log.append(("operator", idname))
+        return type("Props", (), {})()
+
+    def progress(self, factor=0.0, text="", **k):
+        assert 0.0 <= factor <= 1.0
+        self._log.append(("progress", text))
+
+    def template_list(self, listtype, listid, data, prop, active_data, active_prop, **k):
+        assert hasattr(self._bpy.types, listtype) and prop in data.bl_rna.properties
+        assert active_prop in active_data.bl_rna.properties
+        self._log.append(("list", prop))
+
+
+def _draw_panel(bpy):
+    from click_gaussian_blender import panel
+
+    log = []
+    fake = type("P", (), {})()
+    fake.layout = _Layout(bpy, log)
+    panel.CLICKGS_PT_main.draw(fake, bpy.context)
+    return log
+
+
+def test_panel_draws_engine_training_selection_and_export(bpy, fox_path):
+    from click_gaussian_blender import engine_link, selection as S
+
+    log = _draw_panel(bpy)
+    assert ("operator", "clickgs.engine_start") in log and ("operator", "import_scene.gaussian_splatting") in log
+    obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
+    S.write_selection(obj, np.arange(10), "replace", "CG coarse 0")
+    bpy.context.scene.clickgs.group_index = 0
+    # a failed engine and a failed training run are shown as text
+    link = engine_link.LINK
+    link.state, link.error = "failed", "The engine stopped: engine exited with code -9 (SIGKILL)"
+    job = engine_link.TrainJob.__new__(engine_link.TrainJob)
+    job.state, job.error, job.progress, job.phase = "failed", "The engine stopped during train: gone", {}, "train"
+    link.job = job
+    try:
+        log = _draw_panel(bpy)
+    finally:
+        link.state, link.error, link.job = "stopped", "", None
+    labels = [t for k, t in log if k == "label"]
+    assert "The engine stopped: engine exited with code -9 (SIGKILL)" in labels
+    assert "The engine stopped during train: gone" in labels
+    assert any(t.startswith("Features: 2 objects, 4 parts") for t in labels)
+    ops = [t for k, t in log if k == "operator"]
+    assert {"clickgs.train", "clickgs.click_select", "clickgs.group_action", "export_scene.gaussian_splatting"} <= set(ops)
+    assert ("list", "vertex_groups") in log
+
+
+def test_interpreter_check_describes_the_engine_python(bpy):
+    from click_gaussian_blender import preferences
+    from click_gaussian_blender.engine.launcher import EngineStartError, check_interpreter
+
+    text = preferences.describe_check(check_interpreter(sys.executable))
+    assert text.startswith("OK: Python ") and "torch " in text and ("CPU only" in text or "CUDA" in text)
+    with pytest.raises(EngineStartError, match="does not exist"):
+        check_interpreter("/nonexistent/python3")
+
+
 # ---------------------------------------------------------------------- engine link faults
 
 def test_no_interpreter_configured(bpy):
