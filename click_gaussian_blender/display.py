@@ -33,6 +33,7 @@ MODIFIER = "Gaussian Splats"
 SELECTED = "gs_selected"  # float copy on the displayed points, read by the material
 HIGHLIGHT_ATTR = "gs_highlight"  # BOOLEAN POINT attribute on the mesh: Gaussians to highlight
 HIGHLIGHT = (1.0, 0.35, 0.0, 1.0)  # Blender's selection orange, linear
+HIGHLIGHT_TINT = 0.7  # how far highlighted splats are mixed towards HIGHLIGHT
 
 
 def _socket(sockets, type_: str, name: str | tuple[str, ...] | None = None):
@@ -58,11 +59,11 @@ def _math(nodes, op: str, location: tuple[int, int]):
 def splat_material() -> bpy.types.Material:
     """The shared material (created once per .blend)."""
     mat = bpy.data.materials.get(MATERIAL)
-    if mat is not None and mat.get("gs_version") == 1:
+    if mat is not None and mat.get("gs_version") == 2:
         return mat
     if mat is None:
         mat = bpy.data.materials.new(MATERIAL)
-    mat["gs_version"] = 1
+    mat["gs_version"] = 2
     if not mat.node_tree:
         mat.use_nodes = True
     nt = mat.node_tree
@@ -76,10 +77,13 @@ def splat_material() -> bpy.types.Material:
     sel.attribute_type = "GEOMETRY"
     sel.attribute_name = SELECTED
     sel.location = (-600, -150)
+    tint = _math(nodes, "MULTIPLY", (-450, -50))  # a strong tint that keeps the splats' detail
+    links.new(_socket(sel.outputs, "VALUE", ("Fac", "Factor")), tint.inputs[0])
+    tint.inputs[1].default_value = HIGHLIGHT_TINT
     mix = nodes.new("ShaderNodeMix")
     mix.data_type = "RGBA"
     mix.location = (-350, 50)
-    links.new(_socket(sel.outputs, "VALUE", ("Fac", "Factor")), _socket(mix.inputs, "VALUE", ("Fac", "Factor")))
+    links.new(tint.outputs[0], _socket(mix.inputs, "VALUE", ("Fac", "Factor")))
     links.new(_socket(col.outputs, "RGBA", "Color"), _socket(mix.inputs, "RGBA", "A"))
     _socket(mix.inputs, "RGBA", "B").default_value = HIGHLIGHT
     emit = nodes.new("ShaderNodeEmission")
