@@ -207,14 +207,29 @@ def test_cycles_render_of_the_fox(bpy, fox_path: Path, tmp_path: Path) -> None:
     sc.render.resolution_percentage = 100
     sc.render.film_transparent = True
     out = tmp_path / "fox_cycles.png"
-    sc.render.filepath = str(out)
-    try:
+
+    def render(path: Path) -> np.ndarray:
+        sc.render.filepath = str(path)
         bpy.ops.render.render(write_still=True)
+        img = bpy.data.images.load(str(path))
+        px = np.array(img.pixels[:], np.float32).reshape(128, 128, 4)
+        bpy.data.images.remove(img)
+        return px
+
+    from click_gaussian_blender import display
+
+    try:
+        px = render(out)
+        # highlight the top fifth (the fox): it turns orange in the render
+        display.set_highlight(obj, co[:, 2] > np.quantile(co[:, 2], 0.8))
+        hl = render(tmp_path / "fox_highlight.png")
     finally:
         bpy.data.objects.remove(cam)
-    img = bpy.data.images.load(str(out))
-    px = np.array(img.pixels[:], np.float32).reshape(128, 128, 4)
-    bpy.data.images.remove(img)
+
+    def orange(p: np.ndarray) -> int:
+        return int(((p[..., 3] > 0.5) & (p[..., 0] > 0.5) & (p[..., 1] > 0.1) & (p[..., 2] < 0.5 * p[..., 1])).sum())
+
+    assert orange(hl) > orange(px) + 200
     covered = px[..., 3] > 0.5
     assert 0.1 < covered.mean() < 0.9  # the statue fills part of the frame
     red = covered & (px[..., 0] > 0.3) & (px[..., 0] > 2 * px[..., 1]) & (px[..., 0] > 2 * px[..., 2])
