@@ -169,3 +169,16 @@ def test_legacy_checkpoint_format(tmp_path: Path) -> None:
     p = tmp_path / "legacy.pth"
     torch.save({k: one.expand(v.shape) for k, v in sd.items()}, p, _use_new_zipfile_serialization=False)
     assert SamMaskSource(p).model_type == "vit_l"
+
+
+def test_bad_generator_values_fail_at_construction(tmp_path: Path) -> None:
+    ckpt = _cheap_sam_weights("vit_b", tmp_path / "b.pth")
+    with pytest.raises(MaskError, match="generator settings"):
+        SamMaskSource(ckpt, points_per_side="many")
+    with pytest.raises(MaskError, match="generator settings"):
+        SamMaskSource(ckpt, points_per_side=None)  # SAM needs points_per_side or point_grids
+    try:
+        import cv2  # noqa: F401
+    except ImportError:  # SAM's small-region cleanup needs OpenCV, which is not a dependency
+        with pytest.raises(MaskError, match="generator settings"):
+            SamMaskSource(ckpt, min_mask_region_area=100)

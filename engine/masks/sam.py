@@ -178,6 +178,7 @@ class SamMaskSource(MaskSourceBase):
         if model_type is not None and _ALIASES[model_type] != detected:
             raise MaskError(f"SAM checkpoint {path} holds a {detected} model, not {model_type} as given")
         self._check_keys(state_dict, detected, path)
+        self._check_generator(detected, generator_kwargs)
 
         self.checkpoint = path
         self.model_type = detected
@@ -188,6 +189,17 @@ class SamMaskSource(MaskSourceBase):
         self._state_dict: dict[str, torch.Tensor] | None = state_dict
         self._generator: _CancellableGenerator | None = None
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _check_generator(model_type: str, generator_kwargs: dict[str, Any]) -> None:
+        """Construct the generator around a weightless (meta) model so bad settings fail now,
+        not minutes later on the first view."""
+        with torch.device("meta"):
+            model = sam_model_registry[model_type]()
+        try:
+            SamAutomaticMaskGenerator(model, output_mode="binary_mask", **generator_kwargs)
+        except (AssertionError, ValueError, TypeError, ImportError) as exc:
+            raise MaskError(f"SAM generator settings {generator_kwargs} are invalid: {exc or type(exc).__name__}") from None
 
     @staticmethod
     def _check_keys(state_dict: dict[str, torch.Tensor], model_type: str, path: Path) -> None:
