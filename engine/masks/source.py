@@ -32,6 +32,10 @@ class MaskSource(Protocol):
 
     name: short identifier (``"sam"``, ``"folder"``, ``"builtin"``).
     quality: for the user, e.g. ``"sam (vit_h)"`` or ``"builtin (lower quality than SAM)"``.
+
+    Optional: ``segments`` may also take keyword arguments ``cancel`` (threading.Event; stop
+    early by raising engine.errors.Cancelled) and ``report`` (callable receiving progress
+    messages); a ``settings() -> dict`` method (JSON-able) makes the source's masks cacheable.
     """
 
     name: str
