@@ -67,6 +67,7 @@ class CLICKGS_OT_click_select(bpy.types.Operator):
             self.report({"ERROR"}, f"{obj.name!r} has no trained features yet: train it first (Click-Gaussian panel > Train)")
             return {"CANCELLED"}
         self._obj_name = obj.name
+        selection.prepare(obj)  # build the click index in the background while the user aims
         context.window_manager.modal_handler_add(self)
         self._status(context, HELP)
         return {"RUNNING_MODAL"}

@@ -68,6 +68,7 @@ def store_result(job: engine_link.TrainJob) -> None:
     else:
         feature_store.store_features(obj.data, job.result, extra_meta={"seconds": job.summary.get("seconds")})
     selection.invalidate(obj.data)
+    selection.prepare(obj)
 
 
 def start_training(context, obj, props=None, settings: dict | None = None) -> engine_link.TrainJob:

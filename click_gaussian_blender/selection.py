@@ -23,6 +23,7 @@ the ``position`` attribute — and rebuilt only when they differ).
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -133,8 +134,10 @@ def invalidate(mesh: Any | None = None) -> None:
     """Forget the cached click data of a mesh (all meshes when None)."""
     if mesh is None:
         _CACHE.clear()
+        _PENDING.clear()
     else:
         _CACHE.pop(mesh.as_pointer(), None)
+        _PENDING.pop(mesh.as_pointer(), None)
 
 
 def click_data(obj: Any) -> tuple[Any, Any]:
@@ -155,10 +158,43 @@ def click_data(obj: Any) -> tuple[Any, Any]:
     if entry is not None and entry.key == key and entry.stale and np.array_equal(co, entry.co):
         entry.stale = False
         return entry.index, entry.trained
-    trained = FS.load_features(mesh)
-    index = ClickIndex.build(mesh_scene(obj, co))
+    pending = _PENDING.pop(ptr, None)
+    if pending is not None and pending[0] == key and np.array_equal(co, pending[1]):
+        trained, index = pending[2], pending[3].result()  # built in the background (prepare)
+    else:
+        trained = FS.load_features(mesh)
+        index = ClickIndex.build(mesh_scene(obj, co))
     _CACHE[ptr] = _Entry(key, co, index, trained)
     return index, trained
+
+
+_PENDING: dict[int, tuple] = {}  # mesh pointer -> (key, co, trained, Future[ClickIndex])
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickgs-index")
+
+
+def prepare(obj: Any) -> bool:
+    """Start building the object's click index in a worker thread (numpy only; the mesh is read
+    here, on the main thread), so the first click does not wait for it (~3 s at 1M Gaussians).
+    Called when the click tool starts and when training results arrive. Returns False when
+    there is nothing to prepare (no features, or already cached)."""
+    from .engine.click import ClickIndex
+
+    mesh = obj.data
+    if not FS.has_features(mesh):
+        return False
+    if obj.mode == "EDIT":
+        obj.update_from_editmode()
+    key = _key(mesh)
+    entry = _CACHE.get(key[0])
+    if entry is not None and entry.key == key and not entry.stale:
+        return False
+    pending = _PENDING.get(key[0])
+    if pending is not None and pending[0] == key:
+        return False
+    co = vertex_positions(mesh)
+    trained = FS.load_features(mesh)
+    _PENDING[key[0]] = (key, co, trained, _POOL.submit(ClickIndex.build, mesh_scene(obj, co)))
+    return True
 
 
 def _on_depsgraph_update(scene: Any, depsgraph: Any) -> None:
@@ -316,7 +352,8 @@ def group_members(obj: Any, group: str) -> np.ndarray:
 
 
 def _on_load(*_args: Any) -> None:
-    _CACHE.clear()  # another .blend: every cached mesh pointer is gone
+    _CACHE.clear()
+    _PENDING.clear()  # another .blend: every cached mesh pointer is gone
 
 
 def register() -> None:

@@ -234,6 +234,19 @@ def test_click_selects_clusters_as_vertex_groups(bpy, fox_path):
     assert np.array_equal(S.group_members(obj, out.group), tf.members("fine", out.clusters))
 
 
+def test_prepared_index_is_used_by_the_first_click(bpy, fox_path):
+    from click_gaussian_blender import selection as S
+
+    obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
+    S.invalidate()
+    assert S.prepare(obj) and not S.prepare(obj)  # the second call sees the pending build
+    fut = S._PENDING[obj.data.as_pointer()][3]
+    index, trained = S.click_data(obj)
+    assert index is fut.result() and obj.data.as_pointer() not in S._PENDING
+    assert not S.prepare(obj)  # cached now
+    assert np.array_equal(trained.coarse_labels, tf.coarse_labels)
+
+
 def test_click_empty_space_and_outside(bpy, fox_path):
     from click_gaussian_blender import selection as S
     from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
