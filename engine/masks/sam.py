@@ -4,10 +4,13 @@ The user gives a checkpoint file (the official ``sam_vit_h_4b8939.pth``, ``sam_v
 or ``sam_vit_b_01ec64.pth``, or any state dict of the same architecture). The model type is
 detected from the state dict (image-encoder width and depth: vit_b 768/12, vit_l 1024/24,
 vit_h 1280/32) or checked against the one given. The checkpoint is loaded with
-``torch.load(weights_only=True)`` (no arbitrary code runs from the file) and memory-mapped when
-its format allows, so constructing a source is quick and validates everything; the network is
-built (``sam_model_registry``) and moved to the device on first use. Runs on CUDA when
-available. On a CPU SAM costs tens of seconds per view: masks are cached by
+``torch.load(weights_only=True)`` (no arbitrary code runs from the file; segment-anything's own
+``checkpoint=`` path calls ``torch.load`` without it) and memory-mapped when its format allows,
+so constructing a source is quick and validates everything (weights and generator settings);
+the network is built (``sam_model_registry`` on the meta device, then the checkpoint's tensors
+assigned: no random initialisation) and moved to the device on first use. Runs on CUDA when
+available. On a CPU SAM costs tens of seconds per view (vit_b: ~15 s for the image embedding,
+plus the prompt batches; ``points_per_side=16`` quarters the latter): masks are cached by
 :func:`engine.masks.prepare_masks`.
 
 torch and segment_anything are imported only when this module is.
