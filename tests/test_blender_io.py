@@ -567,3 +567,23 @@ def test_extra_properties_of_any_type_survive(bpy, tmp_path: Path) -> None:
         assert back.extra[name].dtype == arr.dtype
         np.testing.assert_array_equal(back.extra[name], arr)
     assert filecmp.cmp(path, tmp_path / "back.ply", shallow=False)
+
+
+def test_applied_object_transform_exports_the_same(bpy, shared_data: Path, tmp_path: Path) -> None:
+    """Object > Apply > All Transforms (Ctrl+A) bakes the matrix into the vertices; the export
+    must not change: the baked transform is recovered from original vs current positions."""
+    from engine.ply import read_ply
+
+    obj = import_ply(bpy, shared_data / SH3)
+    obj.location = (0.2, 0.1, -0.3)
+    obj.rotation_euler = (0.4, 0.1, -0.8)
+    obj.scale = (1.3, 1.3, 1.3)
+    bpy.context.view_layer.update()
+    assert export(bpy, tmp_path / "before.ply") == {"FINISHED"}
+    bpy.ops.object.transform_apply(location=True, rotation=True, scale=True)
+    assert np.allclose(np.array(obj.matrix_world), np.eye(4))
+    assert export(bpy, tmp_path / "after.ply") == {"FINISHED"}
+    a, b = read_ply(tmp_path / "before.ply"), read_ply(tmp_path / "after.ply")
+    for name in ("means", "scales", "quats", "sh_rest"):
+        np.testing.assert_allclose(getattr(b, name), getattr(a, name), atol=2e-5, err_msg=name)
+    np.testing.assert_array_equal(b.sh_dc, a.sh_dc)
