@@ -238,9 +238,10 @@ def _set_selection(mesh: Any, sel: np.ndarray) -> None:
     attr.data.foreach_set("value", np.ascontiguousarray(sel, dtype=bool))
 
 
-def write_selection(obj: Any, indices: np.ndarray, mode: str, group: str | None) -> int:
+def write_selection(obj: Any, indices: np.ndarray, mode: str, group: str | None, *, highlight: bool = True) -> int:
     """Apply a click's vertex indices to the selection (``mode``) and, for replace/add, to the
-    vertex group ``group`` (created if needed; members get weight 1). Object Mode only (see
+    vertex group ``group`` (created if needed; members get weight 1), and highlight the selection
+    in the splat display (:func:`.display.set_highlight`). Object Mode only (see
     :func:`object_mode`). Returns the number of selected vertices afterwards."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -253,6 +254,10 @@ def write_selection(obj: Any, indices: np.ndarray, mode: str, group: str | None)
         sel = read_selection(mesh)
     sel[idx] = mode != "remove"
     _set_selection(mesh, sel)
+    if highlight:  # Object Mode shows no vertex selection: the splat display highlights it
+        from .display import set_highlight
+
+        set_highlight(obj, sel)
     if group and mode != "remove" and len(idx):
         vg = obj.vertex_groups.get(group) or obj.vertex_groups.new(name=group)
         vg.add(idx.tolist(), 1.0, "REPLACE")

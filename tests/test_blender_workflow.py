@@ -217,6 +217,9 @@ def test_click_selects_clusters_as_vertex_groups(bpy, fox_path):
     assert out.group == "CG coarse 0" and "Selected" in out.message and "ms" in out.message
     assert np.array_equal(S.group_members(obj, out.group), r0.selected)
     assert np.array_equal(np.flatnonzero(S.read_selection(obj.data)), np.flatnonzero(left))
+    hl = np.empty(len(left), bool)
+    obj.data.attributes["gs_highlight"].data.foreach_get("value", hl)
+    assert np.array_equal(hl, left)  # visible in Object Mode through the splat display
     u1, v1, _ = picks[1]
     out = S.click(obj, view, u1, v1, level="coarse", mode="add")
     assert out.ok and out.total_selected == len(scene.means)
