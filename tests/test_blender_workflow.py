@@ -448,6 +448,30 @@ def test_wrong_interpreter_is_reported(bpy, tmp_path):
     assert link.state == "failed" and "does not exist" in link.error
 
 
+def test_remote_engine_connect_wrong_token_and_disconnect(bpy):
+    """A remote engine (e.g. a GPU box through an SSH tunnel): host:port + token; a wrong token
+    is a clear failure; stopping only disconnects (the remote engine keeps running)."""
+    from click_gaussian_blender import engine_link
+    from click_gaussian_blender.engine.launcher import launch_engine
+
+    proc = launch_engine(sys.executable, device="cpu")
+    try:
+        link = engine_link.EngineLink()
+        link.start(engine_link.EngineConfig(mode="remote", host="127.0.0.1", port=proc.port, token="0" * 64))
+        link.wait_ready(30)
+        assert link.state == "failed" and "could not start" in link.error
+        link.start(engine_link.EngineConfig(mode="remote", host="127.0.0.1", port=proc.port, token=proc.token))
+        assert link.wait_ready(30), link.error
+        assert link.status_text().startswith("Engine running (remote; ")
+        link.stop()
+        assert link.state == "stopped" and proc.alive()
+        link2 = engine_link.EngineLink()
+        with pytest.raises(Exception, match="port and token"):
+            link2.start(engine_link.EngineConfig(mode="remote", port=0, token=""))
+    finally:
+        proc.stop()
+
+
 @pytest.mark.slow
 def test_engine_killed_mid_training_then_restart(bpy, fox_path):
     from click_gaussian_blender import click_props, engine_link, feature_store, ops_train
