@@ -96,6 +96,7 @@ class CLICKGS_OT_train(bpy.types.Operator):
         except EngineError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        engine_link.ensure_timer()  # keeps the panel's progress moving even if this modal ends early
         wm = context.window_manager
         wm.progress_begin(0, 1000)
         self._timer = wm.event_timer_add(engine_link.POLL_S, window=context.window)

@@ -448,6 +448,33 @@ def test_wrong_interpreter_is_reported(bpy, tmp_path):
     assert link.state == "failed" and "does not exist" in link.error
 
 
+def test_training_inputs_are_checked(bpy, fox_path, shared_data, tmp_path):
+    from click_gaussian_blender import click_props, ops_train
+    from click_gaussian_blender.engine.errors import EngineError
+
+    obj = _import(bpy, fox_path)
+    props = click_props.get(bpy.context.scene)
+    props.training_input, props.cameras_path = "CAMERAS", str(tmp_path / "missing.json")
+    with pytest.raises(EngineError, match="capture cameras file .*missing.json does not exist"):
+        ops_train.training_request(bpy.context, obj, props)
+    props.cameras_path = str(shared_data / "garden_cameras.npz")
+    req = ops_train.training_request(bpy.context, obj, props)
+    assert req.cameras_path.endswith("garden_cameras.npz") and req.scene.num_gaussians == 50000
+    props.training_input, props.mask_source = "ORBIT", "sam"
+    with pytest.raises(EngineError, match="SAM needs a checkpoint"):
+        ops_train.training_request(bpy.context, obj, props)
+    props.mask_source, props.mask_folder = "folder", str(tmp_path / "nope")
+    with pytest.raises(EngineError, match="mask folder .* does not exist"):
+        ops_train.training_request(bpy.context, obj, props)
+    props.mask_source = "builtin"
+    req = ops_train.training_request(bpy.context, obj, props)
+    assert req.orbit == (props.orbit_views, props.orbit_size, props.orbit_size) and req.mask_kind == "builtin"
+    assert req.settings["iterations"] == 3000 and req.settings["gfl_start"] == 2000
+    empty = bpy.data.objects.new("empty", None)
+    with pytest.raises(EngineError, match="select a Gaussian Splatting object"):
+        ops_train.training_request(bpy.context, empty, props)
+
+
 def test_remote_engine_connect_wrong_token_and_disconnect(bpy):
     """A remote engine (e.g. a GPU box through an SSH tunnel): host:port + token; a wrong token
     is a clear failure; stopping only disconnects (the remote engine keeps running)."""
