@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import bpy
@@ -50,28 +51,41 @@ def extra_attribute_type(arr: np.ndarray) -> str:
 
 
 def scene_to_mesh(scene: GaussianScene, mesh: bpy.types.Mesh, axis_matrix: np.ndarray) -> None:
-    """Fill an empty mesh with one vertex per Gaussian and all attributes."""
+    """Fill an empty mesh with one vertex per Gaussian and all attributes.
+
+    The numpy-only preparation (SH to coefficient-major order, display colours) runs in a worker
+    thread (numpy copies release the GIL) while this, Blender's main thread, allocates the
+    attributes and copies in what is ready; no bpy call is made off the main thread."""
     n = scene.num_gaussians
     m = np.asarray(axis_matrix, dtype=np.float64)
-    mesh.vertices.add(n)
-    co = A.map_points(scene.means, m)
-    # (the position attribute takes a contiguous float32 buffer in one copy; vertices.co is ~100x slower)
-    mesh.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(co).reshape(-1))
-    _set(_new(mesh, A.POSITION, "FLOAT_VECTOR"), "vector", scene.means)
-    _set(_new(mesh, A.INDEX, "INT"), "value", np.arange(n, dtype=np.int32), np.int32)
-    _set(_new(mesh, A.F_DC, "FLOAT_VECTOR"), "vector", scene.sh_dc)
-    # one transposing copy to coefficient-major [K, N, 3], then each coefficient is contiguous
-    sh = A.coefficient_major(scene.sh_rest)
-    for k in range(sh.shape[0]):
-        _set(_new(mesh, A.sh_name(k + 1), "FLOAT_VECTOR"), "vector", sh[k])
-    _set(_new(mesh, A.OPACITY, "FLOAT"), "value", scene.opacities)
-    _set(_new(mesh, A.SCALE, "FLOAT_VECTOR"), "vector", scene.scales)
-    _set(_new(mesh, A.ROTATION, "QUATERNION"), "value", scene.quats)
-    for name, arr in scene.extra.items():
-        t = extra_attribute_type(arr)
-        _set(_new(mesh, A.EXTRA_PREFIX + name, t), "value", arr, np.int32 if t == "INT" else np.float32)
-    color = mesh.color_attributes.new(A.COLOR, "FLOAT_COLOR", "POINT")
-    _set(color, "color", A.display_colors(scene))
+    k = scene.sh_rest.shape[1]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sh_future = pool.submit(A.coefficient_major, scene.sh_rest) if k else None
+        color_future = pool.submit(A.display_colors, scene)
+        mesh.vertices.add(n)
+        co = A.map_points(scene.means, m)
+        # (the position attribute takes a contiguous float32 buffer in one copy; vertices.co is ~100x slower)
+        mesh.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(co).reshape(-1))
+        _set(_new(mesh, A.POSITION, "FLOAT_VECTOR"), "vector", scene.means)
+        _set(_new(mesh, A.INDEX, "INT"), "value", np.arange(n, dtype=np.int32), np.int32)
+        _set(_new(mesh, A.F_DC, "FLOAT_VECTOR"), "vector", scene.sh_dc)
+        _set(_new(mesh, A.OPACITY, "FLOAT"), "value", scene.opacities)
+        _set(_new(mesh, A.SCALE, "FLOAT_VECTOR"), "vector", scene.scales)
+        _set(_new(mesh, A.ROTATION, "QUATERNION"), "value", scene.quats)
+        for name, arr in scene.extra.items():
+            t = extra_attribute_type(arr)
+            _set(_new(mesh, A.EXTRA_PREFIX + name, t), "value", arr, np.int32 if t == "INT" else np.float32)
+        # allocate now, fill when ready. (Adding an attribute can move the others' storage, so
+        # attributes are looked up again by name after the last one is added, never kept.)
+        for j in range(k):
+            _new(mesh, A.sh_name(j + 1), "FLOAT_VECTOR")
+        mesh.color_attributes.new(A.COLOR, "FLOAT_COLOR", "POINT")
+        if sh_future is not None:
+            sh = sh_future.result()  # [K, N, 3]: each coefficient contiguous
+            for j in range(k):
+                _set(mesh.attributes[A.sh_name(j + 1)], "vector", sh[j])
+            del sh
+        _set(mesh.attributes[A.COLOR], "color", color_future.result())
     mesh.update()
 
 
