@@ -222,6 +222,9 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     _log(res2.message)
     if not res.ok:
         raise RuntimeError(res.message)
+    if synth is not None:  # agreement with the ground truth (vertex i = scene row i right after import)
+        truth = np.flatnonzero(synth.object_id == main_obj)
+        rep["click"]["iou_with_object"] = float(len(np.intersect1d(truth, res.selected)) / len(np.union1d(truth, res.selected)))
     if verify:  # the engine's own answer for the same camera and pixel
         eng = link.client.click(view.camera, *coarse_px, level="coarse").result(timeout=120)
         members = S.group_members(splat, res.group)
@@ -251,6 +254,10 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
         rep.setdefault("fine_clicks", []).append({"ok": fine.ok, "message": fine.message, "group": fine.group,
                                                   "count": int(fine.selected.size), "pixel": list(px)})
         if fine.ok:
+            if synth is not None:
+                truth = np.flatnonzero(synth.part_id == parts[fine_pxs.index(px)])
+                rep["fine_clicks"][-1]["iou_with_part"] = float(
+                    len(np.intersect1d(truth, fine.selected)) / len(np.union1d(truth, fine.selected)))
             break
     rep["fine_click"] = rep.get("fine_clicks", [{}])[-1] if fine is not None else {"ok": False}
     fine_ok = fine is not None and fine.ok
