@@ -126,7 +126,7 @@ def test_training_separates_objects_and_parts():
     assert np.all(cos[~np.eye(GROUPS, dtype=bool)] < 0.6)
     assert _purity(tf.coarse_labels, part // 2) > 0.9
     assert (tf.coarse_labels >= 0).mean() > 0.9
-    assert tf.settings["iterations"] == 60 and tf.settings["run"]["views"] == 4
+    assert tf.settings["iterations"] == 1500 and tf.settings["run"]["views"] == 4
 
 
 def test_cancel_writes_checkpoint_and_resume_reproduces_the_full_run(tmp_path):
@@ -229,3 +229,45 @@ def test_cache_blend_equals_renderer_feature_render():
     complete = (cache.weights.sum(1) - out.alpha.reshape(-1)[cache.pixels]).abs() < 1e-4
     assert complete.sum() > 20
     torch.testing.assert_close(blend_cached(cache, feats)[complete], full[cache.pixels][complete], atol=1e-3, rtol=1e-3)
+
+
+def test_train_benchmark_pair_terms_runs(capsys):
+    from engine.bench import train as bench
+
+    assert bench.main(["--pixels", "300", "--skip-scene"]) == 0
+    out = capsys.readouterr().out
+    assert "neg_term_fused_300x24:" in out and "pos_term_exact_300x24:" in out
+    rel = float(out.split("neg_term_rel_diff:")[1].split()[0])
+    assert rel < 1e-4
+
+
+@pytest.mark.slow
+def test_train_and_segment_commands_on_the_fox(fox_path, tmp_path):
+    """End to end on the real fox: orbit views rendered from the splats, built-in masks, a short
+    training, the features file, a resumable checkpoint, then segment-everything PNGs."""
+    from PIL import Image
+
+    from engine.__main__ import main
+    from engine.features import TrainedFeatures
+
+    out = tmp_path / "fox.clickgs.npz"
+    rc = main(["train", str(fox_path), "--out", str(out), "--views", "8", "--size", "96x96",
+               "--iterations", "150", "--pixels", "800", "--device", "cpu"])
+    assert rc == 0
+    tf = TrainedFeatures.load(out)
+    assert tf.num_gaussians == 50_000 and tf.settings["iterations"] == 150
+    assert (tmp_path / "fox.clickgs.npz.ckpt").is_file()
+    assert any((tmp_path / "fox.clickgs.npz.masks").iterdir())  # masks cached
+    seg = tmp_path / "seg"
+    rc = main(["segment", str(fox_path), "--features", str(out), "--out", str(seg), "--views", "1",
+               "--size", "48x40", "--level", "coarse"])
+    assert rc == 0
+    pngs = sorted(p.name for p in seg.iterdir())
+    assert len(pngs) == 2 and pngs[0].endswith("_coarse.png")
+    im = np.asarray(Image.open(seg / pngs[0]))
+    assert im.shape == (40, 48, 3)
+    ids = np.asarray(Image.open(seg / pngs[1]))
+    assert ids.shape == (40, 48) and ids.max() <= len(tf.coarse_centers)
+    # bad input: features for another scene, an unknown checkpoint to resume
+    assert main(["train", str(fox_path), "--out", str(tmp_path / "x.npz"), "--resume"]) == 2
+    assert main(["train", str(fox_path), "--out", str(out), "--iterations", "-3"]) == 2

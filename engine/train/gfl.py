@@ -98,14 +98,22 @@ def cluster_centers(vectors: np.ndarray, *, epsilon: float, min_size: int) -> np
     if vectors.shape[0] < max(min_size, 2):
         return np.zeros((0, d), np.float32)
     x = np.ascontiguousarray(vectors, dtype=np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        labels = hdbscan.HDBSCAN(
-            min_cluster_size=int(min_size),
-            cluster_selection_epsilon=float(epsilon),
-            algorithm="prims_kdtree",
-            core_dist_n_jobs=1,
-        ).fit_predict(x)
+    def run(single: bool) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return hdbscan.HDBSCAN(
+                min_cluster_size=int(min_size),
+                cluster_selection_epsilon=float(epsilon),
+                algorithm="prims_kdtree",
+                core_dist_n_jobs=1,
+                allow_single_cluster=single,
+            ).fit_predict(x)
+
+    labels = run(False)
+    if not (labels >= 0).any():
+        # HDBSCAN never returns a lone cluster by default: when all candidates form one blob
+        # (early in training, or a scene of one object) that blob is the answer.
+        labels = run(True)
     ks = [k for k in np.unique(labels) if k >= 0]
     if not ks:
         return np.zeros((0, d), np.float32)
