@@ -12,8 +12,9 @@ Everything goes to ``out/demo/`` (``--out``): ``scene.ply`` (the generated scene
 placed at one of the scene's views gives the view/window matrices, :mod:`viewport` turns them
 into the engine camera, :func:`selection.click` selects — the same functions the click tool
 calls. Where the clicked pixel is: for the procedural scene, the visible object (coarse) and part
-(fine) with the most pixels by ground truth; for a file, the centre of the rendered scene
-(coarse) and the centre of its reddest region (fine: the fox's red bib).
+(fine) with the most pixels by ground truth; for a file, the view showing the most red, the
+opaque pixel just above its red region (coarse: on the fox, the statue above its bib; the
+rendered scene's centre when nothing is red) and the red region's centre (fine: the red bib).
 """
 
 from __future__ import annotations
@@ -200,9 +201,17 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
             if best is None or red.sum() > best[0]:
                 best = (int(red.sum()), cam, red, alpha)
         _, cam, red, alpha = best
-        coarse_px = _densest_pixel(alpha > 0.9)
+        opaque = alpha > 0.9
+        if red.any():  # the object wearing the red part: the opaque pixel just above its centre
+            vs, us = np.nonzero(red)
+            tu, tv = us.mean(), vs.min() - 0.08 * cam.height
+            ov, ou = np.nonzero(opaque & ~red)
+            i = int(np.argmin((ou - tu) ** 2 + (ov - tv) ** 2))
+            coarse_px = (ou[i] + 0.5, ov[i] + 0.5)
+        else:
+            coarse_px = _densest_pixel(opaque)
         fine_pxs = [_densest_pixel(red)] if red.any() else []
-        rep["targets"] = {"object": "the scene's central object", "parts": ["the reddest region"]}
+        rep["targets"] = {"object": "the object above the reddest region", "parts": ["the reddest region"]}
     cam_obj = _blender_camera(bpy, cam, axis)
     view = _view_from_blender_camera(bpy, cam_obj, splat, cam.width, cam.height)
     rep["view"] = cam.name
