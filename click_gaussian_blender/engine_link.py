@@ -135,7 +135,7 @@ class TrainJob:
         return f"{self.phase.capitalize()}…"
 
     def cancel(self) -> None:
-        """Ask the engine to stop (training writes a checkpoint and stops)."""
+        """Ask the engine to stop the running step (training stops between iterations)."""
         self._cancel_requested = True
         if self._future is not None and self.phase == "train":
             self._future.cancel_job()
@@ -160,7 +160,7 @@ class TrainJob:
         try:
             reply = fut.result()
         except Cancelled:
-            self._finish("cancelled", "Training was cancelled (a checkpoint was kept)")
+            self._finish("cancelled", "Training was cancelled; the mesh keeps its previous features, if any")
             return
         except ConnectionError as exc:
             self.link._engine_died(str(exc))

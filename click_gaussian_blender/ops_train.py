@@ -136,7 +136,7 @@ class CLICKGS_OT_train(bpy.types.Operator):
 
 
 class CLICKGS_OT_train_cancel(bpy.types.Operator):
-    """Cancel the running training (the engine keeps a checkpoint)"""
+    """Cancel the running training (the mesh keeps its previous features, if any)"""
 
     bl_idname = "clickgs.train_cancel"
     bl_label = "Cancel Training"
