@@ -72,6 +72,8 @@ def object_to_scene(obj: bpy.types.Object, settings: ExportSettings | None = Non
     report = report if report is not None else ExportReport()
     if not is_splat_object(obj):
         raise SceneFormatError(f"object {obj.name!r} is not an imported Gaussian Splatting scene")
+    if obj.mode != "EDIT" and len(obj.data.vertices) == 0:
+        raise SceneFormatError(f"object {obj.name!r} has no Gaussians left to export")
     if obj.mode == "EDIT":
         # In Edit Mode the mesh's attributes live in the edit-mesh (no "position" layer): sync it
         # and read from a plain copy of the mesh instead.
@@ -87,6 +89,8 @@ def object_to_scene(obj: bpy.types.Object, settings: ExportSettings | None = Non
 def _object_to_scene(obj: bpy.types.Object, mesh: bpy.types.Mesh, settings: ExportSettings,
                      report: ExportReport) -> GaussianScene:
     n = len(mesh.vertices)
+    if n == 0:
+        raise SceneFormatError(f"object {obj.name!r} has no Gaussians left to export")
     t0 = time.perf_counter()
     axis = np.asarray(obj[A.PROP_AXIS], dtype=np.float64).reshape(4, 4)
     layout = A.layout_from_json(obj.get(A.PROP_LAYOUT, ""))

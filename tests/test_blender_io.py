@@ -586,3 +586,14 @@ def test_applied_object_transform_exports_the_same(bpy, shared_data: Path, tmp_p
     for name in ("means", "scales", "quats", "sh_rest"):
         np.testing.assert_allclose(getattr(b, name), getattr(a, name), atol=2e-5, err_msg=name)
     np.testing.assert_array_equal(b.sh_dc, a.sh_dc)
+
+
+def test_exporting_nothing_is_a_clear_error(bpy, shared_data: Path, tmp_path: Path) -> None:
+    obj = import_ply(bpy, shared_data / SH3)
+    _select(bpy, obj, np.ones(len(obj.data.vertices), bool))
+    bpy.ops.mesh.delete(type="VERT")
+    for mode in ("EDIT", "OBJECT"):
+        bpy.ops.object.mode_set(mode=mode)
+        with pytest.raises(RuntimeError, match="no Gaussians left to export"):
+            export(bpy, tmp_path / "empty.ply")
+    assert not (tmp_path / "empty.ply").exists()
