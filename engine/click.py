@@ -46,7 +46,7 @@ EMPTY_ALPHA = 0.5  # a pixel the splats cover less than this is empty space
 DEFAULT_MIN_COS = {"coarse": 0.5, "fine": 0.75}
 
 
-CHUNK = 512  # Gaussians per culling chunk (Morton order: spatially compact chunks)
+CHUNK = 128  # Gaussians per culling chunk (Morton order: spatially compact chunks)
 
 
 def _part1by2(x: np.ndarray) -> np.ndarray:
@@ -78,7 +78,8 @@ class ClickIndex:
     ``sorted_reach`` [N] in that order, and per chunk of :data:`CHUNK` sorted Gaussians a
     bounding sphere (``chunk_centers`` float64 [C, 3], ``chunk_radii`` float64 [C], covering
     every member's mean plus its reach). A click tests the C spheres, then only the members of
-    the chunks its ray meets (measured: ~40x fewer operations than testing all N at 1M)."""
+    the chunks its ray meets (at 1M Gaussians in the click benchmark: ~250 of 7,800 chunks, i.e. ~3% of the
+    Gaussians, get the exact test)."""
 
     means: np.ndarray
     cov: np.ndarray
@@ -155,10 +156,11 @@ class ClickIndex:
         counts = np.minimum(starts + CHUNK, len(self.order)) - starts
         offs = np.repeat(starts - np.cumsum(counts) + counts, counts)
         pos = np.arange(int(counts.sum())) + offs
-        d = self.sorted_means[pos].astype(np.float64) - origin
-        t = d @ direction
+        # float32 here: rounding (~1e-6 of the distance) is far below the footprint margin
+        d = self.sorted_means[pos] - origin.astype(np.float32)
+        t = d @ direction.astype(np.float32)
         perp2 = np.einsum("ij,ij->i", d, d) - t * t
-        lim = self.sorted_reach[pos] + k * np.maximum(t, 0.0)
+        lim = self.sorted_reach[pos] + np.float32(k) * np.maximum(t, np.float32(0.0))
         keep = (t > near) & (perp2 <= lim * lim)
         return np.sort(self.order[pos[keep]])
 

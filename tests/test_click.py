@@ -75,6 +75,22 @@ def test_blended_feature_equals_renderer_pixel(fox):
         assert a == pytest.approx(float(alpha[j, i]), abs=2e-3)
         np.testing.assert_allclose(feat, vals[j, i], atol=5e-3, rtol=1e-3)
         assert depth == pytest.approx(float(out.depth[j, i]), rel=1e-3)
+    # the same pixels through the renderer's cached Contributors (top-32; where they hold all
+    # of the pixel's weight, the sums must agree)
+    con = render(g, cam, contributors_k=32).contributors
+    ids32, w32 = con.ids.numpy(), con.weights.numpy()
+    f32 = tf.level_features("fine")
+    checked = 0
+    for j, i in zip(ys[pick], xs[pick]):
+        if abs(w32[j, i].sum() - alpha[j, i]) > 1e-4:
+            continue
+        ok = ids32[j, i] >= 0
+        want = (w32[j, i][ok, None] * f32[ids32[j, i][ok]]).sum(0)
+        feat, _, _, ids = blended_feature(index, tf, cam, i + 0.5, j + 0.5, "fine")
+        np.testing.assert_allclose(feat, want, atol=5e-3, rtol=1e-3)
+        assert set(ids32[j, i][ok].tolist()) <= set(ids.tolist())
+        checked += 1
+    assert checked >= 5
     # background pixel: nothing there
     yb, xb = np.nonzero(alpha < 1e-3)
     if len(yb):
