@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "demo": "the main job: a full run on a scene (default: the project's procedural scene)",
     "render": "render views of a 3DGS scene to PNG files",
+    "masks": "compute two-level training masks for a scene's views and write them as PNG files",
     "train": "train Click-Gaussian features for a scene",
     "segment": "write segment-everything PNGs for a trained scene",
     "serve": "run the engine server for the Blender extension",
