@@ -126,7 +126,7 @@ def test_training_separates_objects_and_parts():
     assert np.all(cos[~np.eye(GROUPS, dtype=bool)] < 0.6)
     assert _purity(tf.coarse_labels, part // 2) > 0.9
     assert (tf.coarse_labels >= 0).mean() > 0.9
-    assert tf.settings["iterations"] == 1500 and tf.settings["run"]["views"] == 4
+    assert tf.settings["iterations"] == 60 and tf.settings["run"]["views"] == 4
 
 
 def test_cancel_writes_checkpoint_and_resume_reproduces_the_full_run(tmp_path):
@@ -271,3 +271,12 @@ def test_train_and_segment_commands_on_the_fox(fox_path, tmp_path):
     # bad input: features for another scene, an unknown checkpoint to resume
     assert main(["train", str(fox_path), "--out", str(tmp_path / "x.npz"), "--resume"]) == 2
     assert main(["train", str(fox_path), "--out", str(out), "--iterations", "-3"]) == 2
+
+
+@pytest.mark.cuda
+def test_training_on_cuda_separates_objects():
+    scene = _scene()
+    caches = [c.to("cuda") for c in _caches()]
+    tf = train_from_caches(scene, caches, TrainSettings(**{**FAST, "device": "cuda"}))
+    part = np.arange(scene.num_gaussians) // PER_PART
+    assert _purity(tf.coarse_labels, part // 2) > 0.9

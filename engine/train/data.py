@@ -64,6 +64,12 @@ class ViewCache:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    def to(self, device: torch.device | str) -> "ViewCache":
+        """A copy on another device (e.g. CUDA)."""
+        d = torch.device(device)
+        return ViewCache(self.ids.to(d), self.weights.to(d), self.seg_c.to(d), self.seg_f.to(d), self.prob.to(d),
+                         self.pixels.to(d), self.height, self.width, self.name)
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.ids, self.weights, self.seg_c, self.seg_f, self.prob, self.pixels))
 
