@@ -122,15 +122,15 @@ class TrainJob:
         if self.state in ("failed", "cancelled"):
             return self.error
         p = self.progress
+        ph = p.get("phase")
+        if self.phase == "train" and ph in ("render", "masks", "images"):
+            what = "rendering views" if ph == "render" else "masks"
+            return f"Preparing {what} {p.get('done', 0)}/{p.get('total', '?')}"
         if self.phase == "train" and "iteration" in p:
             eta = p.get("eta_s")
             eta_txt = f", ETA {format_seconds(eta)}" if isinstance(eta, (int, float)) else ""
             loss = (p.get("losses") or {}).get("total")
             loss_txt = f", loss {loss:.3f}" if isinstance(loss, (int, float)) else ""
-            ph = p.get("phase", "train")
-            what = {"masks": "masks", "render": "rendering views"}.get(ph, "iteration")
-            if ph in ("masks", "render"):
-                return f"Preparing {what} {p.get('done', 0)}/{p.get('total', '?')}"
             return f"Training {p.get('iteration', 0)}/{p.get('total', '?')}{loss_txt}{eta_txt}"
         return f"{self.phase.capitalize()}…"
 

@@ -418,6 +418,20 @@ def test_interpreter_check_describes_the_engine_python(bpy):
 
 # ---------------------------------------------------------------------- engine link faults
 
+def test_training_progress_text_and_fraction():
+    from click_gaussian_blender import engine_link
+
+    job = engine_link.TrainJob.__new__(engine_link.TrainJob)
+    job.state, job.phase, job.error, job.summary = "running", "train", "", {}
+    job.progress = {"phase": "masks", "done": 3, "total": 12}
+    assert job.status_text() == "Preparing masks 3/12" and job.fraction == 0.0
+    job.progress = {"phase": "train", "iteration": 750, "total": 3000, "losses": {"total": -0.5}, "eta_s": 125.0}
+    assert job.status_text() == "Training 750/3000, loss -0.500, ETA 2 min 05 s" and job.fraction == 0.25
+    job.state, job.summary = "done", {"seconds": 61.2, "coarse_clusters": 8, "fine_clusters": 28}
+    assert job.status_text() == "Trained in 61 s: 8 objects, 28 parts"
+    assert engine_link.format_seconds(3725) == "1 h 02 min"
+
+
 def test_no_interpreter_configured(bpy):
     from click_gaussian_blender import engine_link, ops_engine
     from click_gaussian_blender.engine.errors import EngineError
