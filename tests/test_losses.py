@@ -50,11 +50,11 @@ def test_fused_negative_term_equals_pair_formula(p, k, seed, block, margin):
 def test_negative_term_ignores_same_segment_pairs():
     # all pixels identical and in one segment: no negative pairs at all
     x = torch.ones(10, 12, requires_grad=True)
-    assert float(L.negative_pair_loss(L.unit(x), torch.zeros(10, dtype=torch.long), 0.5)) == 0.0
+    assert float(L.negative_pair_loss(L.unit(x), torch.zeros(10, dtype=torch.long), 0.5).detach()) == 0.0
     # two segments with identical features: every cross pair counts with S = 1
     seg = torch.tensor([0] * 4 + [1] * 6)
     v = L.negative_pair_loss(L.unit(x), seg, 0.5)
-    assert math.isclose(float(v), 2 * 4 * 6 / 100, rel_tol=1e-6)
+    assert math.isclose(float(v.detach()), 2 * 4 * 6 / 100, rel_tol=1e-6)
 
 
 def test_contrastive_uses_published_margins_and_ignores_unassigned():
