@@ -1,7 +1,7 @@
 """3DGS .ply -> Blender mesh object (one vertex per Gaussian, every property an attribute).
 
 The file is read by the project's one PLY reader (:func:`engine.ply.read_ply`: Inria layout,
-SuperSplat ``.compressed.ply``); this module only moves arrays into Blender with bulk
+SuperSplat ``.compressed.ply``, antimatter15 ``.splat``); this module only moves arrays into Blender with bulk
 ``foreach_set`` calls (no per-vertex Python). See :mod:`.attributes` for the attribute scheme.
 """
 
@@ -53,19 +53,21 @@ def extra_attribute_type(arr: np.ndarray) -> str:
 def scene_to_mesh(scene: GaussianScene, mesh: bpy.types.Mesh, axis_matrix: np.ndarray) -> None:
     """Fill an empty mesh with one vertex per Gaussian and all attributes.
 
-    The numpy-only preparation (SH to coefficient-major order, display colours) runs in a worker
-    thread (numpy copies release the GIL) while this, Blender's main thread, allocates the
-    attributes and copies in what is ready; no bpy call is made off the main thread."""
+    Every attribute is filled with one ``foreach_set`` from a contiguous float32 / int32 buffer
+    (no copy when the scene's arrays already are; the SH are when the scene was read with
+    ``read_ply(..., sh_coefficient_major=True)``, as :func:`import_ply` does). The display colours
+    (numpy only) are computed in a worker thread while this, Blender's main thread, allocates the
+    attributes; no bpy call is made off the main thread."""
     n = scene.num_gaussians
     m = np.asarray(axis_matrix, dtype=np.float64)
     k = scene.sh_rest.shape[1]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        sh_future = pool.submit(A.coefficient_major, scene.sh_rest) if k else None
         color_future = pool.submit(A.display_colors, scene)
         mesh.vertices.add(n)
         co = A.map_points(scene.means, m)
         # (the position attribute takes a contiguous float32 buffer in one copy; vertices.co is ~100x slower)
         mesh.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(co).reshape(-1))
+        del co
         _set(_new(mesh, A.POSITION, "FLOAT_VECTOR"), "vector", scene.means)
         _set(_new(mesh, A.INDEX, "INT"), "value", np.arange(n, dtype=np.int32), np.int32)
         _set(_new(mesh, A.F_DC, "FLOAT_VECTOR"), "vector", scene.sh_dc)
@@ -75,17 +77,16 @@ def scene_to_mesh(scene: GaussianScene, mesh: bpy.types.Mesh, axis_matrix: np.nd
         for name, arr in scene.extra.items():
             t = extra_attribute_type(arr)
             _set(_new(mesh, A.EXTRA_PREFIX + name, t), "value", arr, np.int32 if t == "INT" else np.float32)
-        # allocate now, fill when ready. (Adding an attribute can move the others' storage, so
-        # attributes are looked up again by name after the last one is added, never kept.)
-        for j in range(k):
-            _new(mesh, A.sh_name(j + 1), "FLOAT_VECTOR")
-        mesh.color_attributes.new(A.COLOR, "FLOAT_COLOR", "POINT")
-        if sh_future is not None:
-            sh = sh_future.result()  # [K, N, 3]: each coefficient contiguous
+        if k:
+            sh = scene.sh_rest.transpose(1, 0, 2)  # [K, N, 3]: coefficient j+1 is sh[j]
+            if not sh.flags.c_contiguous:
+                sh = A.coefficient_major(scene.sh_rest)
             for j in range(k):
-                _set(mesh.attributes[A.sh_name(j + 1)], "vector", sh[j])
+                _set(_new(mesh, A.sh_name(j + 1), "FLOAT_VECTOR"), "vector", sh[j])
             del sh
-        _set(mesh.attributes[A.COLOR], "color", color_future.result())
+        # (a new attribute can move the others' storage: each is filled right after it is added,
+        # and none is kept across additions)
+        _set(mesh.color_attributes.new(A.COLOR, "FLOAT_COLOR", "POINT"), "color", color_future.result())
     mesh.update()
 
 
@@ -121,7 +122,7 @@ def scene_to_object(
 
 def _object_name(path: str) -> str:
     base = os.path.basename(os.fspath(path))
-    for ext in (".compressed.ply", ".ply"):
+    for ext in (".compressed.ply", ".ply", ".splat"):
         if base.lower().endswith(ext):
             return base[: -len(ext)] or "Gaussians"
     return base or "Gaussians"
@@ -133,7 +134,7 @@ def import_ply(context: bpy.types.Context, path: str, settings: ImportSettings |
     bad input) and create its object. Returns (object, timings in seconds)."""
     settings = settings or ImportSettings()
     t0 = time.perf_counter()
-    scene = read_ply(path)
+    scene = read_ply(path, sh_coefficient_major=True)  # SH in Blender's per-coefficient order
     t1 = time.perf_counter()
     obj = scene_to_object(scene, context, settings, source=path)
     t2 = time.perf_counter()

@@ -29,10 +29,12 @@ opacity logit of +-inf is a saturated opacity (sigmoid = 1 or 0), written by som
 Gaussians of ``fox_cc0.ply`` have +inf); it is valid and kept as stored.
 
 Speed: binary vertex data is memory-mapped by plyfile (its default ``mmap='c'``; without the map
-plyfile parses row by row and is ~1000x slower) and copied out column-block-wise straight from
-the map (measured faster than ``np.fromfile`` of the vertex block plus the same split: 0.09 vs
-0.12 s for the gather alone at 1M x 62 floats); a 1M-Gaussian SH-3 file reads in a few tenths of
-a second (``python -m engine.bench io``). Writes pack records in reused 64k-row chunks.
+plyfile parses row by row and is ~1000x slower) and split into the scene's arrays in one pass over
+the map, block by cache-sized block of records (every property of a block is copied out while it
+is in cache; a pass per property over the whole map was 2-4x slower); a 1M-Gaussian SH-3 file
+reads in about 0.2 s (``python -m engine.bench io``). ``read_ply(..., sh_coefficient_major=True)``
+gathers the SH straight into the per-coefficient order Blender's attributes want. Writes pack
+records in reused 64k-row chunks.
 """
 
 from __future__ import annotations
@@ -65,11 +67,13 @@ _SH_C0 = 0.28209479177387814
 # alpha 0 and 1 (codes 0 and 255) become logit(0.5/255) = -6.24 and +6.24.
 _ALPHA_EPS = 0.5 / 255.0
 _CHUNK_ROWS = 65536  # rows per chunk of work on whole files (16 MiB of records at SH degree 3)
+_GATHER_ROWS = 8192  # records per block of the read's single pass (2 MiB at SH degree 3: in cache)
 
 
 # ----------------------------------------------------------------------------------------- read
 
-def read_ply(path: str | os.PathLike, *, drop_invalid: bool = False) -> GaussianScene:
+def read_ply(path: str | os.PathLike, *, drop_invalid: bool = False,
+             sh_coefficient_major: bool = False) -> GaussianScene:
     """Read a 3DGS scene from an Inria-layout ``.ply``, a SuperSplat ``.compressed.ply`` or an
     antimatter15 ``.splat`` file.
 
@@ -77,6 +81,11 @@ def read_ply(path: str | os.PathLike, *, drop_invalid: bool = False) -> Gaussian
         path: the file.
         drop_invalid: drop Gaussians whose parameters hold NaN or +-inf instead of refusing the
             file.
+        sh_coefficient_major: return ``sh_rest`` [N, K, 3] as a view of a C-contiguous
+            [K, N, 3] buffer, so ``scene.sh_rest.transpose(1, 0, 2)[j]`` is coefficient j+1's
+            contiguous [N, 3] RGB block (what Blender's per-coefficient attributes take without
+            another copy). Same values; from a standard .ply it costs nothing extra (the SH are
+            gathered into that order in the one pass over the file).
 
     Returns:
         A :class:`GaussianScene` (float32 arrays, ``path`` set, ``layout`` describing the file).
@@ -89,17 +98,25 @@ def read_ply(path: str | os.PathLike, *, drop_invalid: bool = False) -> Gaussian
     path = os.fspath(path)
     name = _display(path)
     if path.lower().endswith(".splat") and _has_no_ply_magic(path):
-        return _check_finite(_read_splat(path, name), name, drop_invalid)
-    data = _read_plydata(path, name)
+        scene = _check_finite(_read_splat(path, name), name, drop_invalid)
+        return _sh_order(scene, sh_coefficient_major)
+    data, records = _read_plydata(path, name)
     try:
         if is_compressed_ply(data):
             scene, known_finite = _decode_compressed(data, name), False
         else:
-            scene, known_finite = _decode_inria(data, name)
+            scene, known_finite = _decode_inria(data, records, name, sh_coefficient_major)
     finally:
-        del data  # release the memory map before anyone wants to replace the file
+        del data, records  # release any memory map before anyone wants to replace the file
     scene.path = path
-    return _check_finite(scene, name, drop_invalid, known_finite)
+    return _sh_order(_check_finite(scene, name, drop_invalid, known_finite), sh_coefficient_major)
+
+
+def _sh_order(scene: GaussianScene, coefficient_major: bool) -> GaussianScene:
+    """Give ``scene.sh_rest`` the coefficient-major memory order when asked and not already so."""
+    if coefficient_major and not scene.sh_rest.transpose(1, 0, 2).flags.c_contiguous:
+        scene.sh_rest = np.ascontiguousarray(scene.sh_rest.transpose(1, 0, 2)).transpose(1, 0, 2)
+    return scene
 
 
 def _has_no_ply_magic(path: str) -> bool:
@@ -144,7 +161,40 @@ def _display(path: str) -> str:
     return os.path.basename(path) or path
 
 
-def _read_plydata(path: str, name: str) -> plyfile.PlyData:
+class _Records:
+    """A vertex element's records, handed out in consecutive blocks: slices of an array (parsed or
+    memory-mapped by plyfile), or read from a binary file straight after its header, block by
+    block into one reused buffer."""
+
+    def __init__(self, dtype: np.dtype, count: int, array: np.ndarray | None = None,
+                 path: str | None = None, offset: int = 0, name: str = ""):
+        self.dtype, self.count, self.array = dtype, count, array
+        self.path, self.offset, self.name = path, offset, name
+
+    def blocks(self, rows: int):
+        """Yield (first row, records [<= rows]); a yielded file block is overwritten by the next."""
+        if self.array is not None:
+            for r0 in range(0, self.count, rows):
+                yield r0, self.array[r0:r0 + rows]
+            return
+        buf = np.empty(min(rows, self.count), self.dtype)
+        raw = memoryview(buf.view(np.uint8))
+        size = self.dtype.itemsize
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            for r0 in range(0, self.count, rows):
+                b = min(rows, self.count - r0)
+                got = f.readinto(raw[: b * size])
+                if got != b * size:  # the file shrank after its size was checked
+                    raise SceneFormatError(
+                        f"{self.name}: truncated file: element 'vertex' declares {self.count} "
+                        f"records but only {r0 + got // size} are complete")
+                yield r0, buf[:b]
+
+
+def _read_plydata(path: str, name: str) -> tuple[plyfile.PlyData, _Records | None]:
+    """The parsed file and, for the usual one-element files, its vertex records (None: plyfile
+    read every element into ``data``)."""
     if not os.path.exists(path):
         raise SceneFormatError(f"{path}: file not found")
     if os.path.isdir(path):
@@ -157,12 +207,12 @@ def _read_plydata(path: str, name: str) -> plyfile.PlyData:
     if magic not in (b"ply\n", b"ply\r"):
         raise SceneFormatError(f"{name}: not a PLY file (it does not start with 'ply')")
     try:
-        fast = _read_ascii_vertices(path, name)
+        fast = _read_vertex_only(path, name)
         if fast is not None:
             return fast
         # mmap='c' (plyfile's default, copy-on-write): binary elements are memory-mapped,
         # trailing bytes after the last element are ignored, a short file raises early EOF.
-        return plyfile.PlyData.read(path, mmap="c")
+        return plyfile.PlyData.read(path, mmap="c"), None
     except plyfile.PlyElementParseError as exc:
         if "early end-of-file" in str(exc.message):
             elt = exc.element
@@ -179,21 +229,35 @@ def _read_plydata(path: str, name: str) -> plyfile.PlyData:
         raise SceneFormatError(f"{name}: cannot read PLY: {exc}") from None
 
 
-def _read_ascii_vertices(path: str, name: str) -> plyfile.PlyData | None:
-    """ASCII files holding only a vertex element without list properties: plyfile's header
-    parser, then ``np.loadtxt`` into the element's dtype (4x faster than plyfile's row-by-row
-    ASCII reader, same values: both parse each token to the property's type). None when the file
-    is binary or has another shape (plyfile then reads it)."""
+def _read_vertex_only(path: str, name: str) -> tuple[plyfile.PlyData, _Records] | None:
+    """Files holding only a vertex element without list properties (every 3DGS trainer's
+    output): plyfile's header parser, then
+    - binary: the records are read block by block straight from the file when the scene is
+      gathered (a reused 2 MiB buffer; measured 0.12 vs 0.21 s, best of 8, for the whole read of
+      1M SH-3 Gaussians against gathering from plyfile's memory map, whose page faults cost more
+      than copying the bytes); trailing bytes after the records are ignored, as plyfile does;
+    - ASCII: ``np.loadtxt`` into the element's dtype (4x faster than plyfile's row-by-row ASCII
+      reader, same values: both parse each token to the property's type).
+    None when the file has another shape (plyfile then reads it)."""
     parse_header = getattr(plyfile.PlyData, "_parse_header", None)
     if parse_header is None:  # a plyfile without it: use the plain (slower) path
         return None
     with open(path, "rb") as f:
         data = parse_header(f)
-        if not data.text or [e.name for e in data.elements] != ["vertex"]:
+        if [e.name for e in data.elements] != ["vertex"]:
             return None
         element = data.elements[0]
         if any(isinstance(p, plyfile.PlyListProperty) for p in element.properties):
             return None
+        if not data.text:
+            dtype = _property_dtype(element, data.byte_order)
+            offset = f.tell()
+            complete = max(0, os.fstat(f.fileno()).st_size - offset) // dtype.itemsize
+            if complete < element.count:
+                raise SceneFormatError(
+                    f"{name}: truncated file: element 'vertex' declares {element.count} records "
+                    f"but only {complete} are complete")
+            return data, _Records(dtype, element.count, path=path, offset=offset, name=name)
         dtype = _property_dtype(element, "=")
         text = io.TextIOWrapper(f, encoding="ascii", errors="strict", newline=None)
         try:
@@ -206,8 +270,7 @@ def _read_ascii_vertices(path: str, name: str) -> plyfile.PlyData | None:
         raise SceneFormatError(
             f"{name}: truncated file: element 'vertex' declares {element.count} records but only "
             f"{arr.shape[0]} are complete")
-    element.data = arr
-    return data
+    return data, _Records(arr.dtype, arr.shape[0], array=arr)
 
 
 def is_compressed_ply(data: plyfile.PlyData) -> bool:
@@ -231,71 +294,115 @@ def _property_dtype(element: plyfile.PlyElement, byte_order: str) -> np.dtype:
     return np.dtype(fields)
 
 
-def _uniform_matrix(arr: np.ndarray) -> np.ndarray | None:
-    """[N, P] view of a structured array whose P fields share one scalar type (no padding)."""
-    dt = arr.dtype
-    types = {dt.fields[n][0] for n in dt.names}
-    if len(types) != 1:
+def _run_dtype(dtype: np.dtype, names: list[str] | tuple[str, ...], opaque: bool = False
+               ) -> np.dtype | None:
+    """A dtype of the same item size whose one field ``b`` spans the fields ``names`` when they are
+    one scalar type at adjacent byte offsets in that order (None otherwise): as a sub-array
+    ``(type, (len,))``, or with ``opaque`` as one ``V(bytes)`` item (copied as a unit per
+    record, several times faster than numpy's per-value strided copy of short rows)."""
+    t, offset = dtype.fields[names[0]][:2]
+    if t.shape:
         return None
-    (t,) = types
-    if dt.itemsize != t.itemsize * len(dt.names):
-        return None
-    offsets = [dt.fields[n][1] for n in dt.names]
-    if offsets != [i * t.itemsize for i in range(len(dt.names))]:
-        return None
-    arr = np.ascontiguousarray(arr) if not arr.flags.c_contiguous else arr
-    return arr.view(t).reshape(arr.shape[0], len(dt.names))
-
-
-class _Columns:
-    """Reads named columns of a structured vertex array as native float32 [N, k] blocks.
-
-    Fastest first (measured on 1M x 62 float32, see ``python -m engine.bench io``): a run of
-    adjacent same-typed fields is copied as one opaque V(4k) item per row (~2x faster than numpy's
-    [N, k] strided copy, whose per-row overhead dominates at small k); any other column set of a
-    one-type array is gathered with ``np.take`` along axis 1 (one pass; ~3x faster than fancy
-    indexing); otherwise field by field."""
-
-    def __init__(self, arr: np.ndarray):
-        self.arr = arr
-        self.matrix = _uniform_matrix(arr)
-        dt = arr.dtype
-        self.index = {n: i for i, n in enumerate(dt.names)}
-        self.types = [dt.fields[n][0] for n in dt.names]
-        self.offsets = [dt.fields[n][1] for n in dt.names]
-
-    def _run(self, names) -> tuple[int, int, np.dtype] | None:
-        """(byte offset, byte length, scalar type) when the names are adjacent same-typed fields."""
-        idx = [self.index[c] for c in names]
-        t = self.types[idx[0]]
-        for a, b in zip(idx, idx[1:]):
-            if b != a + 1 or self.types[b] != t or self.offsets[b] != self.offsets[a] + t.itemsize:
-                return None
-        if self.types[idx[-1]] != t:
+    for i, f in enumerate(names):
+        ft, fo = dtype.fields[f][:2]
+        if ft != t or fo != offset + i * t.itemsize:
             return None
-        return self.offsets[idx[0]], t.itemsize * len(idx), t
-
-    def get(self, names: list[str] | tuple[str, ...]) -> np.ndarray:
-        n = self.arr.shape[0]
-        if not names:
-            return np.zeros((n, 0), np.float32)
-        run = self._run(names)
-        if run is not None and self.arr.ndim == 1 and self.arr.strides[0] == self.arr.dtype.itemsize:
-            offset, length, t = run
-            opaque = np.dtype({"names": ["b"], "formats": [f"V{length}"], "offsets": [offset],
-                               "itemsize": self.arr.dtype.itemsize})
-            block = np.ascontiguousarray(self.arr.view(opaque)["b"])
-            return block.view(t).reshape(n, len(names)).astype(np.float32, copy=False)
-        if self.matrix is not None:
-            cols = np.array([self.index[c] for c in names], dtype=np.intp)
-            return np.take(self.matrix, cols, axis=1).astype(np.float32, copy=False)
-        out = np.empty((n, len(names)), np.float32)
-        for j, c in enumerate(names):
-            out[:, j] = self.arr[c]
-        return out
+    fmt = f"V{t.itemsize * len(names)}" if opaque else (t, (len(names),))
+    return np.dtype({"names": ["b"], "formats": [fmt], "offsets": [offset], "itemsize": dtype.itemsize})
 
 
-def _decode_inria(data: plyfile.PlyData, name: str) -> tuple[GaussianScene, bool]:
+class _FieldCopy:
+    """Copies fields ``names`` of structured records into the columns of a float32 [N, k] array
+    (C-contiguous rows), choosing once the fastest way the record layout allows."""
+
+    def __init__(self, dtype: np.dtype, names: list[str] | tuple[str, ...], out: np.ndarray):
+        self.names, self.out, self.k = names, out, len(names)
+        self.opaque = None
+        if dtype.fields[names[0]][0] == out.dtype:  # same type and byte order: raw bytes
+            self.opaque = _run_dtype(dtype, names, opaque=True)
+        self.run = None if self.opaque is not None else _run_dtype(dtype, names)
+
+    def __call__(self, rec: np.ndarray, r0: int) -> None:
+        out = self.out[r0:r0 + rec.shape[0]]
+        if self.opaque is not None:
+            out.view(self.opaque.fields["b"][0]).reshape(rec.shape[0])[...] = rec.view(self.opaque)["b"]
+        elif self.run is not None:
+            out[...] = rec.view(self.run)["b"]  # converting (other width / byte order)
+        else:
+            for j, f in enumerate(self.names):
+                out[:, j] = rec[f]
+
+
+def _float_columns(rec: np.ndarray, names: list[str]) -> np.ndarray:
+    """float32 [M, len(names)] copy of named fields of a structured array."""
+    out = np.empty((rec.shape[0], len(names)), np.float32)
+    _FieldCopy(rec.dtype, names, out)(rec, 0)
+    return out
+
+
+def _sum_is_finite(block: np.ndarray) -> bool:
+    """Whether every value of a float block is finite: its sum is finite iff so (NaN and inf
+    propagate), unless finite values overflow the sum, which the exact check then sorts out.
+    One fast reduction instead of an ``isfinite`` temporary per value."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(block, axis=None)):
+            return True
+    return bool(np.isfinite(block).all())
+
+
+def _gather_vertices(records: _Records, k: int, extra_names: list[str], sh_coefficient_major: bool
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], bool]:
+    """Split the vertex records into the scene's float32 arrays in ONE pass over the file.
+
+    Works in blocks of ``_GATHER_ROWS`` records (~2 MiB at SH degree 3): each block is read (or
+    faulted in from a memory map) once and stays in cache while every property is copied out of
+    it (a pass per property over the whole file, plus a separate SH reordering, was 2-4x slower). The SH go
+    channel by channel: channel c's K coefficients are adjacent in the file (``f_rest_{c*K+j}``)
+    and land in sh_rest[:, :, c] with long strided runs (the [N, 3, K] -> [N, K, 3] transpose in
+    one assignment iterates 3-value rows: 2x slower).
+
+    Returns (arrays: means, sh_dc, opacities, scales, quats, sh_rest; extras in file order;
+    whether every vertex value of the file is known to be finite)."""
+    n = records.count
+    dt = records.dtype
+    f32 = np.float32
+    out = {"means": np.empty((n, 3), f32), "sh_dc": np.empty((n, 3), f32),
+           "opacities": np.empty(n, f32), "scales": np.empty((n, 3), f32),
+           "quats": np.empty((n, 4), f32)}
+    sh_kn3 = np.empty((k, n, 3), f32) if sh_coefficient_major else np.empty((n, k, 3), f32).transpose(1, 0, 2)
+    out["sh_rest"] = sh_kn3.transpose(1, 0, 2)  # [N, K, 3] either way
+    copies = [_FieldCopy(dt, names, target) for target, names in (
+        (out["means"], ("x", "y", "z")), (out["sh_dc"], ("f_dc_0", "f_dc_1", "f_dc_2")),
+        (out["opacities"].reshape(n, 1), ("opacity",)),
+        (out["scales"], ("scale_0", "scale_1", "scale_2")),
+        (out["quats"], ("rot_0", "rot_1", "rot_2", "rot_3")))]
+    # f_rest_{c*K + j} (channel-major in the file) -> sh_rest[:, j, c]
+    rest_names = [f"f_rest_{i}" for i in range(3 * k)]
+    rest_run = _run_dtype(dt, rest_names) if k else None
+    extra = {p: np.empty(n, dt[p].newbyteorder("=")) for p in extra_names}
+    whole = _run_dtype(dt, dt.names)  # every value one type, packed: checked for finiteness
+    known_finite = whole is not None and whole.fields["b"][0].base.kind == "f"
+    for r0, block in records.blocks(_GATHER_ROWS):
+        r1 = r0 + block.shape[0]
+        for copy in copies:
+            copy(block, r0)
+        if rest_run is not None:
+            rest = block.view(rest_run)["b"].reshape(r1 - r0, 3, k)
+            for c in range(3):
+                sh_kn3[:, r0:r1, c] = rest[:, c, :].T
+        else:
+            for c in range(3):
+                for j in range(k):
+                    sh_kn3[j, r0:r1, c] = block[rest_names[c * k + j]]
+        for p, values in extra.items():
+            values[r0:r1] = block[p]
+        if known_finite:
+            known_finite = _sum_is_finite(block.view(whole)["b"])
+    return out, extra, known_finite
+
+
+def _decode_inria(data: plyfile.PlyData, records: _Records | None, name: str,
+                  sh_coefficient_major: bool = False) -> tuple[GaussianScene, bool]:
     """(scene, whether every vertex value is known to be finite)."""
     if "vertex" not in [e.name for e in data.elements]:
         raise SceneFormatError(f"{name}: no 'vertex' element, so no Gaussians")
@@ -324,23 +431,14 @@ def _decode_inria(data: plyfile.PlyData, name: str) -> tuple[GaussianScene, bool
     if set(rest_names) != set(rest):
         raise SceneFormatError(f"{name}: f_rest_* properties are not numbered 0..{3 * k - 1}")
 
-    arr = vertex.data
-    n = arr.shape[0]
+    if records is None:
+        records = _Records(vertex.data.dtype, vertex.data.shape[0], array=vertex.data)
+    n = records.count
     if n == 0:
         raise SceneFormatError(f"{name}: the file holds no Gaussians (element vertex 0)")
-    cols = _Columns(arr)
-    means = cols.get(("x", "y", "z"))
-    sh_dc = cols.get(("f_dc_0", "f_dc_1", "f_dc_2"))
-    # f_rest_{c*K + k} (channel-major in the file) -> [N, K, 3], gathered in that order at once
-    sh_rest = cols.get([f"f_rest_{c * k + j}" for j in range(k) for c in range(3)]).reshape(n, k, 3)
-    opacities = cols.get(("opacity",))[:, 0].copy()
-    scales = cols.get(("scale_0", "scale_1", "scale_2"))
-    quats = cols.get(("rot_0", "rot_1", "rot_2", "rot_3"))
     known = set(_REQUIRED) | set(rest_names)
-    extra = {}
-    for p in prop_names:
-        if p not in known:
-            extra[p] = np.array(arr[p], dtype=arr.dtype[p].newbyteorder("="))
+    arrays, extra, known_finite = _gather_vertices(
+        records, k, [p for p in prop_names if p not in known], sh_coefficient_major)
     layout = PlyLayout(
         vertex_dtype=_property_dtype(vertex, data.byte_order),
         format="ascii" if data.text else _FORMAT_NAMES[_resolve_order(data.byte_order)],
@@ -348,19 +446,7 @@ def _decode_inria(data: plyfile.PlyData, name: str) -> tuple[GaussianScene, bool
         obj_info=list(data.obj_info),
         source="ply",
     )
-    known_finite = cols.matrix is not None and cols.matrix.dtype.kind == "f" and _all_finite(cols.matrix)
-    scene = GaussianScene(means=means, scales=scales, quats=quats, opacities=opacities,
-                          sh_dc=sh_dc, sh_rest=sh_rest, extra=extra, layout=layout)
-    return scene, known_finite
-
-
-def _all_finite(matrix: np.ndarray) -> bool:
-    """Whether every value of an [N, P] float matrix is finite, checked in row chunks (a small
-    reused temporary instead of an N x P boolean array)."""
-    for start in range(0, matrix.shape[0], _CHUNK_ROWS):
-        if not np.isfinite(matrix[start:start + _CHUNK_ROWS]).all():
-            return False
-    return True
+    return GaussianScene(**arrays, extra=extra, layout=layout), known_finite
 
 
 def _unorm(values: np.ndarray, shift: int, bits: int) -> np.ndarray:
@@ -438,7 +524,7 @@ def _decode_compressed(data: plyfile.PlyData, name: str) -> GaussianScene:
                 f"9, 24 or 45 entries")
         if sh.shape[0] != n:
             raise SceneFormatError(f"{name}: 'sh' element has {sh.shape[0]} rows for {n} splats")
-        mat = _Columns(sh).get(names)  # uint8 codes as float32 [N, 3K]
+        mat = _float_columns(sh, names)  # uint8 codes as float32 [N, 3K]
         t = np.where(mat == 0, 0.0, np.where(mat == 255, 1.0, (mat + 0.5) / 256.0))
         coeffs = ((t - 0.5) * 8.0).astype(np.float32)
         k = k3 // 3
@@ -458,10 +544,10 @@ def _check_finite(scene: GaussianScene, name: str, drop_invalid: bool,
     if known_finite:
         return scene
     n = scene.num_gaussians
-    arrays = [scene.means, scene.scales, scene.quats, scene.sh_dc, scene.sh_rest.reshape(n, -1)]
+    arrays = [scene.means, scene.scales, scene.quats, scene.sh_dc, scene.sh_rest]
     ok = ~np.isnan(scene.opacities)  # +-inf logits are saturated opacities 1/0: kept as stored
-    for a in arrays:
-        ok &= np.isfinite(a).all(axis=1)
+    for a in arrays:  # (any memory order: sh_rest may be a coefficient-major view)
+        ok &= np.isfinite(a).all(axis=tuple(range(1, a.ndim)))
     if ok.all():
         return scene
     bad = int(n - np.count_nonzero(ok))
@@ -592,7 +678,7 @@ def _record_chunks(scene: GaussianScene, dtype: np.dtype, rows: int | None = Non
     Chunking keeps the packing cache-sized and avoids faulting in a whole-file buffer (~250 MiB
     at 1M SH-3 Gaussians; on a loaded machine that alone cost 0.1-1 s). Runs of adjacent
     same-typed fields that come from adjacent columns of one array are written as one opaque
-    V(4k) item per row (see :class:`_Columns`); the f_rest block through an [N, 3, K] sub-array
+    V(4k) item per row (one element copy per row instead of k); the f_rest block through an [N, 3, K] sub-array
     view straight from ``sh_rest`` [N, K, 3]."""
     n = scene.num_gaussians
     rows = rows or _CHUNK_ROWS
@@ -675,8 +761,12 @@ def write_ply(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool 
                              comments=comments, obj_info=obj_info).header
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise SceneFormatError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+        raise SceneFormatError(f"{path}: cannot write: {folder} {what}")
+    try:  # the temporary file beside the target (read-only folder, full disk, ... fail here)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise SceneFormatError(f"{path}: cannot write into {folder}: {exc.strerror or exc}") from None
     try:
         # mkstemp makes the file private (0600); give it the mode of the file it replaces, or
         # the usual 0644 for a new one

@@ -208,6 +208,37 @@ def test_write_refuses_to_replace_files(fox_path: Path, tmp_path: Path) -> None:
         write_ply(sub, tmp_path / "nope" / "b.ply")
 
 
+def test_write_into_unwritable_places_fails_with_one_line(fox_path: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target whose folder is a file, or a folder that refuses new files, gives a one-line
+    SceneFormatError naming the target (never a bare OSError) and leaves nothing behind.
+    (Permissions do not stop root, so the refusing folder is made deterministic by making the
+    temporary-file creation fail as a read-only folder does.)"""
+    import engine.ply
+
+    scene = read_ply(fox_path).subset(np.arange(5))
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"x")
+    with pytest.raises(SceneFormatError, match="is a file, not a folder") as info:
+        write_ply(scene, blocker / "out.ply")
+    assert str(blocker / "out.ply") in str(info.value) and "\n" not in str(info.value)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(engine.ply.tempfile, "mkstemp", refuse)
+    target = tmp_path / "out.ply"
+    with pytest.raises(SceneFormatError, match="Permission denied") as info:
+        write_ply(scene, target)
+    assert str(target) in str(info.value) and "\n" not in str(info.value)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    for folder in (Path("/proc/sys"), Path("/sys/fs")):  # kernel folders refuse files even for root
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            with pytest.raises(SceneFormatError, match="cannot write"):
+                write_ply(scene, folder / "cgs_test.ply")
+
+
 # ---------------------------------------------------------------- SuperSplat compressed PLY
 
 def test_guitar_compressed_reads(shared_data: Path, tmp_path: Path) -> None:
