@@ -4,7 +4,8 @@ C++ PLY importer/exporter, side by side.
     .venv/bin/python scripts/bench_blender_io.py [--n 1000000] [--repeat 3] [--ply FILE]
 
 Generates a random N-Gaussian SH-3 scene in the standard Inria layout (62 float properties) in a
-temporary folder (or uses --ply), then times, best of ``--repeat``:
+temporary folder (or uses --ply), then times, best of ``--repeat`` (imports also as median and
+every run; ours and Blender's alternate):
 
 - ours: File > Import "3D Gaussian Splatting" (read + mesh with every property as an attribute
   + display modifier) and File > Export (every attribute read back, edit analysis, write):
@@ -52,7 +53,7 @@ def clear(bpy) -> None:
         bpy.data.meshes.remove(mesh)
 
 
-def best(fn, repeat: int, before=None) -> float:
+def timed(fn, repeat: int, before=None) -> list[float]:
     times = []
     for _ in range(repeat):
         if before is not None:
@@ -60,7 +61,11 @@ def best(fn, repeat: int, before=None) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return times
+
+
+def best(fn, repeat: int, before=None) -> float:
+    return min(timed(fn, repeat, before))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         def blender_import():
             bpy.ops.wm.ply_import(filepath=src)
 
-        t_imp = best(ours_import, args.repeat, lambda: clear(bpy))
+        # imports alternate (ours, Blender's, ours, ...) so both see the same machine state
+        # (a process's first large allocations are slower than later ones)
+        imp_ours, imp_blender = [], []
+        for _ in range(args.repeat):
+            imp_ours += timed(ours_import, 1, lambda: clear(bpy))
+            imp_blender += timed(blender_import, 1, lambda: clear(bpy))
+        clear(bpy)
+        ours_import()
         n = len(bpy.context.active_object.data.vertices)
         t_exp = best(lambda: bpy.ops.export_scene.gaussian_splatting(filepath=out_ours, overwrite=True),
                      args.repeat)
@@ -118,13 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         bpy.ops.object.mode_set(mode="OBJECT")
         t_exp_edit = best(lambda: bpy.ops.export_scene.gaussian_splatting(filepath=out_ours, overwrite=True),
                           args.repeat)
-        t_bimp = best(blender_import, args.repeat, lambda: clear(bpy))
+        clear(bpy)
+        blender_import()
         t_bexp = best(lambda: bpy.ops.wm.ply_export(filepath=out_blender, export_selected_objects=False),
                       args.repeat)
         print(f"gaussians: {n}")
         print(f"file size: {os.path.getsize(src) / 2**20:.1f} MiB")
-        print(f"import ours: {t_imp:.3f} s")
-        print(f"import blender ply_import: {t_bimp:.3f} s")
+        for label, runs in (("ours", imp_ours), ("blender ply_import", imp_blender)):
+            print(f"import {label}: {min(runs):.3f} s")
+            print(f"import {label} median: {float(np.median(runs)):.3f} s")
+            print(f"import {label} runs: {' '.join(f'{t:.3f}' for t in runs)} s")
         print(f"export ours (unedited): {t_exp:.3f} s")
         print(f"export ours (object rotated+scaled, SH rotated): {t_exp_tf:.3f} s")
         print(f"export ours (half rotated+scaled in Edit Mode, SH rotated): {t_exp_edit:.3f} s")

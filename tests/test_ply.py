@@ -239,6 +239,72 @@ def test_write_into_unwritable_places_fails_with_one_line(fox_path: Path, tmp_pa
                 write_ply(scene, folder / "cgs_test.ply")
 
 
+def _assert_same_scene(a: GaussianScene, b: GaussianScene) -> None:
+    for f in ("means", "scales", "quats", "opacities", "sh_dc", "sh_rest"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    assert list(a.extra) == list(b.extra)
+    for k in a.extra:
+        np.testing.assert_array_equal(a.extra[k], b.extra[k])
+        assert a.extra[k].dtype == b.extra[k].dtype
+
+
+def test_sh_coefficient_major_and_block_sizes_give_the_same_values(
+        shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The single blocked pass over the file gives the same scene for any block size (records
+    split across blocks), and sh_coefficient_major only changes the SH memory order: each
+    coefficient's [N, 3] RGB block is then contiguous (what Blender attributes take)."""
+    import engine.ply
+
+    path = shared_data / "pc_short_sh3_trailing.ply"
+    raw = plyfile.PlyData.read(str(path))["vertex"].data
+    ref = read_ply(path)
+    assert ref.sh_rest.flags.c_contiguous
+    for rows in (1, 7, 64, 100, 4096):
+        monkeypatch.setattr(engine.ply, "_GATHER_ROWS", rows)
+        for cm in (False, True):
+            scene = read_ply(path, sh_coefficient_major=cm)
+            _assert_same_scene(scene, ref)
+            coeffs = scene.sh_rest.transpose(1, 0, 2)
+            assert coeffs.flags.c_contiguous == cm
+            for j in (0, 7, 14):
+                for c in range(3):
+                    np.testing.assert_array_equal(coeffs[j][:, c], raw[f"f_rest_{c * 15 + j}"])
+    for name in ("guitar.compressed.ply", "fox_cc0.ply"):  # other sources honour the order too
+        scene = read_ply(shared_data / name, sh_coefficient_major=True)
+        assert scene.sh_rest.transpose(1, 0, 2).flags.c_contiguous
+        _assert_same_scene(scene, read_ply(shared_data / name))
+
+
+def test_file_read_and_memory_mapped_paths_agree(shared_data: Path, tmp_path: Path) -> None:
+    """Vertex-only files are read block by block from the file; any other shape (here a second
+    element after the vertices) through plyfile's memory map: same scene either way."""
+    src = plyfile.PlyData.read(str(shared_data / "pc_short_sh3_trailing.ply"))
+    vertex = plyfile.PlyElement.describe(np.asarray(src["vertex"].data), "vertex")
+    meta = plyfile.PlyElement.describe(np.array([(7,)], dtype=[("version", "<i4")]), "meta")
+    for order in ("<", ">"):
+        one = tmp_path / f"one{order}.ply"
+        two = tmp_path / f"two{order}.ply"
+        plyfile.PlyData([vertex], byte_order=order).write(str(one))
+        plyfile.PlyData([vertex, meta], byte_order=order).write(str(two))
+        a, b = read_ply(one), read_ply(two)
+        _assert_same_scene(a, b)
+        _assert_same_scene(a, read_ply(shared_data / "pc_short_sh3_trailing.ply"))
+
+
+def test_huge_finite_values_are_not_mistaken_for_infinite(tmp_path: Path) -> None:
+    """Finiteness is checked per block through the block's sum; a sum that overflows on finite
+    values must fall back to the exact check and accept the file."""
+    scene = _random_scene(300, 1)
+    scene.sh_rest[:, :, :] = 3e38  # every record sums past float32's range
+    write_ply(scene, tmp_path / "big.ply")
+    back = read_ply(tmp_path / "big.ply")
+    np.testing.assert_array_equal(back.sh_rest, scene.sh_rest)
+    scene.sh_rest[250, 1, 2] = np.nan  # ... while a real NaN in a later record is still found
+    write_ply(scene, tmp_path / "nan.ply")
+    with pytest.raises(SceneFormatError, match="1 of 300 Gaussians have NaN"):
+        read_ply(tmp_path / "nan.ply")
+
+
 # ---------------------------------------------------------------- SuperSplat compressed PLY
 
 def test_guitar_compressed_reads(shared_data: Path, tmp_path: Path) -> None:
