@@ -180,16 +180,19 @@ class _Records:
         buf = np.empty(min(rows, self.count), self.dtype)
         raw = memoryview(buf.view(np.uint8))
         size = self.dtype.itemsize
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            for r0 in range(0, self.count, rows):
-                b = min(rows, self.count - r0)
-                got = f.readinto(raw[: b * size])
-                if got != b * size:  # the file shrank after its size was checked
-                    raise SceneFormatError(
-                        f"{self.name}: truncated file: element 'vertex' declares {self.count} "
-                        f"records but only {r0 + got // size} are complete")
-                yield r0, buf[:b]
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                for r0 in range(0, self.count, rows):
+                    b = min(rows, self.count - r0)
+                    got = f.readinto(raw[: b * size])
+                    if got != b * size:  # the file shrank after its size was checked
+                        raise SceneFormatError(
+                            f"{self.name}: truncated file: element 'vertex' declares {self.count} "
+                            f"records but only {r0 + got // size} are complete")
+                    yield r0, buf[:b]
+        except OSError as exc:  # (errors of the consumer never arrive here: only the file's)
+            raise SceneFormatError(f"{self.name}: cannot read PLY: {exc.strerror or exc}") from None
 
 
 def _read_plydata(path: str, name: str) -> tuple[plyfile.PlyData, _Records | None]:
@@ -247,7 +250,8 @@ def _read_vertex_only(path: str, name: str) -> tuple[plyfile.PlyData, _Records] 
         if [e.name for e in data.elements] != ["vertex"]:
             return None
         element = data.elements[0]
-        if any(isinstance(p, plyfile.PlyListProperty) for p in element.properties):
+        if not element.properties or any(isinstance(p, plyfile.PlyListProperty)
+                                         for p in element.properties):
             return None
         if not data.text:
             dtype = _property_dtype(element, data.byte_order)
