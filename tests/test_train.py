@@ -280,3 +280,20 @@ def test_training_on_cuda_separates_objects():
     tf = train_from_caches(scene, caches, TrainSettings(**{**FAST, "device": "cuda"}))
     part = np.arange(scene.num_gaussians) // PER_PART
     assert _purity(tf.coarse_labels, part // 2) > 0.9
+
+
+def test_global_clusters_from_few_candidates():
+    from engine.train.gfl import cluster_centers
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=12), rng.normal(size=12)
+    vecs = np.stack([a + 0.05 * rng.normal(size=12) for _ in range(4)] + [b + 0.05 * rng.normal(size=12) for _ in range(3)])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    c = cluster_centers(vecs, epsilon=1e-2, min_size=3, fallback_cos=0.5)
+    assert c.shape == (2, 12)
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1, atol=1e-5)
+    # many candidates: HDBSCAN proper finds the three groups
+    g = rng.normal(size=(3, 12))
+    many = np.concatenate([gi + 0.03 * rng.normal(size=(40, 12)) for gi in g])
+    many /= np.linalg.norm(many, axis=1, keepdims=True)
+    assert cluster_centers(many, epsilon=1e-2, min_size=5).shape == (3, 12)

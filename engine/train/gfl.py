@@ -7,7 +7,9 @@
    ``algorithm='prims_kdtree'`` — ~2.5x faster than the default on these inputs per
    PERFORMANCE-NOTES), cluster_selection_epsilon 1e-2 (coarse) / 1e-3 (fine) (paper),
    min_cluster_size = max(3, ceil(min_cluster_views x #views)) (ours, 0.1: a global object
-   must have been a mask in a tenth of the views).
+   must have been a mask in a tenth of the views). When HDBSCAN finds only noise, it is rerun
+   allowing a single cluster, then (very few candidates) average-linkage groups at the level's
+   margin are used.
 3. A cluster's feature is the normalised mean of its members.
 """
 
@@ -91,13 +93,16 @@ def mask_averages(
     return cat(out_c, COARSE_DIM), cat(out_f, 2 * COARSE_DIM)
 
 
-def cluster_centers(vectors: np.ndarray, *, epsilon: float, min_size: int) -> np.ndarray:
-    """HDBSCAN over unit vectors [M, D]; returns unit centres [C, D] float32 (C = 0 when there
-    are too few vectors or HDBSCAN finds only noise)."""
+def cluster_centers(
+    vectors: np.ndarray, *, epsilon: float, min_size: int, fallback_cos: float | None = None
+) -> np.ndarray:
+    """HDBSCAN over unit vectors [M, D]; returns unit centres [C, D] float32. When HDBSCAN
+    finds only noise (too few candidates), ``fallback_cos`` enables an average-linkage grouping
+    at that cosine; without it C may be 0."""
     import hdbscan
 
     d = vectors.shape[1]
-    if vectors.shape[0] < max(min_size, 2):
+    if vectors.shape[0] < 2:
         return np.zeros((0, d), np.float32)
     x = np.ascontiguousarray(vectors, dtype=np.float64)
     def run(single: bool) -> np.ndarray:
@@ -116,6 +121,14 @@ def cluster_centers(vectors: np.ndarray, *, epsilon: float, min_size: int) -> np
         # HDBSCAN never returns a lone cluster by default: when all candidates form one blob
         # (early in training, or a scene of one object) that blob is the answer.
         labels = run(True)
+    if not (labels >= 0).any() and fallback_cos is not None:
+        # Too few candidates for density estimates (a handful of small views): average-linkage
+        # groups whose members are on average at least ``fallback_cos`` similar, 2+ members.
+        from scipy.cluster.hierarchy import fcluster, linkage
+
+        groups = fcluster(linkage(x, method="average", metric="cosine"), t=1.0 - fallback_cos, criterion="distance")
+        sizes = np.bincount(groups)
+        labels = np.where(sizes[groups] >= 2, groups, -1)
     ks = [k for k in np.unique(labels) if k >= 0]
     if not ks:
         return np.zeros((0, d), np.float32)
@@ -132,12 +145,14 @@ def compute_global_clusters(
     eps_fine: float,
     min_cluster_views: float,
     use_prior: bool = True,
+    margin_coarse: float = 0.5,
+    margin_fine: float = 0.75,
 ) -> GlobalClusters:
     """Steps 1-3 of the module doc for both levels."""
     avg_c, avg_f = mask_averages(caches, features.detach(), use_prior=use_prior)
     size = min_cluster_size(len(caches), min_cluster_views)
-    cc = cluster_centers(avg_c, epsilon=eps_coarse, min_size=size)
-    cf = cluster_centers(avg_f, epsilon=eps_fine, min_size=size)
+    cc = cluster_centers(avg_c, epsilon=eps_coarse, min_size=size, fallback_cos=margin_coarse)
+    cf = cluster_centers(avg_f, epsilon=eps_fine, min_size=size, fallback_cos=margin_fine)
     dev = features.device
     return GlobalClusters(torch.from_numpy(cc).to(dev), torch.from_numpy(cf).to(dev))
 

@@ -257,6 +257,7 @@ def _train_loop(
         return compute_global_clusters(
             caches, features.detach(), eps_coarse=s.hdbscan_eps_coarse, eps_fine=s.hdbscan_eps_fine,
             min_cluster_views=s.min_cluster_views, use_prior=s.use_prior,
+            margin_coarse=s.margin_coarse, margin_fine=s.margin_fine,
         )
 
     from ..render import blend
@@ -337,6 +338,9 @@ def _train_loop(
         raise TrainingError("training produced non-finite features; try a lower lr")
     if checkpoint_path:
         save_checkpoint(checkpoint_path, make_state(s.iterations))
+    if cancel is not None and cancel.is_set():
+        where = f"; checkpoint {checkpoint_path} holds all iterations (resume to finish)" if checkpoint_path else ""
+        raise Cancelled(f"training cancelled before the final clusters{where}")
     if progress is not None:
         progress(TrainProgress(s.iterations, s.iterations, dict(last), time.perf_counter() - t0, 0.0, "clusters",
                                "computing final global clusters"))
