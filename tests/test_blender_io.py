@@ -120,6 +120,32 @@ def test_import_supersplat_compressed(bpy, shared_data: Path) -> None:
     check_all_properties(obj.data, read_ply(path), np.array(obj["gs_axis_matrix"]).reshape(4, 4))
 
 
+def test_import_splat_file_and_point_major_scenes(bpy, fox_path: Path, shared_data: Path,
+                                                   tmp_path: Path) -> None:
+    """An antimatter15 .splat imports through the same operator (its dialog lists *.splat); a
+    scene whose SH are point-major (not read for Blender) builds the same attributes."""
+    from click_gaussian_blender import io_import
+    from engine.ply import read_ply
+
+    rna = bpy.ops.import_scene.gaussian_splatting.get_rna_type()
+    assert "*.splat" in rna.properties["filter_glob"].default.split(";")
+    fox = read_ply(fox_path).subset(np.arange(0, 50_000, 7))
+    rec = np.zeros(fox.num_gaussians, [("p", "<f4", (3,)), ("s", "<f4", (3,)), ("c", "u1", (4,)),
+                                       ("r", "u1", (4,))])
+    rec["p"], rec["s"] = fox.means, np.exp(fox.scales)
+    rec["c"], rec["r"] = 200, 128
+    path = tmp_path / "statue.splat"
+    rec.tofile(path)
+    obj = import_ply(bpy, path)
+    assert obj.name == "statue" and obj["gs_count"] == fox.num_gaussians
+    check_all_properties(obj.data, read_ply(path), np.array(obj["gs_axis_matrix"]).reshape(4, 4))
+
+    scene = read_ply(shared_data / SH3)  # point-major SH [N, K, 3]
+    assert scene.sh_rest.flags.c_contiguous and scene.sh_degree == 3
+    obj = io_import.scene_to_object(scene, bpy.context, io_import.ImportSettings(), source=str(shared_data / SH3))
+    check_all_properties(obj.data, scene, np.eye(4))
+
+
 def test_bad_input_is_a_one_line_error(bpy, tmp_path: Path, fox_path: Path) -> None:
     import plyfile
 
