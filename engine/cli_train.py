@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from .errors import Cancelled, EngineError, TrainingError
+from .errors import Cancelled, TrainingError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

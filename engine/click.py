@@ -19,7 +19,7 @@ Algorithm (per click, after a one-off :meth:`ClickIndex.build` of the scene):
    passes the level's label threshold (coarse 0.5, fine 0.75 = the margins; stored in the
    features' settings). Otherwise nothing is selected and ``reason`` says why.
 4. Selection: every Gaussian whose precomputed label (``TrainedFeatures.*_labels``) is one of
-   the selected clusters (``np.flatnonzero``: ~0.5 ms at 1M).
+   the selected clusters (``np.flatnonzero``: ~1 ms at 1M).
 
 Click position convention: continuous image coordinates (u right, v down, pixels), so the centre
 of pixel (i, j) is ``(i + 0.5, j + 0.5)`` — the renderer's pixel centres.
