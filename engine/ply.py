@@ -28,11 +28,13 @@ the opacity logit) is refused with a :class:`SceneFormatError` that says how man
 opacity logit of +-inf is a saturated opacity (sigmoid = 1 or 0), written by some trainers (37
 Gaussians of ``fox_cc0.ply`` have +inf); it is valid and kept as stored.
 
-Speed: binary vertex data is memory-mapped by plyfile (its default ``mmap='c'``; without the map
-plyfile parses row by row and is ~1000x slower) and split into the scene's arrays in one pass over
-the map, block by cache-sized block of records (every property of a block is copied out while it
-is in cache; a pass per property over the whole map was 2-4x slower); a 1M-Gaussian SH-3 file
-reads in about 0.2 s (``python -m engine.bench io``). ``read_ply(..., sh_coefficient_major=True)``
+Speed: the vertex records of the usual vertex-only binary file are read straight from the file
+after plyfile parses the header, and split into the scene's arrays in one pass, block by
+cache-sized block of records (every property of a block is copied out while it is in cache; a
+pass per property over the whole file was 2-4x slower). Other binary files are memory-mapped by
+plyfile (its default ``mmap='c'``; without the map plyfile parses row by row, ~1000x slower) and
+split the same way. A 1M-Gaussian SH-3 file reads in about 0.12 s (``python -m engine.bench io``,
+shared machine). ``read_ply(..., sh_coefficient_major=True)``
 gathers the SH straight into the per-coefficient order Blender's attributes want. Writes pack
 records in reused 64k-row chunks.
 """
