@@ -45,7 +45,7 @@ class TrainView:
 class ViewCache:
     """The training pixels of one view (P_v of them), on the training device.
 
-    ids: [P_v, K] int64 contributor Gaussian indices, front to back (empty slots point at
+    ids: [P_v, K] int32 contributor Gaussian indices, front to back (empty slots point at
         Gaussian 0 with weight 0); weights: [P_v, K] float32 ``alpha * T``;
     seg_c, seg_f: [P_v] int64 view-local segment IDs, -1 = unassigned at that level;
     prob: [P_v] float32 importance-sampling probabilities (sum 1); pixels: [P_v] int64 flat
@@ -124,7 +124,7 @@ def cache_from_contributors(
     prob = importance_probabilities(sc, sf)
     dev = torch.device(device)
     return ViewCache(
-        ids=sub_ids.to(dev),
+        ids=sub_ids.to(torch.int32).to(dev),
         weights=sub_w.to(dev),
         seg_c=torch.from_numpy(sc).to(dev),
         seg_f=torch.from_numpy(sf).to(dev),
