@@ -34,9 +34,8 @@ cache-sized block of records (every property of a block is copied out while it i
 pass per property over the whole file was 2-4x slower). Other binary files are memory-mapped by
 plyfile (its default ``mmap='c'``; without the map plyfile parses row by row, ~1000x slower) and
 split the same way. A 1M-Gaussian SH-3 file reads in about 0.12 s (``python -m engine.bench io``,
-shared machine). ``read_ply(..., sh_coefficient_major=True)``
-gathers the SH straight into the per-coefficient order Blender's attributes want. Writes pack
-records in reused 64k-row chunks.
+shared machine). ``read_ply(..., sh_coefficient_major=True)`` gathers the SH straight into the
+per-coefficient order Blender's attributes want. Writes pack records in reused 64k-row chunks.
 """
 
 from __future__ import annotations
@@ -322,7 +321,7 @@ class _FieldCopy:
     (C-contiguous rows), choosing once the fastest way the record layout allows."""
 
     def __init__(self, dtype: np.dtype, names: list[str] | tuple[str, ...], out: np.ndarray):
-        self.names, self.out, self.k = names, out, len(names)
+        self.names, self.out = names, out
         self.opaque = None
         if dtype.fields[names[0]][0] == out.dtype:  # same type and byte order: raw bytes
             self.opaque = _run_dtype(dtype, names, opaque=True)
@@ -362,8 +361,8 @@ def _gather_vertices(records: _Records, k: int, extra_names: list[str], sh_coeff
 
     Works in blocks of ``_GATHER_ROWS`` records (~2 MiB at SH degree 3): each block is read (or
     faulted in from a memory map) once and stays in cache while every property is copied out of
-    it (a pass per property over the whole file, plus a separate SH reordering, was 2-4x slower). The SH go
-    channel by channel: channel c's K coefficients are adjacent in the file (``f_rest_{c*K+j}``)
+    it (a pass per property over the whole file, plus a separate SH reordering, was 2-4x
+    slower). The SH go channel by channel: channel c's K coefficients are adjacent in the file (``f_rest_{c*K+j}``)
     and land in sh_rest[:, :, c] with long strided runs (the [N, 3, K] -> [N, K, 3] transpose in
     one assignment iterates 3-value rows: 2x slower).
 
