@@ -362,9 +362,9 @@ def _gather_vertices(records: _Records, k: int, extra_names: list[str], sh_coeff
     Works in blocks of ``_GATHER_ROWS`` records (~2 MiB at SH degree 3): each block is read (or
     faulted in from a memory map) once and stays in cache while every property is copied out of
     it (a pass per property over the whole file, plus a separate SH reordering, was 2-4x
-    slower). The SH go channel by channel: channel c's K coefficients are adjacent in the file (``f_rest_{c*K+j}``)
-    and land in sh_rest[:, :, c] with long strided runs (the [N, 3, K] -> [N, K, 3] transpose in
-    one assignment iterates 3-value rows: 2x slower).
+    slower). The SH go channel by channel: channel c's K coefficients are adjacent in the file
+    (``f_rest_{c*K+j}``) and land in sh_rest[:, :, c] with long strided runs (the
+    [N, 3, K] -> [N, K, 3] transpose in one assignment iterates 3-value rows: 2x slower).
 
     Returns (arrays: means, sh_dc, opacities, scales, quats, sh_rest; extras in file order;
     whether every vertex value of the file is known to be finite)."""
