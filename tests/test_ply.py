@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import plyfile
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.errors import SceneFormatError
 from engine.ply import inria_vertex_dtype, read_ply, write_ply
@@ -289,6 +291,55 @@ def test_file_read_and_memory_mapped_paths_agree(shared_data: Path, tmp_path: Pa
         a, b = read_ply(one), read_ply(two)
         _assert_same_scene(a, b)
         _assert_same_scene(a, read_ply(shared_data / "pc_short_sh3_trailing.ply"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), degree=st.integers(0, 3), order=st.sampled_from("<>"),
+       rows=st.sampled_from([1, 5, 64, 8192]), text=st.booleans())
+def test_any_property_order_and_types_read_like_plyfile(seed: int, degree: int, order: str, rows: int,
+                                                        text: bool) -> None:
+    """Shuffled property order, mixed widths (float64, int8/16/32, uint8) among the Gaussian
+    properties and extras, either byte order or ASCII, any block size: every value lands where
+    plyfile's own per-property arrays say."""
+    import tempfile
+
+    import engine.ply
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    k = (degree + 1) ** 2 - 1
+    names = list(inria_vertex_dtype(degree).names) + ["label", "weight", "flag"]
+    rng.shuffle(names)
+    types = {nm: rng.choice(["f4", "f4", "f4", "f8", "i2"]) for nm in names}
+    types.update(label="i4", weight="f8", flag="u1")
+    rec = np.zeros(n, [(nm, order + types[nm]) for nm in names])
+    for nm in names:
+        rec[nm] = rng.integers(-100, 100, size=n) if types[nm][0] in "iu" else rng.normal(size=n)
+    rec["flag"] = rng.integers(0, 255, size=n)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "s.ply")
+        plyfile.PlyData([plyfile.PlyElement.describe(rec, "vertex")], text=text,
+                        byte_order=order).write(path)
+        raw = plyfile.PlyData.read(path)["vertex"].data
+        old = engine.ply._GATHER_ROWS
+        engine.ply._GATHER_ROWS = rows
+        try:
+            scene = read_ply(path, sh_coefficient_major=bool(seed % 2))
+        finally:
+            engine.ply._GATHER_ROWS = old
+    f32 = lambda nm: np.asarray(raw[nm], dtype=np.float32)  # noqa: E731
+    np.testing.assert_array_equal(scene.means, np.c_[f32("x"), f32("y"), f32("z")])
+    np.testing.assert_array_equal(scene.quats, np.c_[tuple(f32(f"rot_{i}") for i in range(4))])
+    np.testing.assert_array_equal(scene.scales, np.c_[tuple(f32(f"scale_{i}") for i in range(3))])
+    np.testing.assert_array_equal(scene.sh_dc, np.c_[tuple(f32(f"f_dc_{i}") for i in range(3))])
+    np.testing.assert_array_equal(scene.opacities, f32("opacity"))
+    for j in range(k):
+        for c in range(3):
+            np.testing.assert_array_equal(scene.sh_rest[:, j, c], f32(f"f_rest_{c * k + j}"))
+    assert list(scene.extra) == [nm for nm in names if nm in ("nx", "ny", "nz", "label", "weight", "flag")]
+    for nm, values in scene.extra.items():
+        assert values.dtype == np.dtype(types[nm]) and values.dtype.isnative
+        np.testing.assert_array_equal(values, raw[nm])
 
 
 def test_huge_finite_values_are_not_mistaken_for_infinite(tmp_path: Path) -> None:
