@@ -322,6 +322,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
+    code_version = _code_version()  # at start: the code the workers import
     jobs = min(args.jobs, len(args.seeds))
     threads = args.threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0)
     tasks = [(args, seed, variants, args.pictures if i == 0 else 0, threads) for i, seed in enumerate(args.seeds)]
@@ -338,7 +339,8 @@ def _run(args: argparse.Namespace) -> int:
     prep_s = [r["prep_s"] for r in seed_results]
     all_results = [t for r in seed_results for v in variants for t in r["variants"][v]["targets"]]
     total_s = time.perf_counter() - t_all
-    report = _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, base.gfl_start, base, jobs)
+    report = _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, base.gfl_start, base, jobs,
+                     code_version)
     print()
     print(report)
     _write_text(out / "quality.md", report)
@@ -357,7 +359,8 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, gfl_start, base, jobs=1) -> str:
+def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, gfl_start, base, jobs=1,
+            code_version: str = "unknown") -> str:
     from .. import metrics as M
 
     lines = [
@@ -397,13 +400,31 @@ def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, heigh
         f"Targets per scene: about {n_c} objects and their parts (targets visible in fewer than two test views are skipped).",
         f"Wall time: {total_s / 60:.1f} min in all, {jobs} scene(s) at a time ({np.mean(prep_s):.1f} s per scene to "
         f"generate, render ground truth and simulate masks), on {platform.machine()} with {os.cpu_count()} CPU cores, "
-        f"torch {_torch_version()}; per-run times include waiting for the CPU when scenes run in parallel.",
+        f"torch {_torch_version()}; per-run times include waiting for the CPU when scenes run in parallel. "
+        f"Engine code: {code_version}.",
         "",
         "Pictures (first seed, per variant, `<variant>_seed<N>.png`): per test view, left to right: render, "
         "ground-truth objects, ground-truth parts, segment-everything coarse, segment-everything fine, PCA of the "
         "coarse feature map, PCA of the fine feature map.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _code_version() -> str:
+    """The engine's git commit, with a note when engine/ has uncommitted changes (best effort)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "engine"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not head:
+        return "unknown"
+    return f"{head}{' with uncommitted changes in engine/' if dirty else ''}"
 
 
 def _torch_version() -> str:
