@@ -16,8 +16,9 @@ Variants: ``full`` (the paper's model), ``no_gfl``, ``no_prior`` (no granularity
 :mod:`engine.baseline`), and on request ``oracle`` (the ground-truth ids packaged as features:
 the best score the protocol can give on these scenes, limited by pixels that blend two ids).
 
-Default sizes are reduced from the paper's protocol so 5 seeds x 7 variants fit in about an
-hour on 2 CPU cores (see ``--help``); ``--iterations 3000 --pixels 10000`` restores the paper's
+Default sizes are reduced from the paper's protocol so 5 seeds x 7 variants (+ oracle) take
+about 5 minutes with ``--jobs 5`` on 2 CPU cores (measured; docs/quality.md lists the
+reductions); ``--iterations 3000 --pixels 10000 --views 48 --size 256x256`` restores the paper's
 schedule (GFL then starts at 2/3 of the iterations = 2000, recomputed every iterations/30 = 100).
 """
 
@@ -66,14 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="scene seeds (results are means over them)")
     p.add_argument("--noise", default="realistic", help="mask noise level: clean, realistic (default), hard")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
-    p.add_argument("--iterations", type=int, default=600, help="training iterations (paper: 3000)")
-    p.add_argument("--pixels", type=int, default=4096, help="pixels per iteration (paper: 10000)")
+    p.add_argument("--iterations", type=int, default=400, help="training iterations (paper: 3000)")
+    p.add_argument("--pixels", type=int, default=1024, help="pixels per iteration (paper: 10000)")
     p.add_argument("--gfl-start", type=int, default=None, help="GFL start iteration (default 2/3 of --iterations, paper: 2000)")
-    p.add_argument("--gaussians", type=int, default=40_000, help="Gaussians per scene (approximate)")
+    p.add_argument("--gaussians", type=int, default=20_000, help="Gaussians per scene (approximate)")
     p.add_argument("--objects", type=int, default=6, help="objects per scene (1-8)")
-    p.add_argument("--views", type=int, default=40, help="training views per scene")
-    p.add_argument("--test-views", type=int, default=12, help="held-out evaluation views per scene")
-    p.add_argument("--size", default="256x256", help="view size WxH in pixels")
+    p.add_argument("--views", type=int, default=24, help="training views per scene")
+    p.add_argument("--test-views", type=int, default=8, help="held-out evaluation views per scene")
+    p.add_argument("--size", default="160x160", help="view size WxH in pixels")
     p.add_argument("--touch", type=float, default=0.5, help="scene family: chance an object touches another")
     p.add_argument("--alike", type=float, default=0.35, help="scene family: chance of alike colours")
     p.add_argument("--pictures", type=int, default=3, help="test views pictured per variant (first seed)")
