@@ -66,7 +66,9 @@ class ProgressBar:
     """A self-overwriting terminal line: bar, iteration, losses, elapsed, ETA (prints at most
     every 0.25 s, and every phase change)."""
 
-    def __init__(self, stream: Any = sys.stderr, width: int = 24) -> None:
+    def __init__(self, stream: Any = None, width: int = 24) -> None:
+        # Resolved at call time: sys.stderr may have been replaced since import (pytest, Blender).
+        stream = sys.stderr if stream is None else stream
         self.stream, self.width = stream, width
         self._last = 0.0
         self._phase = ""
