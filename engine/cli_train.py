@@ -202,10 +202,14 @@ def run(args: argparse.Namespace) -> int:
     trained.save(out)
     wall = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    import torch
+
+    gpu = (f", GPU peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+           if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0 else "")
     for w in trained.settings.get("run", {}).get("warnings", []):
         bar.message(f"warning: {w}")
     bar.message(
         f"wrote {out}: {len(trained.coarse_centers)} coarse / {len(trained.fine_centers)} fine clusters; "
-        f"views+masks {t_views:.1f} s, total {wall:.1f} s, peak memory {peak_mib:.0f} MiB"
+        f"views+masks {t_views:.1f} s, total {wall:.1f} s, peak memory {peak_mib:.0f} MiB{gpu}"
     )
     return 0

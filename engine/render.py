@@ -298,7 +298,9 @@ def render(
     on_cuda = device.type == "cuda" and torch.cuda.is_available()
     if backend == "gsplat" and not on_cuda:
         raise EngineError("render: the gsplat backend needs CUDA and Gaussians on a CUDA device")
-    use_gsplat = on_cuda and contributors_k == 0 and backend in ("auto", "gsplat")
+    if backend == "gsplat" and not gsplat_available():
+        raise EngineError(f"render: gsplat's CUDA extension is unavailable ({_GSPLAT_STATE['error']})")
+    use_gsplat = on_cuda and contributors_k == 0 and backend in ("auto", "gsplat") and gsplat_available()
     if use_gsplat:
         out = _render_gsplat(gaussians, camera, values, near, far)
     else:
@@ -383,6 +385,32 @@ def _render_torch_inner(
     if contributors_k == 0:
         contrib = None
     return RenderOutput(values=out_values, alpha=res.alpha, depth=depth, contributors=contrib)
+
+
+_GSPLAT_STATE: dict[str, object] = {}
+
+
+def gsplat_available() -> bool:
+    """Whether gsplat's CUDA extension loads (it JIT-builds on first use, which needs nvcc).
+
+    Checked once per process and only on a CUDA machine. When it fails, "auto" renders fall back
+    to our tile rasterizer on the same GPU (slower, same result) and the reason is logged once.
+    """
+    if "ok" not in _GSPLAT_STATE:
+        ok, err = False, "no CUDA GPU"
+        if torch.cuda.is_available():
+            try:
+                from gsplat.cuda._backend import _C
+
+                ok, err = _C is not None, "gsplat found no CUDA toolkit to build it"
+            except Exception as e:  # a failed JIT build raises many kinds of errors
+                err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if not ok:
+                import logging
+
+                logging.getLogger(__name__).warning("gsplat unavailable, rendering with the torch rasterizer: %s", err)
+        _GSPLAT_STATE.update(ok=ok, error="" if ok else err)
+    return bool(_GSPLAT_STATE["ok"])
 
 
 def _render_gsplat(g: Gaussians, camera: Camera, values: Tensor | None, near: float, far: float) -> RenderOutput:

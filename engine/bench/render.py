@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=DEFAULT_K, help="contributors per pixel (default 32)")
     ap.add_argument("--pixels", type=int, default=10000, help="sampled pixels for the blend timing (default 10000)")
     ap.add_argument("--scene", default=None, help="a .ply to use instead of fox_cc0")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="cpu (default) or cuda: gsplat's rasterization against our tile rasterizer on the GPU")
     args = ap.parse_args(argv)
     if args.size < 1 or args.views < 1 or args.k < 1 or args.pixels < 1:
         ap.error("--size, --views, --k and --pixels must be positive")
@@ -64,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"scene: {label}")
     print(f"gaussians: {scene.num_gaussians}")
     print(f"torch threads: {torch.get_num_threads()}")
-    g = Gaussians.from_scene(scene, "cpu")
     cams = orbit_cameras(scene, args.views, args.size, args.size)
     print(f"image: {args.size}x{args.size}")
+    if args.device == "cuda":
+        return _cuda(scene, cams, args.k)
+    g = Gaussians.from_scene(scene, "cpu")
 
     def timed(fn) -> tuple[float, float, object]:
         t, c = time.perf_counter(), time.process_time()
@@ -117,4 +121,51 @@ def main(argv: list[str] | None = None) -> int:
     print(f"blend {args.pixels} pixels x 24 forward wall: {statistics.median(fwd) * 1e3:.1f} ms")
     print(f"blend {args.pixels} pixels x 24 forward+backward wall: {statistics.median(both) * 1e3:.1f} ms")
     print(f"blend {args.pixels} pixels x 24 forward+backward cpu: {statistics.median(both_cpu) * 1e3:.1f} ms")
+    return 0
+
+
+def _cuda(scene, cams, k: int) -> int:
+    """GPU timings: gsplat RGB and 24-d features, our tile rasterizer with contributors on the
+    same GPU, and how closely the two backends agree (fraction of pixels within 1e-2)."""
+    import torch
+
+    from ..gaussians import Gaussians
+    from ..render import render
+
+    if not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA GPU")
+        return 2
+    print(f"gpu: {torch.cuda.get_device_name()}")
+    g = Gaussians.from_scene(scene, "cuda")
+    feats = torch.randn(scene.num_gaussians, 24, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+
+    def timed(fn) -> tuple[float, object]:
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - t, out
+
+    cases = {
+        "gsplat rgb": lambda cam: render(g, cam, backend="gsplat"),
+        "gsplat 24-d features": lambda cam: render(g, cam, feats, backend="gsplat"),
+        "torch-on-cuda rgb": lambda cam: render(g, cam, backend="torch"),
+        f"torch-on-cuda rgb+contributors k={k}": lambda cam: render(g, cam, contributors_k=k, backend="torch"),
+    }
+    outs: dict[str, list] = {}
+    for name, fn in cases.items():
+        try:
+            fn(cams[0])  # warm-up (kernel load, allocator)
+        except Exception as e:  # e.g. gsplat's extension failed to build: time the rest
+            print(f"render {name}: failed: {type(e).__name__}: {e}")
+            continue
+        runs = [timed(lambda cam=cam: fn(cam)) for cam in cams]
+        outs[name] = [r[1] for r in runs]
+        print(f"render {name} wall: {statistics.median(r[0] for r in runs) * 1e3:.2f} ms")
+    for a, b in (("gsplat rgb", "torch-on-cuda rgb"),):
+        if a not in outs or b not in outs:
+            continue
+        close = [float(((x.values - y.values).abs() <= 1e-2).float().mean()) for x, y in zip(outs[a], outs[b])]
+        print(f"{a} vs {b}: {100.0 * min(close):.2f} % of pixel channels within 1e-2 (worst view)")
+    print(f"gpu peak memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
     return 0
