@@ -12,7 +12,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "demo": "the main job: a full run on a scene (default: the project's procedural scene)",
+    "demo": "the engine-only pipeline without Blender: views, masks, training, segments, clicks -> PNGs",
     "render": "render views of a 3DGS scene to PNG files",
     "masks": "compute two-level training masks for a scene's views and write them as PNG files",
     "train": "train Click-Gaussian features for a scene",

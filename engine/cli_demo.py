@@ -32,7 +32,7 @@ from .errors import EngineError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scene", nargs="?", default=None,
                         help="3DGS .ply (default: generate the procedural scene into OUT/scene.ply)")
-    parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    parser.add_argument("--out", default="out/engine_demo", help="output folder (default out/engine_demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the procedural scene (default 0)")
     parser.add_argument("--views", type=int, default=32, help="training views for a .ply without cameras (default 32)")
     parser.add_argument("--size", type=int, default=256, help="training view size in pixels (default 256)")
