@@ -112,12 +112,4 @@ class CLICKGS_PT_main(_Base, bpy.types.Panel):
 
 _CLASSES = (CLICKGS_UL_groups, CLICKGS_PT_main)
 
-
-def register() -> None:
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(_CLASSES)
