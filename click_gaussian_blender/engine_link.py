@@ -77,6 +77,7 @@ class TrainJob:
         self.error = ""
         self.result: Any = None
         self.summary: dict[str, Any] = {}
+        self.warnings: list[str] = []  # non-fatal engine messages (e.g. a view without masks)
         self.started = time.monotonic()
         self.finished: float | None = None
         self._future: Any = None
@@ -98,6 +99,9 @@ class TrainJob:
         return steps
 
     def _on_progress(self, data: dict[str, Any]) -> None:  # client reader thread: plain data only
+        if data.get("phase") == "warning":
+            self.warnings.append(str(data.get("message", "")))
+            return
         self.progress = dict(data)
 
     @property

@@ -120,6 +120,8 @@ class CLICKGS_OT_train(bpy.types.Operator):
             return {"PASS_THROUGH"}
         props = click_props.get(context.scene)
         props.message = job.status_text()
+        for w in job.warnings[:5]:  # e.g. views where the mask source found no segments
+            self.report({"WARNING"}, w)
         if job.state == "done":
             self.report({"INFO"}, props.message)
             return self._end(context, {"FINISHED"})

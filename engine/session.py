@@ -313,13 +313,22 @@ class EngineSession:
             if progress is not None:
                 progress({"phase": stage, "done": int(done), "total": int(total)})
 
+        warned: list[str] = []
+
+        def warn(message: str) -> None:  # reaches the client as a progress event and in the result
+            warned.append(str(message))
+            if progress is not None:
+                progress({"phase": "warning", "message": str(message)})
+
         t0 = time.perf_counter()
         views = views_from_scene(scene, cams, source, images=images, gaussians=self.gaussians(),
-                                 cache_dir=self._mask_cache_dir(), device=self.device, progress=report, cancel=cancel)
+                                 cache_dir=self._mask_cache_dir(), device=self.device, progress=report, cancel=cancel,
+                                 on_warning=warn)
         with self._lock:
             if self.scene is scene:
                 self.views = views
         return {"num_views": len(views), "source": self.mask_source_desc, "seconds": round(time.perf_counter() - t0, 3),
+                "warnings": warned,
                 "segments": [[int(v.masks.num_segments("coarse")), int(v.masks.num_segments("fine"))] for v in views]}
 
     # ------------------------------------------------------------------ training and features

@@ -125,3 +125,33 @@ def test_features_file_load_and_fetch(client: EngineClient, fox, tmp_path: Path)
     out = tmp_path / "copy.clickgs.npz"
     assert client.call("save_features", {"path": str(out)}).result["path"] == str(out)
     assert TrainedFeatures.load(out, fox).scene_hash == feats.scene_hash
+
+
+def test_mask_warnings_reach_the_caller(fox) -> None:
+    """A view where the mask source finds nothing is a warning in the progress stream and in the
+    result (not only a Python warning in the engine's log)."""
+    from engine.masks.source import MaskSourceBase
+
+    class HalfBlind(MaskSourceBase):
+        name, quality, cacheable = "halfblind", "test", False
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def segments(self, image, cancel=None, report=None):
+            self.calls += 1
+            if self.calls == 1:
+                return []
+            h, w = image.shape[:2]
+            seg = np.zeros((h, w), bool)
+            seg[: h // 2] = True
+            return [{"segmentation": seg, "area": int(seg.sum())}, {"segmentation": ~seg, "area": int((~seg).sum())}]
+
+    s = EngineSession(device="cpu")
+    s.set_scene(fox.subset(np.arange(0, 50_000, 25)))
+    s.orbit_cameras(2, 32, 32)
+    s.mask_source, s.mask_source_desc = HalfBlind(), {"kind": "test"}
+    events: list[dict] = []
+    out = s.prepare_masks(progress=events.append)
+    assert len(out["warnings"]) == 1 and "orbit_000" in out["warnings"][0]
+    assert [e["message"] for e in events if e.get("phase") == "warning"] == out["warnings"]

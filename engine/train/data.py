@@ -234,12 +234,14 @@ def views_from_scene(
     device: str = "auto",
     progress: Callable[[str, int, int], Any] | None = None,
     cancel: threading.Event | None = None,
+    on_warning: Callable[[str], Any] | None = None,
 ) -> list[TrainView]:
     """Training views for ``cameras``: each camera's image (``images[i]``, else the file at
     ``camera.image_path``, else rendered from the splats) and its two-level masks from
     ``mask_source`` through :func:`engine.masks.prepare_masks` (cached on disk in ``cache_dir``).
 
-    progress(stage, done, total) with stage ``"images"`` or ``"masks"``."""
+    progress(stage, done, total) with stage ``"images"`` or ``"masks"``; on_warning(message) receives
+    the mask preparation's non-fatal warnings (a view without segments, an unwritable cache)."""
     from ..gaussians import Gaussians
     from ..masks import prepare_masks
 
@@ -266,5 +268,6 @@ def views_from_scene(
         if progress is not None and len(args) >= 2:
             progress("masks", int(args[0]), int(args[1]))
 
-    masks = prepare_masks(mask_source, named, cache_dir=cache_dir, progress=mask_progress, cancel=cancel)
+    masks = prepare_masks(mask_source, named, cache_dir=cache_dir, progress=mask_progress, cancel=cancel,
+                          on_warning=on_warning)
     return [TrainView(camera=c, image=img, masks=m) for c, (_, img), m in zip(cameras, named, masks)]
