@@ -33,14 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="256x256",
                         help="orbit view size WxH (default 256x256, as train); with --cameras the longer image "
                              "side is scaled down to max(W, H)")
-    parser.add_argument("--sam-checkpoint", help="segment-anything checkpoint (vit_h / vit_l / vit_b .pth)")
-    parser.add_argument("--sam-model-type", default=None, help="vit_h, vit_l or vit_b (default: detected)")
-    parser.add_argument("--sam-points", type=int, default=None, help="SAM points per side (default SAM's 32)")
-    parser.add_argument("--masks", help="folder of precomputed masks to convert (see engine.masks.folder)")
+    add_source_arguments(parser)
     parser.add_argument("--mask-cache", help="mask cache folder (default <scene>.clickgs.npz.masks, as train)")
     parser.add_argument("--preview", action="store_true", help="also write <view>.preview.png")
     parser.add_argument("--overwrite", action="store_true", help="replace mask files already in --out")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The mask-source options shared by ``masks`` and ``train``."""
+    parser.add_argument("--sam-checkpoint", help="segment-anything checkpoint (vit_h / vit_l / vit_b .pth)")
+    parser.add_argument("--sam-model-type", default=None, help="vit_h, vit_l or vit_b (default: detected)")
+    parser.add_argument("--sam-points", type=int, default=None, help="SAM points per side (default SAM's 32)")
+    parser.add_argument("--masks", help="folder of precomputed masks, one per view (see engine.masks.folder)")
 
 
 def make_source(args: argparse.Namespace) -> Any:

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from .cli_masks import add_source_arguments, make_source
 from .errors import Cancelled, TrainingError
 
 
@@ -28,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scene", help="3DGS .ply scene")
     parser.add_argument("--cameras", help="cameras of the capture (COLMAP folder, cameras.json, transforms.json, .npz)")
     parser.add_argument("--images", help="images folder for --cameras")
-    parser.add_argument("--sam-checkpoint", help="segment-anything checkpoint (vit_h / vit_l / vit_b .pth)")
-    parser.add_argument("--masks", help="folder of precomputed masks, one per view")
+    add_source_arguments(parser)
     parser.add_argument("--views", type=int, default=None,
                         help="number of views: orbit views without --cameras (default 32); with --cameras, "
                              "an evenly spaced subset (default all)")
@@ -109,18 +109,6 @@ class ProgressBar:
         self.stream.flush()
 
 
-def make_mask_source(args: argparse.Namespace) -> Any:
-    from . import masks
-
-    if args.masks and args.sam_checkpoint:
-        raise TrainingError("give either --masks or --sam-checkpoint, not both")
-    if args.masks:
-        return masks.FolderMaskSource(args.masks)
-    if args.sam_checkpoint:
-        return masks.SamMaskSource(args.sam_checkpoint, device=None if args.device == "auto" else args.device)
-    return masks.BuiltinMaskSource()
-
-
 def select_cameras(args: argparse.Namespace, scene: Any, warn: Any) -> list:
     from .cameras import load_cameras, orbit_cameras
 
@@ -171,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     scene = read_ply(args.scene)
     bar.message(f"scene: {args.scene} ({scene.num_gaussians:,} Gaussians)")
     cameras = select_cameras(args, scene, bar.message)
-    source = make_mask_source(args)
+    source = make_source(args)
     bar.message(f"views: {len(cameras)} at {cameras[0].width}x{cameras[0].height}; masks: {getattr(source, 'quality', source)}")
 
     cancel = threading.Event()
