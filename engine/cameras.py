@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -239,11 +239,15 @@ def _find_colmap_model(folder: Path) -> Path | None:
     return None
 
 
-def _load_json(p: Path, images_dir, warn: Warn) -> list[Camera]:
+def _read_json(p: Path) -> Any:
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CameraError(f"{p.name}: not valid JSON: {exc}") from None
+
+
+def _load_json(p: Path, images_dir, warn: Warn) -> list[Camera]:
+    data = _read_json(p)
     if isinstance(data, list):
         return load_inria_cameras_json(p, images_dir, warn=warn, _data=data)
     if isinstance(data, dict) and "frames" in data:
@@ -469,10 +473,7 @@ def load_inria_cameras_json(path: str | os.PathLike, images_dir: str | os.PathLi
     warn = warn or _default_warn
     p = Path(path)
     if _data is None:
-        try:
-            _data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CameraError(f"{p.name}: not valid JSON: {exc}") from None
+        _data = _read_json(p)
     if not isinstance(_data, list) or not _data:
         raise CameraError(f"{p.name}: expected a non-empty list of cameras")
     cams = []
@@ -514,10 +515,7 @@ def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike 
     warn = warn or _default_warn
     p = Path(path)
     if _data is None:
-        try:
-            _data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CameraError(f"{p.name}: not valid JSON: {exc}") from None
+        _data = _read_json(p)
     frames = _data.get("frames") if isinstance(_data, dict) else None
     if not isinstance(frames, list) or not frames:
         raise CameraError(f"{p.name}: no 'frames' list")
