@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -97,7 +98,37 @@ def read_labels(mesh: Any, level: str) -> np.ndarray:
     return out
 
 
-def load_features(mesh: Any) -> TrainedFeatures:
+@dataclass
+class MeshFeatures(TrainedFeatures):
+    """:class:`TrainedFeatures` read from a mesh, with the clusters' member lists precomputed:
+    :meth:`members` of one cluster is a slice of a per-level stable argsort of the labels
+    (built once by :meth:`index_members`, ~70 ms at 1M Gaussians, done with the click index in
+    the background) instead of a scan of every label per click (~1 ms at 1M). The object lives
+    in the click cache, which is dropped whenever the mesh's vertices change."""
+
+    _members: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def index_members(self) -> None:
+        """Precompute the per-level member lists (idempotent)."""
+        for level in LABEL_ATTRS:
+            if level not in self._members:
+                labels = self.labels(level)
+                order = np.argsort(labels, kind="stable")  # ascending indices within a cluster
+                bounds = np.searchsorted(labels[order], np.arange(-1, len(self.centers(level)) + 1))
+                self._members[level] = (order.astype(np.int64), bounds)
+
+    def members(self, level: str, clusters: list[int] | np.ndarray) -> np.ndarray:
+        """Indices (int64, sorted) of every Gaussian whose label at ``level`` is in ``clusters``."""
+        cached = self._members.get(level)
+        ids = [int(c) for c in np.asarray(list(clusters)).reshape(-1)]
+        if cached is None or not ids or any(not 0 <= c < len(cached[1]) - 2 for c in ids):
+            return super().members(level, clusters)
+        order, bounds = cached  # bounds[c + 1]: first position of cluster c (label -1 first)
+        parts = [order[bounds[c + 1]:bounds[c + 2]] for c in sorted(set(ids))]
+        return parts[0].copy() if len(parts) == 1 else np.sort(np.concatenate(parts))
+
+
+def load_features(mesh: Any) -> MeshFeatures:
     """The mesh's stored features as :class:`TrainedFeatures` (rows = current vertices).
     Raises TrainingError with a user message when the mesh has none."""
     if not has_features(mesh):
@@ -112,7 +143,7 @@ def load_features(mesh: Any) -> TrainedFeatures:
     cc = _centers(mesh, "coarse", int(meta.get("coarse_clusters", 0)), COARSE_DIM)
     fc = _centers(mesh, "fine", int(meta.get("fine_clusters", 0)), FEATURE_DIM)
     labels = {lv: read_labels(mesh, lv) for lv in LABEL_ATTRS}
-    return TrainedFeatures(feats, cc, fc, labels["coarse"], labels["fine"],
+    return MeshFeatures(feats, cc, fc, labels["coarse"], labels["fine"],
                            settings=dict(meta.get("settings") or {}), scene_hash=str(meta.get("scene_hash", "")))
 
 

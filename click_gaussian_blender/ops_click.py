@@ -41,10 +41,11 @@ def view_of(obj, region, rv3d, *, ortho_center=None) -> viewport.ViewCamera:
 
 
 def click_at(context, obj, view: viewport.ViewCamera, u: float, v: float, mode: str) -> selection.ClickOutcome:
-    """One click through the panel's settings, with Edit Mode handled (plain function: tests)."""
+    """One click through the panel's settings, in the object's current mode (plain function:
+    tests). In Edit Mode the selection is written into the edit mesh, so G / R / S / X / Shift+D
+    act on it at once, without an Edit/Object Mode round trip (~0.5 s at 1M Gaussians)."""
     props = click_props.get(context.scene)
-    with selection.object_mode(obj):
-        out = selection.click(obj, view, u, v, level=props.level, mode=mode, min_similarity=props.min_similarity)
+    out = selection.click(obj, view, u, v, level=props.level, mode=mode, min_similarity=props.min_similarity)
     props.message = out.message
     return out
 

@@ -59,12 +59,75 @@ def fake_features(coarse: np.ndarray, fine: np.ndarray, seed: int = 0):
     return TrainedFeatures(feats.astype(np.float16), cc, fc, coarse, fine, settings={"synthetic": True})
 
 
-def bench(n: int, clicks: int) -> None:
+def _percentile(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[int(q * (len(v) - 1))]
+
+
+def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: np.ndarray, clicks: int,
+            mode_name: str, label: str, *, evaluate: bool, undo: bool) -> None:
+    """``clicks + 1`` clicks on successive tiles through ``ops_click.click_at`` (the click tool's
+    own call); the first (cold cache) is reported apart. Prints the medians."""
+    import bpy
+
+    from click_gaussian_blender import ops_click, viewport
+    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
+
+    w = h = 512
+    K = np.array([[500.0, 0, w / 2], [0, 500.0, h / 2], [0, 0, 1]])
+    near, far = 0.01, 1000.0
+    proj = np.array([[2 * K[0, 0] / w, 0, 0, 0], [0, 2 * K[1, 1] / h, 0, 0],
+                     [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)], [0, 0, -1, 0]])
+    stages: dict[str, list[float]] = {"total": [], "camera": [], "prepare": [], "query": [], "write": [], "undo": []}
+    sizes, oks, first = [], 0, float("nan")
+    for i in range(clicks + 1):
+        t = (i + (1 if mode_name == "edit" else 0)) % n_tiles
+        target = centre + np.array([(t % side) * ext, 0, (t // side) * ext])
+        eye = target + np.array([0.0, -0.4, -2.2]) * ext / 1.2
+        cam = Camera(look_at_viewmat(eye, target, np.array([0.0, -1.0, 0.0])), K, w, h)
+        # the Blender view of that camera (what the viewport hands the click tool)
+        gl_view = np.diag([1.0, -1.0, -1.0, 1.0]) @ cam.viewmat @ np.linalg.inv(axis)
+        if evaluate:  # what the redraw after the previous click does (not timed)
+            bpy.context.view_layer.update()
+        t0 = time.perf_counter()
+        view = viewport.view_camera(gl_view, proj, w, h, np.array(obj.matrix_world), axis)
+        t1 = time.perf_counter()
+        out = ops_click.click_at(bpy.context, obj, view, w / 2 + 0.5, h / 2 + 0.5, "replace")
+        t2 = time.perf_counter()
+        if undo and out.ok:  # the click tool's undo step, after the handler
+            bpy.ops.ed.undo_push(message="click")
+        t3 = time.perf_counter()
+        if i == 0:
+            first = (t2 - t0) * 1e3
+            continue
+        oks += out.ok
+        if out.ok:
+            stages["total"].append((t2 - t0) * 1e3)
+            stages["camera"].append((t1 - t0) * 1e3)
+            for k in ("prepare", "query", "write"):
+                stages[k].append(out.timings[f"{k}_ms"])
+            if undo:
+                stages["undo"].append((t3 - t2) * 1e3)
+            sizes.append(out.selected.size)
+    p = f"{mode_name}_{label}"
+    print(f"click_first_{p}: {first:.1f} ms")
+    if stages["total"]:
+        print(f"click_median_{p}: {statistics.median(stages['total']):.2f} ms")
+        print(f"click_p90_{p}: {_percentile(stages['total'], 0.9):.2f} ms")
+        for k in ("camera", "prepare", "query", "write"):
+            print(f"click_{k}_median_{p}: {statistics.median(stages[k]):.2f} ms")
+        if stages["undo"]:
+            print(f"undo_push_median_{p}: {statistics.median(stages['undo']):.2f} ms")
+        print(f"click_selected_median_{p}: {int(statistics.median(sizes))} gaussians")
+    print(f"click_ok_{p}: {oks}/{clicks} clicks")
+
+
+def bench(n: int, clicks: int, modes: list[str], *, shuffle: bool, evaluate: bool, undo: bool) -> None:
     import bpy
 
     import click_gaussian_blender as cgb
-    from click_gaussian_blender import feature_store, io_import, selection, viewport
-    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
+    from click_gaussian_blender import feature_store, io_import
+    from click_gaussian_blender.engine.scene import GaussianScene
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     try:
@@ -73,61 +136,53 @@ def bench(n: int, clicks: int) -> None:
         pass
     cgb.register()
     scene, coarse, fine, side, ext, base = tiled_scene(n)
+    if shuffle:  # a real file's cluster members are spread over its rows, not contiguous
+        perm = np.random.default_rng(1).permutation(n)
+        scene = GaussianScene(scene.means[perm], scene.scales[perm], scene.quats[perm], scene.opacities[perm],
+                              scene.sh_dc[perm], scene.sh_rest[perm])
+        coarse, fine = coarse[perm], fine[perm]
     axis = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], float)
     t0 = time.perf_counter()
     obj = io_import.scene_to_object(scene, bpy.context, io_import.ImportSettings(axis_matrix=axis, name=f"bench{n}"))
     t_import = time.perf_counter() - t0
     feature_store.store_features(obj.data, fake_features(coarse, fine))
+    bpy.context.view_layer.objects.active = obj
     centre = np.median(base.means, axis=0)
-    w = h = 512
-    K = np.array([[500.0, 0, w / 2], [0, 500.0, h / 2], [0, 0, 1]])
-    n_tiles = int(coarse.max()) + 1
-    times, write_ms, query_ms, sizes, oks = [], [], [], [], 0
-    first = None
-    for i in range(clicks + 1):
-        t = i % n_tiles
-        target = centre + np.array([(t % side) * ext, 0, (t // side) * ext])
-        eye = target + np.array([0.0, -0.4, -2.2]) * ext / 1.2
-        cam = Camera(look_at_viewmat(eye, target, np.array([0.0, -1.0, 0.0])), K, w, h)
-        # the Blender view of that camera (what the viewport hands the click tool)
-        gl_view = np.diag([1.0, -1.0, -1.0, 1.0]) @ cam.viewmat @ np.linalg.inv(axis)
-        near, far = 0.01, 1000.0
-        proj = np.array([[2 * K[0, 0] / w, 0, 0, 0], [0, 2 * K[1, 1] / h, 0, 0],
-                         [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)], [0, 0, -1, 0]])
-        t0 = time.perf_counter()
-        view = viewport.view_camera(gl_view, proj, w, h, np.array(obj.matrix_world), axis)
-        out = selection.click(obj, view, w / 2 + 0.5, h / 2 + 0.5, level="coarse", mode="replace")
-        dt = (time.perf_counter() - t0) * 1e3
-        if i == 0:
-            first = dt
-            continue
-        times.append(dt)
-        oks += out.ok
-        if out.ok:
-            write_ms.append(out.timings["write_ms"])
-            query_ms.append(out.timings["query_ms"])
-            sizes.append(out.selected.size)
-    times.sort()
     label = f"{n // 1000}k" if n < 1_000_000 else f"{n / 1e6:g}M"
     print(f"gaussians: {n}")
+    print(f"order: {'shuffled' if shuffle else 'tiled'}")
     print(f"import_{label}: {t_import:.3f} s")
-    print(f"click_first_{label}: {first:.1f} ms")
-    print(f"click_median_{label}: {statistics.median(times):.2f} ms")
-    print(f"click_p90_{label}: {times[int(0.9 * (len(times) - 1))]:.2f} ms")
-    if query_ms:
-        print(f"click_query_median_{label}: {statistics.median(query_ms):.2f} ms")
-        print(f"click_write_median_{label}: {statistics.median(write_ms):.2f} ms")
-        print(f"click_selected_median_{label}: {int(statistics.median(sizes))} gaussians")
-    print(f"click_ok_{label}: {oks}/{len(times)} clicks")
+    for mode_name in modes:
+        if mode_name == "edit":
+            t0 = time.perf_counter()
+            bpy.ops.object.mode_set(mode="EDIT")
+            bpy.ops.mesh.select_mode(type="VERT")
+            print(f"enter_edit_mode_{label}: {(time.perf_counter() - t0) * 1e3:.0f} ms")
+        elif obj.mode != "OBJECT":
+            bpy.ops.object.mode_set(mode="OBJECT")
+        _clicks(obj, int(coarse.max()) + 1, side, ext, centre, axis, clicks, mode_name, label,
+                evaluate=evaluate, undo=undo)
+    if obj.mode != "OBJECT":
+        bpy.ops.object.mode_set(mode="OBJECT")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="50000,1000000")
     ap.add_argument("--clicks", type=int, default=15)
+    ap.add_argument("--modes", default="object,edit", help="object: the object in Object Mode; edit: in Edit "
+                    "Mode (the click tool's mode, so G/R/S/X/Shift+D act on the selection)")
+    ap.add_argument("--order", choices=("shuffled", "tiled"), default="shuffled",
+                    help="Gaussian order in the file: shuffled (real files) or each tile contiguous")
+    ap.add_argument("--no-evaluate", action="store_true", help="skip the depsgraph update between clicks")
+    ap.add_argument("--undo", action="store_true", help="also time the undo step pushed after each click")
     args = ap.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    if any(m not in ("object", "edit") for m in modes):
+        ap.error(f"--modes takes object and/or edit, got {args.modes!r}")
     for n in (int(s) for s in args.sizes.split(",")):
-        bench(n, args.clicks)
+        bench(n, args.clicks, modes, shuffle=args.order == "shuffled", evaluate=not args.no_evaluate,
+              undo=args.undo)
     return 0
 
 
