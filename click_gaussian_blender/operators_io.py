@@ -119,7 +119,7 @@ class CLICKGS_FH_ply(bpy.types.FileHandler):
     bl_label = "3D Gaussian Splatting"
     bl_import_operator = CLICKGS_OT_import_ply.bl_idname
     bl_export_operator = CLICKGS_OT_export_ply.bl_idname
-    bl_file_extensions = ".ply"
+    bl_file_extensions = ".ply;.splat"  # as the Import dialog (.ply first: the export extension)
 
     @classmethod
     def poll_drop(cls, context):

@@ -139,6 +139,12 @@ def test_import_splat_file_and_point_major_scenes(bpy, fox_path: Path, shared_da
     obj = import_ply(bpy, path)
     assert obj.name == "statue" and obj["gs_count"] == fox.num_gaussians
     check_all_properties(obj.data, read_ply(path), np.array(obj["gs_axis_matrix"]).reshape(4, 4))
+    # drag and drop: the file handler takes .splat too, and a dropped one imports directly
+    assert ".splat" in bpy.types.CLICKGS_FH_ply.bl_file_extensions.split(";")
+    bpy.data.objects.remove(obj)
+    res = bpy.ops.import_scene.gaussian_splatting("INVOKE_DEFAULT", directory=str(tmp_path),
+                                                  files=[{"name": path.name}])
+    assert res == {"FINISHED"} and bpy.data.objects["statue"]["gs_count"] == fox.num_gaussians
 
     scene = read_ply(shared_data / SH3)  # point-major SH [N, K, 3]
     assert scene.sh_rest.flags.c_contiguous and scene.sh_degree == 3
