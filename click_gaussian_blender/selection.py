@@ -214,6 +214,8 @@ def click_data(obj: Any) -> tuple[Any, Any]:
         entry = _CACHE.get(ptr)
         co = vertex_positions(data)
         same = entry is not None and entry.key == key and entry.stale and np.array_equal(co, entry.co)
+        if same:
+            entry.bm = entry.verts = None  # re-wrapped at the next Edit-Mode write
         if not same:
             pending = _PENDING.pop(ptr, None)
             if pending is not None and pending[0] == key and np.array_equal(co, pending[1]):
@@ -235,17 +237,22 @@ def _settle(obj: Any, entry: _Entry) -> None:
     again at the next redraw: the depsgraph is evaluated here, with that update ignored (the
     redraw would evaluate it anyway; only after real edits, ~0.1 s at 1M Gaussians)."""
     entry.stale = False
-    if obj.mode != "EDIT":
-        return
+    if obj.mode == "EDIT":
+        _evaluate_own_update(obj)
+        entry.stale = False
+
+
+def _evaluate_own_update(obj: Any) -> None:
+    """Evaluate the depsgraph now, ignoring the geometry update of ``obj``'s mesh that this
+    module just caused (and knows leaves the vertices where they are)."""
     import bpy
 
-    ptr = entry.key[0]
+    ptr = obj.data.as_pointer()
     _SETTLING.add(ptr)
     try:
         bpy.context.view_layer.update()
     finally:
         _SETTLING.discard(ptr)
-    entry.stale = False
 
 
 _PENDING: dict[int, tuple] = {}  # mesh pointer -> (key, co, trained, Future[ClickIndex])
@@ -329,7 +336,9 @@ def _make_active(obj: Any, vg: Any) -> None:
         obj.vertex_groups.active_index = vg.index
 
 
-def _write_object_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, highlight: bool) -> int:
+def _write_object_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, highlight: bool,
+                       timings: dict[str, float]) -> int:
+    t0 = time.perf_counter()
     mesh = obj.data
     if mode == "replace":
         sel = np.zeros(len(mesh.vertices), bool)
@@ -341,6 +350,7 @@ def _write_object_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, 
         from .display import set_highlight
 
         set_highlight(obj, sel)
+    t1 = time.perf_counter()
     if group and mode != "remove" and len(idx):
         vg = _group(obj, group)
         # one bulk call; the list conversion is ~1 ms of it at 50k members. Measured at 1M
@@ -350,6 +360,7 @@ def _write_object_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, 
         vg.add(idx.tolist(), 1.0, "REPLACE")
         _make_active(obj, vg)
     mesh.update_tag()
+    timings["select_ms"], timings["group_ms"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
     return int(np.count_nonzero(sel))
 
 
@@ -388,7 +399,7 @@ def _call_op(idname: str, **props: Any) -> bool:
     return op.poll() and "FINISHED" in op(**props)
 
 
-def _write_edit_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None) -> int:
+def _write_edit_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, timings: dict[str, float]) -> int:
     """The selection and vertex group written into the edit bmesh, so Blender's edit tools act
     on them at once (no Edit/Object Mode round trip: ~0.5 s at 1M Gaussians).
 
@@ -403,8 +414,11 @@ def _write_edit_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None) ->
     latency: every member sits on its own cache lines)."""
     from bmesh.types import BMVert
 
+    t0 = time.perf_counter()
     bm, verts = _edit_verts(obj)
     picked = [verts[int(idx[0])]] if len(idx) == 1 else operator.itemgetter(*idx.tolist())(verts) if len(idx) else ()
+    if any(not v.is_valid for v in (picked[0], picked[-1]) if len(picked)):  # pragma: no cover - defensive
+        raise ClickError("the mesh changed under the click; click again")
     if mode == "replace":
         done = _call_op("mesh.select_all", action="DESELECT")
         if not done:  # no Edit-Mode context: plain loop, slower but exact
@@ -414,6 +428,7 @@ def _write_edit_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None) ->
     collections.deque(map(BMVert.select_set, picked, itertools.repeat(mode != "remove")), 0)
     if len(bm.edges):
         bm.select_flush_mode()
+    t1 = time.perf_counter()
     if group and mode != "remove" and len(picked):
         vg = _group(obj, group)
         layer = bm.verts.layers.deform.active  # made by _edit_verts
@@ -421,16 +436,20 @@ def _write_edit_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None) ->
                               itertools.repeat(vg.index), itertools.repeat(1.0)), 0)
         # a new group is the active one; an existing one is not made active here: setting the
         # active index tags the mesh geometry, and the next click would have to sync Edit Mode
+    timings["select_ms"], timings["group_ms"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
     return int(obj.data.total_vert_sel)
 
 
-def write_selection(obj: Any, indices: np.ndarray, mode: str, group: str | None, *, highlight: bool = True) -> int:
+def write_selection(obj: Any, indices: np.ndarray, mode: str, group: str | None, *, highlight: bool = True,
+                    timings: dict[str, float] | None = None) -> int:
     """Apply a click's vertex indices to the selection (``mode``) and, for replace/add, to the
     vertex group ``group`` (created if needed; members get weight 1). Object Mode: through the
     ``.select_vert`` attribute and one ``VertexGroup.add``, and the selection is highlighted in
     the splat display (:func:`.display.set_highlight`). Edit Mode: into the edit bmesh (Blender's
     own overlay shows the selection; an Object-Mode highlight left on the mesh is cleared once).
-    Returns the number of selected vertices afterwards."""
+    Returns the number of selected vertices afterwards; ``timings`` (if given) receives
+    ``select_ms`` and ``group_ms``."""
+    timings = {} if timings is None else timings
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -438,13 +457,14 @@ def write_selection(obj: Any, indices: np.ndarray, mode: str, group: str | None,
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise ClickError(f"selection indices out of range for {obj.name!r} ({n:,} vertices)")
     if obj.mode != "EDIT":
-        return _write_object_mode(obj, idx, mode, group, highlight)
+        return _write_object_mode(obj, idx, mode, group, highlight, timings)
     if highlight:
         from .display import HIGHLIGHT_ATTR, set_highlight
 
         if obj.data.attributes.get(HIGHLIGHT_ATTR) is not None:
-            set_highlight(obj, None)
-    return _write_edit_mode(obj, idx, mode, group)
+            set_highlight(obj, None)  # once; it tags the geometry, which moves no vertex
+            _evaluate_own_update(obj)
+    return _write_edit_mode(obj, idx, mode, group, timings)
 
 
 @contextmanager
@@ -506,12 +526,13 @@ def click(obj: Any, view: ViewCamera, u: float, v: float, *, level: str = "coars
         return out
     out.group = group_name(level, out.clusters) if mode != "remove" else None
     out.selected = sel
-    out.total_selected = write_selection(obj, sel, mode, out.group)
+    parts: dict[str, float] = {}
+    out.total_selected = write_selection(obj, sel, mode, out.group, timings=parts)
     t3 = time.perf_counter()
     out.ok = True
     verb = {"replace": "Selected", "add": "Added", "remove": "Removed"}[mode]
     out.timings = {"prepare_ms": (t1 - t0) * 1e3, "query_ms": (t2 - t1) * 1e3, "write_ms": (t3 - t2) * 1e3,
-                   "total_ms": (t3 - t0) * 1e3}
+                   **parts, "total_ms": (t3 - t0) * 1e3}
     what = out.group or group_name(level, out.clusters)
     out.message = (f"{verb} {sel.size:,} Gaussians ({what}, similarity {out.similarity:.2f}); "
                    f"{out.total_selected:,} selected; {out.timings['total_ms']:.1f} ms")

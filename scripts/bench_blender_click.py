@@ -78,7 +78,8 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
     near, far = 0.01, 1000.0
     proj = np.array([[2 * K[0, 0] / w, 0, 0, 0], [0, 2 * K[1, 1] / h, 0, 0],
                      [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)], [0, 0, -1, 0]])
-    stages: dict[str, list[float]] = {"total": [], "camera": [], "prepare": [], "query": [], "write": [], "undo": []}
+    stages: dict[str, list[float]] = {k: [] for k in ("total", "camera", "prepare", "query", "write", "select", "group",
+                                                      "undo")}
     sizes, oks, first = [], 0, float("nan")
     for i in range(clicks + 1):
         t = (i + (1 if mode_name == "edit" else 0)) % n_tiles
@@ -104,8 +105,8 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
         if out.ok:
             stages["total"].append((t2 - t0) * 1e3)
             stages["camera"].append((t1 - t0) * 1e3)
-            for k in ("prepare", "query", "write"):
-                stages[k].append(out.timings[f"{k}_ms"])
+            for k in ("prepare", "query", "write", "select", "group"):
+                stages[k].append(out.timings.get(f"{k}_ms", float("nan")))
             if undo:
                 stages["undo"].append((t3 - t2) * 1e3)
             sizes.append(out.selected.size)
@@ -114,7 +115,7 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
     if stages["total"]:
         print(f"click_median_{p}: {statistics.median(stages['total']):.2f} ms")
         print(f"click_p90_{p}: {_percentile(stages['total'], 0.9):.2f} ms")
-        for k in ("camera", "prepare", "query", "write"):
+        for k in ("camera", "prepare", "query", "write", "select", "group"):
             print(f"click_{k}_median_{p}: {statistics.median(stages[k]):.2f} ms")
         if stages["undo"]:
             print(f"undo_push_median_{p}: {statistics.median(stages['undo']):.2f} ms")

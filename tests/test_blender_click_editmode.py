@@ -1,0 +1,208 @@
+"""The click tool's own path in headless Blender (bpy): the object stays in Edit Mode, the click
+writes the selection and the vertex group into the edit mesh, and Blender's edit tools (G, X,
+Shift+D) act on it at once; the click cache survives clicks and redraws and follows real edits.
+Also the precomputed cluster member lists against the plain label scan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_blender_workflow import _fox_with_features, _view_of_camera
+
+pytestmark = pytest.mark.bpy
+
+
+@pytest.fixture(scope="module")
+def bpy_addon():
+    bpy = pytest.importorskip("bpy")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    import click_gaussian_blender as cgb
+
+    cgb.register()
+    yield bpy
+    cgb.unregister()
+
+
+@pytest.fixture
+def bpy(bpy_addon):
+    b = bpy_addon
+    if b.context.object is not None and b.context.object.mode != "OBJECT":
+        b.ops.object.mode_set(mode="OBJECT")
+    for obj in list(b.data.objects):
+        b.data.objects.remove(obj)
+    for mesh in list(b.data.meshes):
+        b.data.meshes.remove(mesh)
+    from click_gaussian_blender import click_props
+
+    props = click_props.get(b.context.scene)
+    props.level, props.min_similarity = "coarse", 0.0
+    return b
+
+
+def _pixel_of_cluster(index, tf, cam, scene, level, cluster):
+    """A pixel the engine itself resolves to ``cluster`` at ``level``."""
+    from click_gaussian_blender.engine.click import click_query
+
+    uv, _ = cam.project(scene.means)
+    inside = np.flatnonzero((uv[:, 0] > 0) & (uv[:, 0] < cam.width) & (uv[:, 1] > 0) & (uv[:, 1] < cam.height))
+    for i in inside[::53]:
+        u, v = np.floor(uv[i]) + 0.5
+        r = click_query(index, tf, cam, u, v, level)
+        if r.clusters and r.clusters[0] == cluster:
+            return u, v, r
+    raise AssertionError(f"no pixel of {level} cluster {cluster}")
+
+
+def _edit_fox(bpy, fox_path):
+    from click_gaussian_blender import selection as S
+    from click_gaussian_blender.engine.click import ClickIndex
+
+    S.invalidate()
+    obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.ops.mesh.select_mode(type="VERT")
+    view = _view_of_camera(cam, np.asarray(obj["gs_axis_matrix"]).reshape(4, 4))
+    return obj, scene, tf, cam, view, ClickIndex.build(scene)
+
+
+def _edit_selection(obj) -> np.ndarray:
+    import bmesh
+
+    bm = bmesh.from_edit_mesh(obj.data)
+    return np.array([v.select for v in bm.verts], bool)
+
+
+def test_edit_mode_click_writes_selection_and_group_in_place(bpy, fox_path):
+    from click_gaussian_blender import ops_click
+    from click_gaussian_blender import selection as S
+
+    obj, scene, tf, cam, view, index = _edit_fox(bpy, fox_path)
+    n = len(scene.means)
+    left, right = tf.coarse_labels == 0, tf.coarse_labels == 1
+    u0, v0, r0 = _pixel_of_cluster(index, tf, cam, scene, "coarse", 0)
+    u1, v1, _ = _pixel_of_cluster(index, tf, cam, scene, "coarse", 1)
+
+    out = ops_click.click_at(bpy.context, obj, view, u0, v0, "replace")
+    assert out.ok, out.message
+    assert obj.mode == "EDIT" and out.group == "CG coarse 0" and out.total_selected == left.sum()
+    assert np.array_equal(out.selected, r0.selected)
+    assert np.array_equal(_edit_selection(obj), left)
+    assert out.timings["group_ms"] >= 0 and out.timings["select_ms"] >= 0
+
+    out = ops_click.click_at(bpy.context, obj, view, u1, v1, "add")
+    assert out.ok and out.total_selected == n and np.array_equal(_edit_selection(obj), left | right)
+    out = ops_click.click_at(bpy.context, obj, view, u0, v0, "remove")
+    assert out.ok and out.group is None and np.array_equal(_edit_selection(obj), right)
+    assert [g.name for g in S.click_groups(obj)] == ["CG coarse 0", "CG coarse 1"]
+    # the groups and the selection are real mesh data once Edit Mode is left
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert np.array_equal(S.read_selection(obj.data), right)
+    assert np.array_equal(S.group_members(obj, "CG coarse 0"), np.flatnonzero(left))
+    assert np.array_equal(S.group_members(obj, "CG coarse 1"), np.flatnonzero(right))
+    weights = [g.weight for g in obj.data.vertices[int(np.flatnonzero(left)[0])].groups]
+    assert weights == [1.0]
+
+
+def test_clicks_keep_the_cache_and_clear_an_object_mode_highlight(bpy, fox_path):
+    from click_gaussian_blender import display, ops_click
+    from click_gaussian_blender import selection as S
+
+    obj, scene, tf, cam, view, index = _edit_fox(bpy, fox_path)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    display.set_highlight(obj, tf.coarse_labels == 1)  # what an Object-Mode click leaves
+    bpy.ops.object.mode_set(mode="EDIT")
+    u0, v0, _ = _pixel_of_cluster(index, tf, cam, scene, "coarse", 0)
+    assert ops_click.click_at(bpy.context, obj, view, u0, v0, "replace").ok
+    assert obj.data.attributes.get(display.HIGHLIGHT_ATTR) is None  # Blender's overlay shows it now
+    entry = S._cached(obj)
+    assert entry is not None
+    for mode in ("replace", "add", "replace"):  # clicks, each followed by a redraw's evaluation
+        bpy.context.view_layer.update()
+        assert S._cached(obj) is entry, "a click's own writes must not invalidate the click cache"
+        out = ops_click.click_at(bpy.context, obj, view, u0, v0, mode)
+        assert out.ok and out.timings["prepare_ms"] < 1e3
+    bpy.context.view_layer.update()
+    assert S._cached(obj) is entry and entry.verts is not None
+
+
+def test_edit_tools_act_on_the_click_at_once(bpy, fox_path):
+    """G moves exactly the clicked Gaussians, and the next click finds them where they are now;
+    Shift+D duplicates them with their group and features; X deletes them; clicking goes on."""
+    from click_gaussian_blender import feature_store as FS
+    from click_gaussian_blender import ops_click
+    from click_gaussian_blender import selection as S
+
+    obj, scene, tf, cam, view, index = _edit_fox(bpy, fox_path)
+    n = len(scene.means)
+    left = tf.coarse_labels == 0
+    m = int(left.sum())
+    u0, v0, _ = _pixel_of_cluster(index, tf, cam, scene, "coarse", 0)
+    before = S.vertex_positions(obj.data).copy()
+    assert ops_click.click_at(bpy.context, obj, view, u0, v0, "replace").ok
+    # G: move the selection far out of the view (local +x)
+    bpy.ops.transform.translate(value=(100.0, 0.0, 0.0))
+    bpy.context.view_layer.update()
+    out = ops_click.click_at(bpy.context, obj, view, u0, v0, "replace")
+    assert not (out.ok and out.clusters == [0]), "the moved cluster must no longer be under the cursor"
+    bpy.ops.object.mode_set(mode="OBJECT")
+    after = S.vertex_positions(obj.data)
+    np.testing.assert_allclose(after[left] - before[left], np.tile([100.0, 0.0, 0.0], (m, 1)), atol=1e-3)
+    np.testing.assert_array_equal(after[~left], before[~left])
+    # move it back, then Shift+D and X on a fresh click
+    obj.data.vertices.foreach_set("co", before.reshape(-1))
+    obj.data.update()
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.context.view_layer.update()
+    out = ops_click.click_at(bpy.context, obj, view, u0, v0, "replace")
+    assert out.ok and out.clusters == [0] and out.total_selected == m
+    bpy.ops.mesh.duplicate()
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert len(obj.data.vertices) == n + m
+    assert np.array_equal(S.group_members(obj, "CG coarse 0"), np.concatenate([np.flatnonzero(left), n + np.arange(m)]))
+    dup = FS.load_features(obj.data)
+    assert np.array_equal(dup.features[n:], tf.features[left])
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.context.view_layer.update()
+    out = ops_click.click_at(bpy.context, obj, view, u0, v0, "replace")  # the count changed: rebuilt
+    assert out.ok and out.total_selected == 2 * m
+    bpy.ops.mesh.delete(type="VERT")
+    bpy.context.view_layer.update()
+    u1, v1, _ = _pixel_of_cluster(index, tf, cam, scene, "coarse", 1)
+    out = ops_click.click_at(bpy.context, obj, view, u1, v1, "replace")
+    assert out.ok and out.clusters == [1] and out.total_selected == n - m
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert len(obj.data.vertices) == n - m
+    assert np.array_equal(FS.load_features(obj.data).coarse_labels, tf.coarse_labels[~left])
+
+
+def test_selection_list_actions_after_edit_mode_clicks(bpy, fox_path):
+    from click_gaussian_blender import ops_click
+
+    obj, scene, tf, cam, view, index = _edit_fox(bpy, fox_path)
+    u0, v0, _ = _pixel_of_cluster(index, tf, cam, scene, "coarse", 0)
+    u1, v1, _ = _pixel_of_cluster(index, tf, cam, scene, "coarse", 1)
+    assert ops_click.click_at(bpy.context, obj, view, u0, v0, "replace").ok
+    assert ops_click.click_at(bpy.context, obj, view, u1, v1, "replace").ok
+    ops_click.group_action(bpy.context, obj, "CG coarse 0", "HIDE")
+    bpy.ops.object.mode_set(mode="OBJECT")
+    hidden = np.empty(len(obj.data.vertices), bool)
+    obj.data.vertices.foreach_get("hide", hidden)
+    assert np.array_equal(hidden, tf.coarse_labels == 0)
+
+
+def test_precomputed_members_match_the_label_scan():
+    from click_gaussian_blender.engine.features import TrainedFeatures
+    from click_gaussian_blender.feature_store import MeshFeatures
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    cl, fl = rng.integers(-1, 6, n).astype(np.int32), rng.integers(-1, 11, n).astype(np.int32)
+    args = (rng.normal(size=(n, 24)), rng.normal(size=(6, 12)), rng.normal(size=(11, 24)), cl, fl)
+    fast, plain = MeshFeatures(*args), TrainedFeatures(*args)
+    fast.index_members()
+    for level, clusters in (("coarse", [0]), ("coarse", [5]), ("fine", [3, 7]), ("fine", [10, 0, 10]),
+                            ("coarse", []), ("fine", [2])):
+        got = fast.members(level, clusters)
+        assert got.dtype == np.int64 and np.array_equal(got, plain.members(level, clusters)), (level, clusters)
