@@ -20,7 +20,7 @@ Conventions
   never have reconstructed them.
 - Ids: ``object_id`` int32 [N], 0 = the table (ground), 1..K = objects; ``part_id`` int32 [N],
   globally unique, 0 = the table (its own single part), 1..P = object parts.
-- Cameras: our own look-at orbit (engine.cameras has no orbit helper yet when this was written);
+- Cameras: :meth:`engine.cameras.Camera.look_at` placed on fixed-radius orbits (:func:`orbit`);
   OpenCV convention (x right, y down, z forward), the image's "up" is the world's -y.
 
 numpy only (torch-free at import time).
@@ -38,6 +38,7 @@ from .scene import SH_C0, GaussianScene
 
 # z-up construction frame -> y-down world: (x, y, z) -> (x, -z, y). A proper rotation (det +1).
 ZUP_TO_WORLD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+WORLD_UP = np.array([0.0, -1.0, 0.0])  # "up" in the y-down world (image up for the cameras)
 
 # ---------------------------------------------------------------------------------------------
 # Primitives: signed distance functions and surface samplers in a local frame
@@ -434,20 +435,6 @@ def _sdf_normals(prim: Primitive, p: np.ndarray, eps: float = 1e-4) -> np.ndarra
     return g / np.maximum(norm, 1e-12)
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, down: np.ndarray = np.array([0.0, 1.0, 0.0])) -> np.ndarray:
-    """[4, 4] world-to-camera (OpenCV: x right, y down, z forward) for a camera at ``eye``
-    looking at ``target`` with the image's down direction along the world vector ``down``
-    (default +y: y-down worlds)."""
-    f = np.asarray(target, float) - np.asarray(eye, float)
-    f /= np.linalg.norm(f)
-    x = np.cross(down, f)
-    x /= np.linalg.norm(x)
-    y = np.cross(f, x)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, f, eye
-    return np.linalg.inv(c2w)
-
-
 def orbit(
     n_views: int,
     width: int,
@@ -462,7 +449,12 @@ def orbit(
 ) -> list[Camera]:
     """``n_views`` cameras on a sphere cap around ``target`` (y-down world), azimuths evenly
     spaced, elevations above the table plane cycling through ``elevations_deg`` (in 3 rings).
-    Horizontal field of view ``fov_deg``; square pixels, principal point at the image centre."""
+    Horizontal field of view ``fov_deg``; square pixels, principal point at the image centre.
+
+    The cameras themselves are :meth:`engine.cameras.Camera.look_at` (world up = -y). This
+    placement is kept instead of :func:`engine.cameras.orbit_cameras` because the benchmark needs
+    a fixed radius and an azimuth offset (held-out test views between the training views), which
+    ``orbit_cameras`` (distance fitted to the bounds, rings by circumference) does not offer."""
     fx = 0.5 * width / math.tan(math.radians(fov_deg) / 2.0)
     K = np.array([[fx, 0.0, width / 2.0], [0.0, fx, height / 2.0], [0.0, 0.0, 1.0]])
     lo, hi = elevations_deg
@@ -473,7 +465,7 @@ def orbit(
         el = math.radians(rings[i % len(rings)])
         # y-down world: "up" is -y; the orbit circles in the x-z plane
         off = np.array([math.cos(el) * math.cos(az), -math.sin(el), math.cos(el) * math.sin(az)]) * radius
-        cams.append(Camera(look_at(target + off, target), K.copy(), width, height, f"{name}_{i:03d}"))
+        cams.append(Camera.look_at(target + off, target, WORLD_UP, K.copy(), width, height, f"{name}_{i:03d}"))
     return cams
 
 

@@ -122,6 +122,12 @@ def test_match_rule():
     clusters, best = match_clusters(np.array([1.0, 1.0, 1.0]), centers, 0.75)
     assert clusters == [] and best < 0.75
     assert match_clusters(np.zeros(3), centers, 0.5)[0] == []
+    # best cluster only (the fine level's rule): the near-duplicate cluster 1 is not added
+    clusters, best = match_clusters(np.array([2.0, 0.1, 0]), centers, 0.5, None)
+    assert clusters == [0] and best > 0.99
+    clusters, best = match_clusters(np.array([1.0, 1.0, 0.3]), centers, 0.5, None)
+    assert len(clusters) == 1 and 0.5 < best < 0.9
+    assert match_clusters(np.array([1.0, 1.0, 1.0]), centers, 0.75, None)[0] == []
 
 
 def test_click_module_is_numpy_only():

@@ -297,3 +297,39 @@ def test_global_clusters_from_few_candidates():
     many = np.concatenate([gi + 0.03 * rng.normal(size=(40, 12)) for gi in g])
     many /= np.linalg.norm(many, axis=1, keepdims=True)
     assert cluster_centers(many, epsilon=1e-2, min_size=5).shape == (3, 12)
+
+
+def test_remove_slivers_drops_thin_remnants_and_keeps_regions():
+    from engine.train.data import remove_slivers, solid_share
+
+    m = np.full((14, 16), -1, np.int32)
+    m[1:12, 1:12] = 1  # ring (id 1) one pixel wide around a solid 9x9 block (id 0)
+    m[2:11, 2:11] = 0
+    m[:, 13:16] = 2  # a stripe three pixels wide: thin but a region
+    m[13, 0] = 3  # a lone pixel
+    total, solid = solid_share(m)
+    assert total.tolist() == [81, 40, 42, 1] and solid.tolist() == [81, 0, 42, 0]
+    out = remove_slivers(m)
+    assert (out[m == 1] == -1).all() and (out[m == 3] == -1).all()
+    assert (out[m == 0] == 0).all() and (out[m == 2] == 2).all() and (out[m == -1] == -1).all()
+    assert remove_slivers(np.full((4, 4), -1)).tolist() == np.full((4, 4), -1).tolist()
+
+
+def test_vote_labels_follow_blending_weight_and_fall_back_to_own_feature():
+    from engine.train.gfl import vote_labels
+
+    # 3 Gaussians, 2 clusters (x and y axes). Pixel 0 renders ~x (G0 strong, G1 weak), pixel 1
+    # renders ~y (G1 strong). G1's own feature points at x, but most of its weight goes to y.
+    # G2 is in no pixel: its own feature decides (y), unless below the threshold.
+    ids = torch.tensor([[0, 1], [1, 0]], dtype=torch.int32)
+    w = torch.tensor([[0.9, 0.05], [0.9, 0.01]])
+    cache = ViewCache(ids, w, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long),
+                      torch.full((2,), 0.5), torch.arange(2), 1, 2)
+    feats = torch.tensor([[1.0, 0.0], [0.6, 0.4], [0.1, 1.0]])
+    centers = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    feats_y = feats.clone()
+    feats_y[1] = torch.tensor([0.0, 1.0])  # make pixel 1 render y
+    labels = vote_labels([cache], feats_y, centers, 0.5)
+    assert labels.tolist() == [0, 1, 1]
+    feats_y[2] = torch.tensor([-1.0, 0.2])  # unseen and matching nothing -> -1
+    assert vote_labels([cache], feats_y, centers, 0.5).tolist() == [0, 1, -1]

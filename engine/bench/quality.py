@@ -80,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pictures", type=int, default=3, help="test views pictured per variant (first seed)")
     p.add_argument("--out", default="out/quality", help="output folder (table, results.json, PNGs)")
     p.add_argument("--report", default=None, help="also write the Markdown report here (e.g. docs/quality.md)")
-    p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel worker processes")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N: where scenes are "
+                        "rendered, trained and scored")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel worker processes (they share a GPU)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default, or cores/jobs)")
     return p
 
@@ -155,7 +158,7 @@ def evaluate(synth, test_views, trained, gaussians, click_index=None, pictures: 
     for v in test_views:
         dense = v.contributors.to_dense()
         for level in ("coarse", "fine"):
-            f = dense.render(torch.from_numpy(trained.level_features(level))).numpy()
+            f = dense.render(torch.from_numpy(trained.level_features(level)).to(dense.ids.device)).cpu().numpy()
             maps[level].append(M.assign_clusters(f, trained.centers(level), alpha=v.alpha))
             if len(feats_render[level]) < pictures:
                 feats_render[level].append(f)
@@ -220,13 +223,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _device(name: str) -> str:
+    """The torch device string for ``--device`` (``auto``: CUDA only when torch sees a GPU)."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise EngineError(f"--device {name}: no CUDA GPU is available (use --device cpu or auto)")
+        return name
+    raise EngineError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
 def _settings(args: argparse.Namespace):
     from ..train import TrainSettings
 
     gfl_start = args.gfl_start if args.gfl_start is not None else (2 * args.iterations) // 3
     return TrainSettings(
         iterations=args.iterations, pixels_per_iter=args.pixels, gfl_start=gfl_start,
-        gfl_interval=max(1, args.iterations // 30), checkpoint_every=10**6, device="cpu",
+        gfl_interval=max(1, args.iterations // 30), checkpoint_every=10**6, device=_device(args.device),
     )
 
 
@@ -253,13 +271,14 @@ def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures
         torch.set_num_threads(threads)
     width, height = _size(args.size)
     base = _settings(args)
+    device = base.device
     out = Path(args.out)
     t0 = time.perf_counter()
     synth = make_scene(
         seed, n_gaussians=args.gaussians, n_objects=args.objects, n_views=args.views,
         n_test_views=args.test_views, width=width, height=height, touch_prob=args.touch, alike_prob=args.alike,
     )
-    g = Gaussians.from_scene(synth.scene, "cpu")
+    g = Gaussians.from_scene(synth.scene, device)
     k = base.contributors_k
     train_gt = render_ground_truth(synth, synth.cameras, gaussians=g, keep_contributors=True, contributors_k=k)
     test_gt = render_ground_truth(synth, synth.test_cameras, gaussians=g, keep_contributors=True, contributors_k=k)
@@ -267,7 +286,7 @@ def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures
     caches = []
     for v, m in zip(train_gt, masks):
         d = v.contributors.to_dense()
-        c = cache_from_contributors(d.ids, d.weights, m, name=v.camera.name)
+        c = cache_from_contributors(d.ids, d.weights, m, device=device, name=v.camera.name)
         if c is not None:
             caches.append(c)
         v.contributors = None  # the caches hold what training needs
@@ -326,6 +345,7 @@ def _run(args: argparse.Namespace) -> int:
     code_version = _code_version()  # at start: the code the workers import
     jobs = min(args.jobs, len(args.seeds))
     threads = args.threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0)
+    device = base.device
     tasks = [(args, seed, variants, args.pictures if i == 0 else 0, threads) for i, seed in enumerate(args.seeds)]
     if jobs == 1:
         seed_results = [_run_seed(*t) for t in tasks]
@@ -400,8 +420,9 @@ def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, heigh
         "",
         f"Targets per scene: about {n_c} objects and their parts (targets visible in fewer than two test views are skipped).",
         f"Wall time: {total_s / 60:.1f} min in all, {jobs} scene(s) at a time ({np.mean(prep_s):.1f} s per scene to "
-        f"generate, render ground truth and simulate masks), on {platform.machine()} with {os.cpu_count()} CPU cores, "
-        f"torch {_torch_version()}; per-run times include waiting for the CPU when scenes run in parallel. "
+        f"generate, render ground truth and simulate masks), on {platform.machine()} with {os.cpu_count()} CPU cores"
+        f"{_gpu_text(base.device)}, training on {base.device}, torch {_torch_version()}; per-run times include "
+        f"waiting for the CPU/GPU when scenes run in parallel. "
         f"Engine code: {code_version}.",
         "",
         "Pictures (first seed, per variant, `<variant>_seed<N>.png`): per test view, left to right: render, "
@@ -426,6 +447,15 @@ def _code_version() -> str:
     if not head:
         return "unknown"
     return f"{head}{' with uncommitted changes in engine/' if dirty else ''}"
+
+
+def _gpu_text(device: str) -> str:
+    """`` and an NVIDIA H200`` style words for a CUDA device, else empty."""
+    if not device.startswith("cuda"):
+        return ""
+    import torch
+
+    return f" and one {torch.cuda.get_device_name(torch.device(device))}"
 
 
 def _torch_version() -> str:

@@ -158,6 +158,55 @@ def compute_global_clusters(
 
 
 @torch.no_grad()
+def rendered_votes(
+    caches: Sequence[ViewCache], level_features: torch.Tensor, centers: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where every Gaussian's blending weight goes, by cluster (ours, see :func:`vote_labels`).
+
+    Each training pixel of every cache is given the cluster its rendered feature is most similar
+    to (the segment-everything rule); each Gaussian accumulates its blending weights ``w`` over
+    those pixels per cluster. level_features: [N, D] per-Gaussian features of one level (D = 12
+    or 24, :func:`engine.train.losses.fine_feature` for the fine level); centers: [C, D] unit,
+    C >= 1. Returns (votes [N, C] float64, total [N] float64 = the Gaussian's weight over all
+    training pixels), on the features' device."""
+    n, c = level_features.shape[0], centers.shape[0]
+    votes = torch.zeros(n * c, dtype=torch.float64, device=level_features.device)
+    cen = centers.to(level_features.dtype)
+    for cache in caches:
+        rendered = blend_cached(cache, level_features)
+        best = (unit(rendered) @ cen.T).argmax(1)  # [P]
+        ids = cache.ids.long()
+        votes.index_add_(0, (ids * c + best[:, None]).reshape(-1), cache.weights.reshape(-1).double())
+    votes = votes.view(n, c)
+    return votes, votes.sum(1)
+
+
+@torch.no_grad()
+def vote_labels(
+    caches: Sequence[ViewCache], level_features: torch.Tensor, centers: torch.Tensor, min_cos: float,
+    min_weight: float = 1e-3,
+) -> np.ndarray:
+    """Per-Gaussian labels int32 [N] of one level for selection (ours).
+
+    A Gaussian belongs to the cluster that receives most of its blending weight over the training
+    pixels (:func:`rendered_votes`), so a selection is what segment-everything shows in the
+    training views. Why not the argmax of the Gaussian's own feature (the paper's c_i of GFL):
+    the losses see only blended features, and Gaussians with little blending weight (behind the
+    front surface layer, seen at grazing angles) keep nearly untrained features; measured on the
+    quality benchmark, ~9% of an object's opacity mass had no cluster within the label threshold
+    and fell out of every click selection (object click IoU 0.90 -> 0.98 with these labels).
+    Gaussians with less than ``min_weight`` of blending weight in all training pixels fall back
+    to their own feature (:func:`assign_labels` with ``min_cos``), -1 when that does not match."""
+    n = level_features.shape[0]
+    if centers.shape[0] == 0:
+        return np.full(n, -1, np.int32)
+    votes, total = rendered_votes(caches, level_features, centers)
+    own = assign_labels(level_features, centers, min_cos)
+    voted = votes.argmax(1).to(torch.int32).cpu().numpy()
+    return np.where(total.cpu().numpy() >= min_weight, voted, own).astype(np.int32)
+
+
+@torch.no_grad()
 def assign_labels(
     level_features: torch.Tensor, centers: torch.Tensor, min_cos: float, seen: torch.Tensor | None = None
 ) -> np.ndarray:

@@ -27,8 +27,10 @@ class TrainSettings:
       global object/part must have been a mask in at least 10% of the views.
     - ``gfl_samples`` 100k: the GFL terms are means over Gaussians; above 100k Gaussians they are
       estimated on a fresh random sample each iteration (unbiased), like the spatial term.
-    - ``label_min_cos`` (0.5, 0.75): after training, a Gaussian gets the label of its most similar
-      global cluster only if the cosine passes the level's margin, otherwise -1.
+    - ``label_min_cos`` (0.5, 0.75): after training, a Gaussian's label is the cluster that gets
+      most of its blending weight in the training views (:func:`engine.train.gfl.vote_labels`);
+      a Gaussian no training pixel sees gets its own feature's most similar global cluster only
+      if the cosine passes the level's margin, otherwise -1. Clicks use the same thresholds.
     - ``contributors_k`` 32: per-pixel contributors kept in the frozen-geometry cache
       (99.8-99.9% of the blending weight; PERFORMANCE-NOTES).
     - ``checkpoint_every`` 250 iterations (and always on cancel and at the end).

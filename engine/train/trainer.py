@@ -18,9 +18,10 @@ Adam state, iteration, current global clusters, settings and scene hash. Cancell
 ``threading.Event``, or a progress callback returning False) writes one and raises
 :class:`engine.errors.Cancelled`; ``resume=True`` continues from it.
 
-After the last iteration: the final global clusters of both levels and per-Gaussian labels
-(argmax cosine to the centres, -1 below ``label_min_cos_*`` or for Gaussians that no training
-pixel sees).
+After the last iteration: the final global clusters of both levels and per-Gaussian labels: the
+cluster that receives most of the Gaussian's blending weight over the training pixels, each
+pixel going to its most similar cluster (:func:`engine.train.gfl.vote_labels`); Gaussians that no
+training pixel sees take the argmax cosine of their own feature, -1 below ``label_min_cos_*``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from ..errors import Cancelled, TrainingError
 from ..features import TrainedFeatures, scene_hash
 from . import losses as L
 from .data import TrainView, ViewCache, build_caches, check_views
-from .gfl import GlobalClusters, assign_labels, compute_global_clusters
+from .gfl import GlobalClusters, compute_global_clusters, vote_labels
 from .settings import TrainProgress, TrainSettings
 
 CHECKPOINT_VERSION = 1
@@ -249,9 +250,6 @@ def _train_loop(
         }
 
     knn = knn_neighbours(scene.means, s.spatial_k).to(device) if s.use_spatial and s.w_spatial > 0 else None
-    seen = torch.zeros(n, dtype=torch.bool, device=device)
-    for c in caches:
-        seen[c.ids[c.weights > 0]] = True
 
     def clusters_now() -> GlobalClusters:
         return compute_global_clusters(
@@ -262,6 +260,10 @@ def _train_loop(
 
     from ..render import blend
 
+    # Row block of the fused pair term: 128 keeps a block in a CPU core's cache; on a GPU a block
+    # is one kernel launch plus a host sync, so fewer, larger blocks (a [2048, P] block is ~80 MB
+    # at P = 10k).
+    pair_block = 128 if device.type == "cpu" else 2048
     last: dict[str, float] = {}
     t_loop = time.perf_counter()
     report_every = max(1, min(10, s.iterations // 100))
@@ -289,6 +291,7 @@ def _train_loop(
             pos, neg = L.contrastive_loss(
                 rendered, cache.seg_c[rows], cache.seg_f[rows], use_prior=s.use_prior,
                 margin_coarse=s.margin_coarse, margin_fine=s.margin_fine, weights=counts,
+                block=pair_block,
             )
             terms["pos"] = pos
             terms["neg"] = s.w_neg * neg
@@ -346,8 +349,8 @@ def _train_loop(
                                "computing final global clusters"))
     final = clusters_now()
     f = features.detach()
-    coarse_labels = assign_labels(f[:, : L.COARSE_DIM], final.coarse, s.label_min_cos_coarse, seen)
-    fine_labels = assign_labels(L.fine_feature(f, use_prior=s.use_prior), final.fine, s.label_min_cos_fine, seen)
+    coarse_labels = vote_labels(caches, f[:, : L.COARSE_DIM], final.coarse, s.label_min_cos_coarse)
+    fine_labels = vote_labels(caches, L.fine_feature(f, use_prior=s.use_prior), final.fine, s.label_min_cos_fine)
     facts = {
         "views": len(caches),
         "train_pixels": int(sum(len(c) for c in caches)),
