@@ -69,6 +69,11 @@ class CLICKGS_OT_click_select(bpy.types.Operator):
             return {"CANCELLED"}
         self._obj_name = obj.name
         selection.prepare(obj)  # build the click index in the background while the user aims
+        try:  # clicks become the Edit-Mode selection: G / R / S / X / Shift+D act on them at once
+            selection.enter_click_mode(obj)
+        except RuntimeError as exc:
+            self.report({"ERROR"}, f"{obj.name!r} cannot enter Edit Mode: {exc}")
+            return {"CANCELLED"}
         context.window_manager.modal_handler_add(self)
         self._status(context, HELP)
         return {"RUNNING_MODAL"}

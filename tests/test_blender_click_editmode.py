@@ -55,14 +55,17 @@ def _pixel_of_cluster(index, tf, cam, scene, level, cluster):
 
 
 def _edit_fox(bpy, fox_path):
+    """The fox with features, in the click tool's mode (what its invoke does)."""
     from click_gaussian_blender import selection as S
     from click_gaussian_blender.engine.click import ClickIndex
 
     S.invalidate()
     obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
     bpy.context.view_layer.objects.active = obj
-    bpy.ops.object.mode_set(mode="EDIT")
-    bpy.ops.mesh.select_mode(type="VERT")
+    bpy.context.tool_settings.mesh_select_mode = (False, False, True)
+    assert S.prepare(obj)
+    S.enter_click_mode(obj)
+    assert obj.mode == "EDIT" and tuple(bpy.context.tool_settings.mesh_select_mode) == (True, False, False)
     view = _view_of_camera(cam, np.asarray(obj["gs_axis_matrix"]).reshape(4, 4))
     return obj, scene, tf, cam, view, ClickIndex.build(scene)
 
