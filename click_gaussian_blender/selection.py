@@ -137,7 +137,7 @@ def mesh_scene(obj: Any, co: np.ndarray | None = None, mesh: Any = None) -> Gaus
 class _Entry:
     key: tuple
     co: np.ndarray  # [N, 3] positions the index was built from
-    index: Any  # engine.click.ClickIndex
+    index: Any  # engine.click.ClickIndex, or its Future while the worker builds it (prepare)
     trained: Any  # feature_store.MeshFeatures read from the mesh
     stale: bool = False
     bm: Any = None  # Edit Mode: the bmesh the cached vertex wrappers belong to
@@ -186,10 +186,8 @@ def invalidate(mesh: Any | None = None) -> None:
     """Forget the cached click data of a mesh (all meshes when None)."""
     if mesh is None:
         _CACHE.clear()
-        _PENDING.clear()
     else:
         _CACHE.pop(mesh.as_pointer(), None)
-        _PENDING.pop(mesh.as_pointer(), None)
 
 
 def _build(scene: GaussianScene, trained: Any) -> Any:
@@ -210,41 +208,47 @@ def _cached(obj: Any) -> _Entry | None:
     return entry
 
 
+def _refresh(obj: Any, background: bool) -> _Entry:
+    """A valid cache entry for ``obj``: the current one if the mesh is known unchanged, else
+    verified against the current positions, else rebuilt (in the worker thread when
+    ``background``: the entry then holds a Future until :func:`click_data` needs it)."""
+    mesh = obj.data
+    entry = _cached(obj)
+    if entry is not None:
+        return entry
+    with readable_mesh(obj) as data:
+        key = _key(mesh, len(data.vertices))
+        ptr = key[0]
+        entry = _CACHE.get(ptr)
+        co = vertex_positions(data)
+        if entry is not None and entry.key == key and np.array_equal(co, entry.co):
+            entry.bm = entry.verts = None  # re-wrapped at the next Edit-Mode write
+        else:
+            trained = FS.load_features(data)
+            scene = mesh_scene(obj, co, data)
+            index = _POOL.submit(_build, scene, trained) if background else _build(scene, trained)
+            entry = _CACHE[ptr] = _Entry(key, co, index, trained)
+    _settle(obj, entry)  # after the temporary mesh is gone (its removal is a depsgraph update too)
+    return entry
+
+
 def click_data(obj: Any) -> tuple[Any, Any]:
     """(ClickIndex, MeshFeatures) of an object, cached (see the module docstring). Raises
     ClickError / TrainingError with a user message when the object cannot be clicked yet.
 
     Edit Mode: a valid cache entry is used as is (nothing is synced: the depsgraph handler marks
     the entry stale on any geometry change of the mesh, and the click's own writes change only
-    the selection and vertex groups); a stale one costs one Edit Mode sync (~90 ms at 1M) and a
+    the selection and vertex groups); a stale one costs one Edit Mode sync (~0.1 s at 1M) and a
     position comparison, and a rebuild only if the positions differ."""
-    mesh = obj.data
-    if not FS.has_features(mesh):
+    if not FS.has_features(obj.data):
         raise TrainingError(f"{obj.name!r} has no trained features yet: train it first (Click-Gaussian panel > Train)")
-    entry = _cached(obj)
-    if entry is not None:
-        return entry.index, entry.trained
-    with readable_mesh(obj) as data:
-        key = _key(mesh, len(data.vertices))
-        ptr = key[0]
-        entry = _CACHE.get(ptr)
-        co = vertex_positions(data)
-        same = entry is not None and entry.key == key and entry.stale and np.array_equal(co, entry.co)
-        if same:
-            entry.bm = entry.verts = None  # re-wrapped at the next Edit-Mode write
-        if not same:
-            pending = _PENDING.pop(ptr, None)
-            if pending is not None and pending[0] == key and np.array_equal(co, pending[1]):
-                trained, index = pending[2], pending[3].result()  # built in the background (prepare)
-            else:
-                trained = FS.load_features(data)
-                index = _build(mesh_scene(obj, co, data), trained)
-            entry = _CACHE[ptr] = _Entry(key, co, index, trained)
-    _settle(obj, entry)  # after the temporary mesh is gone (its removal is a depsgraph update too)
+    entry = _refresh(obj, background=False)
+    if isinstance(entry.index, concurrent.futures.Future):  # built in the background (prepare)
+        entry.index = entry.index.result()
     return entry.index, entry.trained
 
 
-_SETTLING: set[int] = set()  # mesh pointers whose geometry updates are our own Edit-Mode sync
+_SETTLING: set[int] = set()  # mesh pointers whose geometry updates are our own doing
 
 
 def _settle(obj: Any, entry: _Entry) -> None:
@@ -258,20 +262,27 @@ def _settle(obj: Any, entry: _Entry) -> None:
         entry.stale = False
 
 
-def _evaluate_own_update(obj: Any) -> None:
-    """Evaluate the depsgraph now, ignoring the geometry update of ``obj``'s mesh that this
-    module just caused (and knows leaves the vertices where they are)."""
-    import bpy
-
+@contextmanager
+def _own_updates(obj: Any):
+    """Geometry updates of ``obj``'s mesh evaluated inside the body are this module's own and
+    known to leave every vertex where it is: they do not make the click cache stale."""
     ptr = obj.data.as_pointer()
     _SETTLING.add(ptr)
     try:
-        bpy.context.view_layer.update()
+        yield
     finally:
         _SETTLING.discard(ptr)
 
 
-_PENDING: dict[int, tuple] = {}  # mesh pointer -> (key, co, trained, Future[ClickIndex])
+def _evaluate_own_update(obj: Any) -> None:
+    """Evaluate the depsgraph now, ignoring the geometry update of ``obj``'s mesh that this
+    module just caused."""
+    import bpy
+
+    with _own_updates(obj):
+        bpy.context.view_layer.update()
+
+
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickgs-index")
 
 
@@ -280,23 +291,10 @@ def prepare(obj: Any) -> bool:
     the mesh is read here, on the main thread), so the first click does not wait for them (~3 s
     at 1M Gaussians). Called when the click tool starts and when training results arrive.
     Returns False when there is nothing to prepare (no features, or already cached)."""
-    mesh = obj.data
-    if not FS.has_features(mesh):
+    if not FS.has_features(obj.data) or _cached(obj) is not None:
         return False
-    if _cached(obj) is not None:
-        return False
-    with readable_mesh(obj) as data:
-        key = _key(mesh, len(data.vertices))
-        entry = _CACHE.get(key[0])
-        if entry is not None and entry.key == key and not entry.stale:
-            return False
-        pending = _PENDING.get(key[0])
-        if pending is not None and pending[0] == key:
-            return False
-        co = vertex_positions(data)
-        trained = FS.load_features(data)
-        _PENDING[key[0]] = (key, co, trained, _POOL.submit(_build, mesh_scene(obj, co, data), trained))
-    return True
+    entry = _refresh(obj, background=True)
+    return isinstance(entry.index, concurrent.futures.Future)  # a build started (or still running)
 
 
 def _on_depsgraph_update(scene: Any, depsgraph: Any) -> None:
@@ -498,9 +496,19 @@ def enter_click_mode(obj: Any) -> None:
     import bpy
 
     if obj.mode != "EDIT":
-        bpy.ops.object.mode_set(mode="EDIT")
+        bpy.context.view_layer.update()  # pending changes judged as usual first
+        from .display import HIGHLIGHT_ATTR, set_highlight
+
+        if obj.data.attributes.get(HIGHLIGHT_ATTR) is not None:
+            set_highlight(obj, None)  # Edit Mode shows the selection itself; cheaper removed here
+            bpy.context.view_layer.update()
+        prepare(obj)  # a stale cache is verified here, in Object Mode (~3 ms at 1M), not synced later
+        with _own_updates(obj):  # entering Edit Mode keeps every vertex: the cache stays valid
+            bpy.ops.object.mode_set(mode="EDIT")
     if tuple(bpy.context.tool_settings.mesh_select_mode) != (True, False, False):
         bpy.ops.mesh.select_mode(type="VERT")
+    if _cached(obj) is not None:
+        _edit_verts(obj)  # wrap the vertices now (~0.5 s at 1M the first time), not at the first click
 
 
 @contextmanager
@@ -597,8 +605,7 @@ def group_members(obj: Any, group: str) -> np.ndarray:
 
 
 def _on_load(*_args: Any) -> None:
-    _CACHE.clear()
-    _PENDING.clear()  # another .blend: every cached mesh pointer is gone
+    _CACHE.clear()  # another .blend: every cached mesh pointer is gone
 
 
 def register() -> None:

@@ -1,15 +1,28 @@
 """Click-to-selection latency in headless Blender (bpy): the whole click handler of the add-on
-(:func:`click_gaussian_blender.selection.click`: viewport camera, engine.click.click_query on
+(``ops_click.click_at``, the click tool's own call: viewport camera, engine.click.click_query on
 the mesh's stored features, vertex group + selection write) at 50k and 1,000,000 Gaussians.
 
-Run through ``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15]``.
+Run through ``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15]
+[--modes object,edit] [--order shuffled|tiled] [--no-evaluate] [--undo]``.
 
 Scene: the fox (``../shared/data/fox_cc0.ply``) tiled on a grid up to the size (or the
-procedural scene when the fox is absent). Features: NOT trained here (training 1M Gaussians on a
-CPU takes hours); each tile is one coarse cluster and each tile quadrant one fine cluster, with
-unit cluster centres plus small noise as features — the selection sizes (one tile: 50k
-Gaussians) and every code path are those of a trained scene. Prints ``label: value unit`` lines:
-first click (builds the click index), then the median / p90 of warm clicks on different tiles.
+procedural scene when the fox is absent), its rows shuffled by default (a real file's cluster
+members are spread over its rows; ``--order tiled`` keeps each tile contiguous, which makes every
+per-vertex write cache-friendly). Features: NOT trained here (training 1M Gaussians on a CPU
+takes hours); each tile is one coarse cluster and each tile quadrant one fine cluster, with unit
+cluster centres plus small noise as features — the selection sizes (one tile: 50k Gaussians)
+and every code path are those of a trained scene.
+
+Modes: ``object`` clicks the object in Object Mode; ``edit`` starts the click tool as its
+operator does (``selection.enter_click_mode``: Edit Mode, vertex select; timed as
+``tool_start_edit``) and clicks in Edit Mode, where G / R / S / X / Shift+D act on the result.
+Between clicks the depsgraph is evaluated as the redraw after a click does (not timed; it
+matters: it shares the mesh's arrays with the evaluated copy, so the next write copies them);
+``--no-evaluate`` skips it. ``--undo`` also times the undo step the tool pushes after a click.
+
+Prints ``label: value unit`` lines per mode: the first click (cold: it may wait for the click
+index), then the median / p90 of warm clicks on different tiles, and the median of each stage
+(camera, prepare = cache check, query, write = select + group).
 """
 
 from __future__ import annotations
@@ -127,7 +140,7 @@ def bench(n: int, clicks: int, modes: list[str], *, shuffle: bool, evaluate: boo
     import bpy
 
     import click_gaussian_blender as cgb
-    from click_gaussian_blender import feature_store, io_import
+    from click_gaussian_blender import feature_store, io_import, selection
     from click_gaussian_blender.engine.scene import GaussianScene
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -154,11 +167,11 @@ def bench(n: int, clicks: int, modes: list[str], *, shuffle: bool, evaluate: boo
     print(f"order: {'shuffled' if shuffle else 'tiled'}")
     print(f"import_{label}: {t_import:.3f} s")
     for mode_name in modes:
-        if mode_name == "edit":
+        if mode_name == "edit":  # what the click tool does when it starts
             t0 = time.perf_counter()
-            bpy.ops.object.mode_set(mode="EDIT")
-            bpy.ops.mesh.select_mode(type="VERT")
-            print(f"enter_edit_mode_{label}: {(time.perf_counter() - t0) * 1e3:.0f} ms")
+            selection.prepare(obj)
+            selection.enter_click_mode(obj)
+            print(f"tool_start_edit_{label}: {(time.perf_counter() - t0) * 1e3:.0f} ms")
         elif obj.mode != "OBJECT":
             bpy.ops.object.mode_set(mode="OBJECT")
         _clicks(obj, int(coarse.max()) + 1, side, ext, centre, axis, clicks, mode_name, label,

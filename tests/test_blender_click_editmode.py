@@ -128,6 +128,17 @@ def test_clicks_keep_the_cache_and_clear_an_object_mode_highlight(bpy, fox_path)
         assert out.ok and out.timings["prepare_ms"] < 1e3
     bpy.context.view_layer.update()
     assert S._cached(obj) is entry and entry.verts is not None
+    # leaving and re-entering through the tool's start keeps the cache (no sync at the next click)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    display.set_highlight(obj, tf.coarse_labels == 1)
+    bpy.context.view_layer.update()
+    S.enter_click_mode(obj)
+    assert obj.mode == "EDIT" and obj.data.attributes.get(display.HIGHLIGHT_ATTR) is None
+    bpy.context.view_layer.update()
+    entry = S._cached(obj)
+    assert entry is not None and entry.verts is not None
+    out = ops_click.click_at(bpy.context, obj, view, u0, v0, "replace")
+    assert out.ok and S._cached(obj) is entry
 
 
 def test_edit_tools_act_on_the_click_at_once(bpy, fox_path):

@@ -243,9 +243,9 @@ def test_prepared_index_is_used_by_the_first_click(bpy, fox_path):
     obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
     S.invalidate()
     assert S.prepare(obj) and not S.prepare(obj)  # the second call sees the pending build
-    fut = S._PENDING[obj.data.as_pointer()][3]
+    fut = S._CACHE[obj.data.as_pointer()].index  # a Future until the first click needs it
     index, trained = S.click_data(obj)
-    assert index is fut.result() and obj.data.as_pointer() not in S._PENDING
+    assert index is fut.result() and S._CACHE[obj.data.as_pointer()].index is index
     assert not S.prepare(obj)  # cached now
     assert np.array_equal(trained.coarse_labels, tf.coarse_labels)
 

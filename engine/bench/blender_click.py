@@ -1,6 +1,7 @@
-"""``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15]``: the Blender
-add-on's click-to-selection latency (whole handler: viewport camera, click query, vertex group
-and selection write) at 50k and 1,000,000 Gaussians.
+"""``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15] [--modes object,edit]
+[--order shuffled|tiled] [--no-evaluate] [--undo]``: the Blender add-on's click-to-selection
+latency (whole handler: viewport camera, click query, vertex group and selection write) at 50k
+and 1,000,000 Gaussians, in Object Mode and in the click tool's Edit Mode.
 
 The engine never loads Blender, so the measurement runs in a child process with the same
 interpreter (which has the ``bpy`` module): ``scripts/bench_blender_click.py`` (see its
