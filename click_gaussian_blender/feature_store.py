@@ -38,10 +38,13 @@ PROP_META = "gs_features_meta"
 
 
 def has_features(mesh: Any) -> bool:
-    """True when the mesh carries a complete set of stored features."""
-    attrs = mesh.attributes
-    return (PROP_META in mesh and all(a in attrs for a in FEATURE_ATTRS)
-            and all(a in attrs for a in LABEL_ATTRS.values()))
+    """True when the mesh carries a complete set of stored features. Checks the attribute names
+    only: looking an attribute up by name makes Blender unshare (copy) its array when the
+    depsgraph shares it with the evaluated mesh (~8 ms for these ten at 1M vertices)."""
+    if PROP_META not in mesh:
+        return False
+    names = set(mesh.attributes.keys())
+    return all(a in names for a in FEATURE_ATTRS) and all(a in names for a in LABEL_ATTRS.values())
 
 
 def _attr(mesh: Any, name: str, type_: str) -> Any:
