@@ -175,3 +175,10 @@ def test_quality_benchmark_rejects_bad_arguments(tmp_path, capsys):
     assert main(["--variants", "full,nonsense", "--out", str(tmp_path)]) == 2
     assert "nonsense" in capsys.readouterr().err
     assert main(["--size", "big", "--out", str(tmp_path)]) == 2
+    assert main(["--device", "tpu", "--out", str(tmp_path)]) == 2
+    assert "--device" in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["--device", "cuda", "--out", str(tmp_path)]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err

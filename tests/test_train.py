@@ -333,3 +333,16 @@ def test_vote_labels_follow_blending_weight_and_fall_back_to_own_feature():
     assert labels.tolist() == [0, 1, 1]
     feats_y[2] = torch.tensor([-1.0, 0.2])  # unseen and matching nothing -> -1
     assert vote_labels([cache], feats_y, centers, 0.5).tolist() == [0, 1, -1]
+
+
+def test_trim_boundaries_unassigns_pixels_where_two_segments_meet():
+    from engine.train.data import trim_boundaries
+
+    m = np.full((6, 9), -1, np.int32)
+    m[:, 0:4] = 0
+    m[:, 4:7] = 1  # columns 7-8 stay unassigned: a border with nothing is kept
+    out = trim_boundaries(m)
+    assert (out[:, 0:3] == 0).all() and (out[:, 3] == -1).all()
+    assert (out[:, 4] == -1).all() and (out[:, 5:7] == 1).all() and (out[:, 7:] == -1).all()
+    diag = np.array([[0, -1], [-1, 1]])  # diagonal neighbours count (8-neighbourhood)
+    assert (trim_boundaries(diag) == -1).all()

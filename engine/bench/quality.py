@@ -20,6 +20,11 @@ Default sizes are reduced from the paper's protocol so 5 seeds x 7 variants (+ o
 about 5 minutes with ``--jobs 5`` on 2 CPU cores (measured; docs/quality.md lists the
 reductions); ``--iterations 3000 --pixels 10000 --views 48 --size 256x256`` restores the paper's
 schedule (GFL then starts at 2/3 of the iterations = 2000, recomputed every iterations/30 = 100).
+
+Device: ``--device auto`` (default) renders, trains and scores on CUDA when torch sees a GPU
+(rendering with contributors uses the project's tile rasterizer on the GPU; gsplat is never
+called), else on the CPU. Parallel ``--jobs`` share the one GPU; measured on an H200 with 16
+cores, 5 jobs ran the paper's schedule for 5 seeds far inside 10 minutes (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -394,7 +399,8 @@ def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, heigh
         f"({', '.join(f'{k}={v}' for k, v in noise.as_dict().items())}). {args.views} training views and "
         f"{args.test_views} held-out test views of {width}x{height} px per scene.",
         f"Training: {args.iterations} iterations, {args.pixels} pixels per iteration, GFL from iteration {gfl_start} "
-        f"(clusters every {base.gfl_interval}), other settings the paper's (engine.train.TrainSettings).",
+        f"(clusters every {base.gfl_interval}), other settings the paper's (engine.train.TrainSettings); "
+        "training masks without sliver segments and segment-boundary pixels (engine.train.data).",
         "",
         "Label propagation mIoU (x100) as in the paper's Tables 1 and 3: coarse = objects, fine = parts, "
         "all = pooled targets. Click IoU: opacity-weighted IoU of the Gaussians one click at the target's "
