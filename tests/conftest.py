@@ -39,3 +39,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def bpy_addon():
+    """Headless Blender (the ``bpy`` module) with factory settings and the add-on registered, once
+    per test module; the engine the add-on may have started is stopped afterwards."""
+    bpy = pytest.importorskip("bpy")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    import click_gaussian_blender as cgb
+
+    cgb.register()
+    yield bpy
+    from click_gaussian_blender import engine_link
+
+    engine_link.LINK.stop()
+    cgb.unregister()
+
+
+@pytest.fixture
+def bpy(bpy_addon):
+    """A clean scene for each test: Object Mode, no objects, no meshes."""
+    b = bpy_addon
+    if b.context.object is not None and b.context.object.mode != "OBJECT":
+        b.ops.object.mode_set(mode="OBJECT")
+    for obj in list(b.data.objects):
+        b.data.objects.remove(obj)
+    for mesh in list(b.data.meshes):
+        b.data.meshes.remove(mesh)
+    return b

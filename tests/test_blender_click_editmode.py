@@ -13,31 +13,14 @@ from test_blender_workflow import _fox_with_features, _view_of_camera
 pytestmark = pytest.mark.bpy
 
 
-@pytest.fixture(scope="module")
-def bpy_addon():
-    bpy = pytest.importorskip("bpy")
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    import click_gaussian_blender as cgb
-
-    cgb.register()
-    yield bpy
-    cgb.unregister()
-
-
 @pytest.fixture
-def bpy(bpy_addon):
-    b = bpy_addon
-    if b.context.object is not None and b.context.object.mode != "OBJECT":
-        b.ops.object.mode_set(mode="OBJECT")
-    for obj in list(b.data.objects):
-        b.data.objects.remove(obj)
-    for mesh in list(b.data.meshes):
-        b.data.meshes.remove(mesh)
+def bpy(bpy):
+    """The clean scene of conftest, clicking at the coarse level with no similarity floor."""
     from click_gaussian_blender import click_props
 
-    props = click_props.get(b.context.scene)
+    props = click_props.get(bpy.context.scene)
     props.level, props.min_similarity = "coarse", 0.0
-    return b
+    return bpy
 
 
 def _pixel_of_cluster(index, tf, cam, scene, level, cluster):

@@ -16,30 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 SH3 = "pc_short_sh3_trailing.ply"
 
 
-@pytest.fixture(scope="module")
-def bpy_addon():
-    bpy = pytest.importorskip("bpy")
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    import click_gaussian_blender as cgb
-
-    cgb.register()
-    yield bpy
-    cgb.unregister()
-
-
-@pytest.fixture
-def bpy(bpy_addon):
-    """A clean scene for each test."""
-    b = bpy_addon
-    if b.context.object is not None and b.context.object.mode != "OBJECT":
-        b.ops.object.mode_set(mode="OBJECT")
-    for obj in list(b.data.objects):
-        b.data.objects.remove(obj)
-    for mesh in list(b.data.meshes):
-        b.data.meshes.remove(mesh)
-    return b
-
-
 def import_ply(bpy, path, **kw):
     assert bpy.ops.import_scene.gaussian_splatting(filepath=str(path), **kw) == {"FINISHED"}
     return bpy.context.active_object

@@ -20,32 +20,6 @@ pytestmark = pytest.mark.bpy
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bpy_addon():
-    bpy = pytest.importorskip("bpy")
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    import click_gaussian_blender as cgb
-
-    cgb.register()
-    yield bpy
-    from click_gaussian_blender import engine_link
-
-    engine_link.LINK.stop()
-    cgb.unregister()
-
-
-@pytest.fixture
-def bpy(bpy_addon):
-    b = bpy_addon
-    if b.context.object is not None and b.context.object.mode != "OBJECT":
-        b.ops.object.mode_set(mode="OBJECT")
-    for obj in list(b.data.objects):
-        b.data.objects.remove(obj)
-    for mesh in list(b.data.meshes):
-        b.data.meshes.remove(mesh)
-    return b
-
-
 def _import(bpy, path):
     assert bpy.ops.import_scene.gaussian_splatting(filepath=str(path)) == {"FINISHED"}
     return bpy.context.active_object
