@@ -77,9 +77,16 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except Exception as exc:  # unpickling, zip and format errors all mean the same to the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's own text is a paragraph about weights_only; the user needs what the file should be.
+        text = str(exc).lower()
+        if "weights only load failed" in text and ("can still be loaded" in text or "unsupported global" in text):
+            raise MaskError(
+                f"SAM checkpoint {path} holds Python objects besides tensors and cannot be loaded safely "
+                f"(loading it could run code; segment-anything's .pth files hold only weights)"
+            ) from exc
         raise MaskError(
-            f"SAM checkpoint {path} is not a PyTorch weights file that can be loaded safely ({first[:160]})"
+            f"SAM checkpoint {path} is not a PyTorch weights file (expected segment-anything's "
+            f"sam_vit_h / sam_vit_l / sam_vit_b .pth; torch.load failed: {type(exc).__name__})"
         ) from exc
     if isinstance(obj, dict):
         for wrapper in ("model", "state_dict"):  # training-script checkpoints wrap the weights
