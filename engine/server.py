@@ -88,6 +88,18 @@ class ServerConfig:
     progress_interval_s: float = 0.05  # at most one progress event per interval (the last always)
     log_path: str | None = None  # reported to clients
 
+    def __post_init__(self) -> None:
+        if not 0 <= int(self.port) <= 65535:
+            raise EngineError(f"port must be 0 (any free port) or 1..65535, got {self.port}")
+        if self.max_frame_bytes < 1 << 20:
+            raise EngineError(f"the frame limit must be at least 1 MiB, got {self.max_frame_bytes} bytes")
+        for name in ("auth_timeout_s", "heartbeat_timeout_s", "idle_timeout_s", "progress_interval_s"):
+            value = getattr(self, name)
+            if not value >= 0:  # also refuses NaN
+                raise EngineError(f"{name.removesuffix('_s').replace('_', ' ')} must be >= 0 seconds, got {value}")
+        if self.auth_timeout_s == 0:
+            raise EngineError("the authentication timeout must be positive")
+
 
 @dataclass
 class _Job:

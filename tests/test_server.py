@@ -385,3 +385,15 @@ def test_waiting_inside_a_callback_is_an_error_not_a_deadlock(server: EngineServ
         job = c.call_async("slow_job", {"steps": 5}, timeout=10, on_progress=on_progress)
         assert job.result(10)["steps"] == 5
         assert seen and "inside a client callback" in str(seen[0])
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"port": 99999}, "port must be"),
+    ({"port": -1}, "port must be"),
+    ({"max_frame_bytes": -5}, "frame limit"),
+    ({"idle_timeout_s": float("nan")}, "idle timeout"),
+    ({"heartbeat_timeout_s": -1.0}, "heartbeat timeout"),
+])
+def test_absurd_server_settings_are_refused(overrides, match) -> None:
+    with pytest.raises(EngineError, match=match):
+        ServerConfig(token=TOKEN, **overrides)
