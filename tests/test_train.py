@@ -346,3 +346,14 @@ def test_trim_boundaries_unassigns_pixels_where_two_segments_meet():
     assert (out[:, 4] == -1).all() and (out[:, 5:7] == 1).all() and (out[:, 7:] == -1).all()
     diag = np.array([[0, -1], [-1, 1]])  # diagonal neighbours count (8-neighbourhood)
     assert (trim_boundaries(diag) == -1).all()
+
+
+def test_absurd_number_of_views_is_refused_before_rendering():
+    from engine.cameras import Camera, intrinsics
+    from engine.errors import TrainingError
+    from engine.train.data import check_memory_for_views
+
+    cam = Camera(np.eye(4), intrinsics(200.0, 200.0, 128.0, 128.0), 256, 256, "v")
+    check_memory_for_views([cam] * 32)
+    with pytest.raises(TrainingError, match="fewer or smaller views"):
+        check_memory_for_views([cam] * 10_000_000)
