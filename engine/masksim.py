@@ -32,7 +32,7 @@ truth, coarse = objects, fine = parts, table included as an object of one part),
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -72,12 +72,29 @@ NOISE_LEVELS: dict[str, MaskNoise] = {
 
 
 def noise_level(noise: str | MaskNoise) -> MaskNoise:
-    """A :class:`MaskNoise` from a level name (``clean``, ``realistic``, ``hard``) or itself."""
+    """A :class:`MaskNoise` from a level name (``clean``, ``realistic``, ``hard``) or itself.
+
+    A name may carry overrides of single strengths, for on/off experiments with one failure
+    mode: ``"realistic,merge=0"`` is ``realistic`` without merges of touching objects."""
     if isinstance(noise, MaskNoise):
         return noise
-    if noise not in NOISE_LEVELS:
-        raise ValueError(f"unknown mask noise level {noise!r}; choose one of {', '.join(NOISE_LEVELS)}")
-    return NOISE_LEVELS[noise]
+    name, *overrides = [t.strip() for t in str(noise).split(",")]
+    if name not in NOISE_LEVELS:
+        raise ValueError(f"unknown mask noise level {name!r}; choose one of {', '.join(NOISE_LEVELS)}")
+    level = NOISE_LEVELS[name]
+    if not overrides:
+        return level
+    known = level.as_dict()
+    changes: dict[str, float] = {}
+    for item in overrides:
+        key, sep, value = (t.strip() for t in item.partition("="))
+        if not sep or key not in known:
+            raise ValueError(f"mask noise {noise!r}: {item!r} is not NAME=VALUE with NAME one of {', '.join(known)}")
+        try:
+            changes[key] = float(value)
+        except ValueError:
+            raise ValueError(f"mask noise {noise!r}: {key} must be a number, got {value!r}") from None
+    return replace(level, **changes)
 
 
 def _segment(mask: np.ndarray) -> dict:

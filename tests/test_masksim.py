@@ -115,3 +115,25 @@ def test_bad_input():
         noise_level("extreme")
     with pytest.raises(ValueError, match="one size"):
         simulate_segments(np.zeros((4, 4), int), np.zeros((4, 5), int))
+
+
+def test_noise_level_overrides_one_failure_mode():
+    base = noise_level("realistic")
+    off = noise_level("realistic, merge=0")
+    assert off.merge == 0.0 and base.merge > 0
+    assert {k: v for k, v in off.as_dict().items() if k != "merge"} == {k: v for k, v in base.as_dict().items() if k != "merge"}
+    assert noise_level("clean,ragged_px=1.5").ragged_px == 1.5
+    # without merges, touching objects are never one coarse segment
+    om, pm = _gt()
+    for s in range(5):
+        vm = area_rule(simulate_segments(om, pm, noise_level("realistic,merge=0,granularity=0,spurious=0"), s), 64, 64)
+        for a in np.unique(om[om > 0]):
+            for b in np.unique(om[om > a]):
+                ca, cb = vm.coarse[om == a], vm.coarse[om == b]
+                ca, cb = ca[ca >= 0], cb[cb >= 0]
+                if len(ca) and len(cb):
+                    assert np.bincount(ca).argmax() != np.bincount(cb).argmax()
+    for bad, msg in (("realistic,merge", "NAME=VALUE"), ("realistic,blur=1", "NAME=VALUE"),
+                     ("realistic,merge=x", "must be a number"), ("realistic,merge=2", "merge")):
+        with pytest.raises(ValueError, match=msg):
+            noise_level(bad)

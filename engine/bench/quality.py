@@ -70,7 +70,9 @@ LABELS = {
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine.bench quality", description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="scene seeds (results are means over them)")
-    p.add_argument("--noise", default="realistic", help="mask noise level: clean, realistic (default), hard")
+    p.add_argument("--noise", default="realistic",
+                   help="mask noise level: clean, realistic (default), hard; overrides of single failure modes "
+                        "after commas, e.g. realistic,merge=0 (engine.masksim.MaskNoise)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
     p.add_argument("--iterations", type=int, default=400, help="training iterations (paper: 3000)")
     p.add_argument("--pixels", type=int, default=1024, help="pixels per iteration (paper: 10000)")
@@ -334,7 +336,10 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError as exc:  # the trainer is another part of the engine
         raise EngineError(f"the quality benchmark needs engine.train ({exc})") from None
     width, height = _size(args.size)
-    noise = noise_level(args.noise)
+    try:
+        noise = noise_level(args.noise)
+    except ValueError as exc:
+        raise EngineError(f"--noise: {exc}") from None
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     for v in variants:
         if v not in VARIANTS:
