@@ -8,7 +8,8 @@ Usage: [TRAJ=1] python docs/quality/merge_diag.py SEED NAME:ITERS:VARIANT:MERGE:
 Prints per configuration: mIoU, per-object coarse mIoU and click IoU, and for every pair of
 objects the masks merged (views where one coarse segment holds most of both / views with both)
 the cosine of the two objects' opacity-weighted mean coarse features; with TRAJ=1 also that
-cosine every 250 iterations (pairs merged in 4+ views). CPU only; about 1-2 min per 3,000 it.
+cosine every 250 iterations (pairs merged in 4+ views); SETTINGS=w_neg=1.0 overrides
+TrainSettings fields (diagnosis only). CPU only; about 1-2 min per 3,000 it.
 """
 import json, sys, time
 from dataclasses import replace
@@ -66,6 +67,8 @@ for cfg in configs:
     a2 = SimpleNamespace(iterations=iters, pixels=1024, gfl_start=None, device="cpu")
     st = Q._settings(a2).replace(seed=int(ts) if ts else seed, **Q.VARIANTS[variant])
     if gs: st = st.replace(gfl_start=int(gs))
+    for kv in filter(None, os.environ.get("SETTINGS", "").split(",")):  # e.g. SETTINGS=w_neg=1.0 (diagnosis only)
+        k, v = kv.split("="); st = st.replace(**{k: type(getattr(st, k))(v)})
     cke = 250 if iters >= 1000 else 50
     t0 = time.time()
     traj = []
