@@ -45,15 +45,13 @@ def solid_share(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     h, w = m.shape
     n = int(m.max()) + 1 if m.size and m.max() >= 0 else 0
     pad = np.pad(m, 1, constant_values=-2)
-    shifted = [pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-    interior = np.logical_and.reduce([x == m for x in shifted]) & (m >= 0)  # 3x3 block centred here
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    same = [pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == m for dy, dx in offsets]
+    interior = np.logical_and.reduce(same) & (m >= 0)  # a 3x3 block of one segment centred here
     ipad = np.pad(interior, 1)
     opened = np.zeros_like(interior)
-    k = 0
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            opened |= ipad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] & (shifted[k] == m)
-            k += 1
+    for (dy, dx), eq in zip(offsets, same):
+        opened |= ipad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] & eq
     ok = m >= 0
     return np.bincount(m[ok], minlength=n), np.bincount(m[ok & opened], minlength=n)
 

@@ -167,16 +167,18 @@ def rendered_votes(
     to (the segment-everything rule); each Gaussian accumulates its blending weights ``w`` over
     those pixels per cluster. level_features: [N, D] per-Gaussian features of one level (D = 12
     or 24, :func:`engine.train.losses.fine_feature` for the fine level); centers: [C, D] unit,
-    C >= 1. Returns (votes [N, C] float64, total [N] float64 = the Gaussian's weight over all
+    C >= 1. Returns (votes [N, C] float32, total [N] float32 = the Gaussian's weight over all
     training pixels), on the features' device."""
     n, c = level_features.shape[0], centers.shape[0]
-    votes = torch.zeros(n * c, dtype=torch.float64, device=level_features.device)
+    # float32: the [N, C] table is 0.8 GB at 1M Gaussians x 200 clusters (float64 twice that); only
+    # its argmax and row sums are used.
+    votes = torch.zeros(n * c, dtype=torch.float32, device=level_features.device)
     cen = centers.to(level_features.dtype)
     for cache in caches:
         rendered = blend_cached(cache, level_features)
         best = (unit(rendered) @ cen.T).argmax(1)  # [P]
         ids = cache.ids.long()
-        votes.index_add_(0, (ids * c + best[:, None]).reshape(-1), cache.weights.reshape(-1).double())
+        votes.index_add_(0, (ids * c + best[:, None]).reshape(-1), cache.weights.reshape(-1).float())
     votes = votes.view(n, c)
     return votes, votes.sum(1)
 
@@ -207,11 +209,9 @@ def vote_labels(
 
 
 @torch.no_grad()
-def assign_labels(
-    level_features: torch.Tensor, centers: torch.Tensor, min_cos: float, seen: torch.Tensor | None = None
-) -> np.ndarray:
+def assign_labels(level_features: torch.Tensor, centers: torch.Tensor, min_cos: float) -> np.ndarray:
     """Per-Gaussian labels int32 [N]: index of the most similar centre when its cosine is
-    >= ``min_cos``, else -1; -1 also where ``seen`` [N] bool is False."""
+    >= ``min_cos``, else -1."""
     n = level_features.shape[0]
     if centers.shape[0] == 0:
         return np.full(n, -1, np.int32)
@@ -221,6 +221,4 @@ def assign_labels(
         b = min(a + 262144, n)
         best, idx = (u[a:b] @ centers.T.float()).max(1)
         labels[a:b] = torch.where(best >= min_cos, idx, torch.full_like(idx, -1)).to(torch.int32).cpu()
-    if seen is not None:
-        labels[~seen.cpu()] = -1
     return labels.numpy()
