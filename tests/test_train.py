@@ -357,3 +357,17 @@ def test_absurd_number_of_views_is_refused_before_rendering():
     check_memory_for_views([cam] * 32)
     with pytest.raises(TrainingError, match="fewer or smaller views"):
         check_memory_for_views([cam] * 10_000_000)
+
+
+def test_trim_boundaries_unassigns_only_pixels_touching_another_segment():
+    from engine.train.data import trim_boundaries
+
+    m = np.full((5, 6), -1)
+    m[:, :3] = 0
+    m[:, 3:5] = 1  # column 5 stays unassigned
+    out = trim_boundaries(m)
+    assert (out[:, 2] == -1).all() and (out[:, 3] == -1).all()  # the 0|1 seam, both sides
+    assert (out[:, :2] == 0).all()  # interiors and the image border stay
+    assert (out[:, 4] == 1).all()  # a border with unassigned pixels is not a seam
+    assert (out[:, 5] == -1).all() and (m[:, 5] == -1).all()
+    assert (trim_boundaries(np.zeros((3, 3), int)) == 0).all()
