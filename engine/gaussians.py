@@ -13,14 +13,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import SceneFormatError
+from .errors import EngineError, SceneFormatError
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA when available else CPU; otherwise ``torch.device(device)``."""
+def resolve_device(
+    device: str | torch.device | None, what: str = "device", error: type[EngineError] = EngineError
+) -> torch.device:
+    """The engine's one device rule: ``"auto"``/None -> CUDA when available, else CPU; anything
+    else as torch understands it. A device torch does not know, or CUDA on a machine without a
+    GPU, raises ``error`` with a one-line message that names ``what`` was asked for."""
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise error(f"{what} {device!r} is not a valid torch device (auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise error(f"{what} {device!r} was asked for but no CUDA GPU is available")
+    return dev
 
 
 @dataclass(frozen=True)

@@ -230,28 +230,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _device(name: str) -> str:
-    """The torch device string for ``--device`` (``auto``: CUDA only when torch sees a GPU)."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return name
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise EngineError(f"--device {name}: no CUDA GPU is available (use --device cpu or auto)")
-        return name
-    raise EngineError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
-
-
 def _settings(args: argparse.Namespace):
+    from ..gaussians import resolve_device
     from ..train import TrainSettings
 
     gfl_start = args.gfl_start if args.gfl_start is not None else (2 * args.iterations) // 3
     return TrainSettings(
         iterations=args.iterations, pixels_per_iter=args.pixels, gfl_start=gfl_start,
-        gfl_interval=max(1, args.iterations // 30), checkpoint_every=10**6, device=_device(args.device),
+        gfl_interval=max(1, args.iterations // 30), checkpoint_every=10**6,
+        device=str(resolve_device(args.device, "--device")),
     )
 
 

@@ -31,25 +31,13 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 
 from ..errors import Cancelled, MaskError
+from ..gaussians import resolve_device
 from .source import MaskSourceBase, Report, check_image
 
 # (image-encoder embed dim, depth) -> model type, from segment_anything/build_sam.py.
 _VARIANTS = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
 _ALIASES = {"default": "vit_h", "vit_h": "vit_h", "vit_l": "vit_l", "vit_b": "vit_b"}
 _PATCH_KEY = "image_encoder.patch_embed.proj.weight"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None / "auto" -> CUDA when available, else CPU; anything else as torch understands it."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise MaskError(f"SAM device {device!r} is not a valid torch device") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MaskError(f"SAM device {device!r} was asked for but no CUDA GPU is available")
-    return dev
 
 
 def file_identity(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -192,7 +180,7 @@ class SamMaskSource(MaskSourceBase):
 
         self.checkpoint = path
         self.model_type = detected
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "SAM device", MaskError)
         self.generator_kwargs = dict(generator_kwargs)
         self.quality = f"sam ({detected})"
         self._identity = file_identity(path)

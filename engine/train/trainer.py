@@ -39,6 +39,7 @@ import torch
 
 from ..errors import Cancelled, TrainingError
 from ..features import TrainedFeatures, scene_hash
+from ..gaussians import resolve_device
 from . import losses as L
 from .data import TrainView, ViewCache, build_caches, check_views
 from .gfl import GlobalClusters, compute_global_clusters, vote_labels
@@ -46,14 +47,6 @@ from .settings import TrainProgress, TrainSettings
 
 CHECKPOINT_VERSION = 1
 ProgressFn = Callable[[TrainProgress], Any]
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError("training setting device='cuda' but no CUDA GPU is available")
-    return torch.device(name)
 
 
 def knn_neighbours(means: np.ndarray, k: int) -> torch.Tensor:
@@ -144,7 +137,7 @@ def train(
     check_views(views)
     if scene.num_gaussians == 0:
         raise TrainingError("the scene has no Gaussians to train")
-    device = _device(settings.device)
+    device = resolve_device(settings.device, "training setting device", TrainingError)
     t0 = time.perf_counter()
     if gaussians is None:
         gaussians = Gaussians.from_scene(scene, device)
