@@ -75,7 +75,8 @@ def test_edit_mode_click_writes_selection_and_group_in_place(bpy, fox_path):
     assert obj.mode == "EDIT" and out.group == "CG coarse 0" and out.total_selected == left.sum()
     assert np.array_equal(out.selected, r0.selected)
     assert np.array_equal(_edit_selection(obj), left)
-    assert out.timings["group_ms"] >= 0 and out.timings["select_ms"] >= 0
+    t = out.timings  # the stages are parts of the write, the write a part of the whole click
+    assert 0 <= t["select_ms"] + t["group_ms"] <= t["write_ms"] <= t["total_ms"]
 
     out = ops_click.click_at(bpy.context, obj, view, u1, v1, "add")
     assert out.ok and out.total_selected == n and np.array_equal(_edit_selection(obj), left | right)
@@ -108,7 +109,7 @@ def test_clicks_keep_the_cache_and_clear_an_object_mode_highlight(bpy, fox_path)
         bpy.context.view_layer.update()
         assert S._cached(obj) is entry, "a click's own writes must not invalidate the click cache"
         out = ops_click.click_at(bpy.context, obj, view, u0, v0, mode)
-        assert out.ok and out.timings["prepare_ms"] < 1e3
+        assert out.ok and S._cached(obj) is entry  # answered from the cache: no sync, no rebuild
     bpy.context.view_layer.update()
     assert S._cached(obj) is entry and entry.verts is not None
     # leaving and re-entering through the tool's start keeps the cache (no sync at the next click)
