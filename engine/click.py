@@ -6,7 +6,7 @@ Algorithm (per click, after a one-off :meth:`ClickIndex.build` of the scene):
 
 1. Ray cull: keep Gaussians whose mean lies within ``4 x max-scale + 2.5 pixels`` (the pixel
    footprint at the mean's distance) of the click ray and in front of the near plane, testing
-   bounding spheres of Morton-ordered chunks first. Beyond 3.33
+   bounding spheres of Morton-ordered chunks first, then of their sub-chunks. Beyond 3.33
    standard deviations (the renderer's extent, plus its 0.3 px^2 low-pass) alpha < 1/255, so
    nothing that can touch the pixel is dropped. A few hundred survive at 1M Gaussians.
 2. Exact EWA for the survivors, the renderer's projection (gsplat pinhole, see
@@ -55,6 +55,11 @@ DEFAULT_MIN_COS = {"coarse": 0.5, "fine": 0.75}
 
 
 CHUNK = 128  # Gaussians per culling chunk (Morton order: spatially compact chunks)
+# Gaussians per sub-chunk: a chunk's sphere is as large as its largest splat's reach, so a ray
+# meets many chunks it misses by far (1M Gaussians, click benchmark: 444 chunks hit, 57k
+# Gaussians tested, 900 kept); testing the hit chunks' sub-chunk spheres first cuts the
+# per-Gaussian test to a few thousand (measured: ray cull 0.9 -> 0.3 ms)
+SUB_CHUNK = 16
 
 
 def _part1by2(x: np.ndarray) -> np.ndarray:
@@ -76,6 +81,20 @@ def morton_order(points: np.ndarray) -> np.ndarray:
     return np.argsort(code, kind="stable")
 
 
+def _spheres(sm: np.ndarray, sr: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding spheres (centres float64 [C, 3], radii float64 [C]) of consecutive groups of
+    ``size`` points ``sm`` [N, 3] (float64), each covering every member's point plus its reach
+    ``sr`` [N]."""
+    if len(sm) == 0:
+        return np.zeros((0, 3)), np.zeros(0)
+    starts = np.arange(0, len(sm), size)
+    counts = np.diff(np.append(starts, len(sm)))
+    centers = np.add.reduceat(sm, starts, axis=0) / counts[:, None]
+    member = np.repeat(np.arange(len(starts)), counts)
+    dist = np.linalg.norm(sm - centers[member], axis=1) + sr
+    return centers, np.maximum.reduceat(dist, starts)
+
+
 @dataclass
 class ClickIndex:
     """One-off per-scene preparation for clicks (float32 unless noted).
@@ -85,9 +104,9 @@ class ClickIndex:
     Culling structure: ``order`` int64 [N] Morton permutation, ``sorted_means`` [N, 3] and
     ``sorted_reach`` [N] in that order, and per chunk of :data:`CHUNK` sorted Gaussians a
     bounding sphere (``chunk_centers`` float64 [C, 3], ``chunk_radii`` float64 [C], covering
-    every member's mean plus its reach). A click tests the C spheres, then only the members of
-    the chunks its ray meets (at 1M Gaussians in the click benchmark: ~250 of 7,800 chunks, i.e. ~3% of the
-    Gaussians, get the exact test)."""
+    every member's mean plus its reach), and the same per sub-chunk of :data:`SUB_CHUNK`
+    (``sub_centers`` float64 [S, 3], ``sub_radii`` float64 [S]). A click tests the C spheres, then the
+    sub-chunks of the chunks its ray meets, then only the members of the sub-chunks it meets."""
 
     means: np.ndarray
     cov: np.ndarray
@@ -98,6 +117,8 @@ class ClickIndex:
     sorted_reach: np.ndarray
     chunk_centers: np.ndarray
     chunk_radii: np.ndarray
+    sub_centers: np.ndarray
+    sub_radii: np.ndarray
 
     @property
     def num_gaussians(self) -> int:
@@ -132,17 +153,11 @@ class ClickIndex:
         order = order[finite[order]]  # non-finite Gaussians can never be clicked
         sm = means[order].astype(np.float64)
         sr = reach[order].astype(np.float64)
-        starts = np.arange(0, len(order), CHUNK)
-        if len(order):
-            counts = np.diff(np.append(starts, len(order)))
-            centers = np.add.reduceat(sm, starts, axis=0) / counts[:, None]
-            member = np.repeat(np.arange(len(starts)), counts)
-            dist = np.linalg.norm(sm - centers[member], axis=1) + sr
-            radii = np.maximum.reduceat(dist, starts)
-        else:
-            centers, radii = np.zeros((0, 3)), np.zeros(0)
+        centers, radii = _spheres(sm, sr, CHUNK)
+        sub_c, sub_r = _spheres(sm, sr, SUB_CHUNK)
         return cls(means, cov6, scene.activated_opacities().astype(np.float32), reach, order.astype(np.int64),
-                   np.ascontiguousarray(sm, dtype=np.float32), sr.astype(np.float32), centers, radii)
+                   np.ascontiguousarray(sm, dtype=np.float32), sr.astype(np.float32), centers, radii,
+                   sub_c, sub_r)
 
     # ------------------------------------------------------------------ ray queries
     def candidates(self, camera: Camera, u: float, v: float, near: float = 0.01) -> np.ndarray:
@@ -159,9 +174,20 @@ class ClickIndex:
         hit = np.flatnonzero((far_t > near) & (perp2 <= lim * lim))
         if hit.size == 0:
             return np.zeros(0, np.int64)
-        # 2) members of the chunks hit
-        starts = hit * CHUNK
-        counts = np.minimum(starts + CHUNK, len(self.order)) - starts
+        # 2) sub-chunks of the chunks hit (float64 like the chunks: |d|^2 - t^2 cancels)
+        per = CHUNK // SUB_CHUNK
+        sub = (hit[:, None] * per + np.arange(per)).reshape(-1)
+        sub = sub[sub < len(self.sub_radii)]
+        ds = self.sub_centers[sub] - origin
+        ts = ds @ direction
+        far_s = ts + self.sub_radii[sub]
+        lim_s = self.sub_radii[sub] + k * np.maximum(far_s, 0.0)
+        sub = sub[(far_s > near) & (np.einsum("ij,ij->i", ds, ds) - ts * ts <= lim_s * lim_s)]
+        if sub.size == 0:
+            return np.zeros(0, np.int64)
+        # 3) members of the sub-chunks hit
+        starts = sub * SUB_CHUNK
+        counts = np.minimum(starts + SUB_CHUNK, len(self.order)) - starts
         offs = np.repeat(starts - np.cumsum(counts) + counts, counts)
         pos = np.arange(int(counts.sum())) + offs
         # float32 here: rounding (~1e-6 of the distance) is far below the footprint margin

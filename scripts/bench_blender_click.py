@@ -3,12 +3,14 @@
 the mesh's stored features, vertex group + selection write) at 50k and 1,000,000 Gaussians.
 
 Run through ``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15]
-[--modes object,edit] [--order shuffled|tiled] [--no-evaluate] [--undo]``.
+[--modes object,edit] [--order trained|shuffled|tiled] [--no-evaluate] [--undo]``.
 
 Scene: the fox (``../shared/data/fox_cc0.ply``) tiled on a grid up to the size (or the
-procedural scene when the fox is absent), its rows shuffled by default (a real file's cluster
-members are spread over its rows; ``--order tiled`` keeps each tile contiguous, which makes every
-per-vertex write cache-friendly). Features: NOT trained here (training 1M Gaussians on a CPU
+procedural scene when the fox is absent), its rows shuffled (a real file's cluster members are
+spread over its rows). ``--order trained`` (default) then sorts the vertices by cluster as the
+add-on does when training results arrive (``vertex_order.order_by_clusters``, timed as
+``reorder``); ``shuffled`` leaves them spread (a mesh whose order could not be changed, e.g. one
+with vertex groups on Blender 4.x); ``tiled`` keeps each tile contiguous in file order. Features: NOT trained here (training 1M Gaussians on a CPU
 takes hours); each tile is one coarse cluster and each tile quadrant one fine cluster, with unit
 cluster centres plus small noise as features — the selection sizes (one tile: 50k Gaussians)
 and every code path are those of a trained scene.
@@ -136,11 +138,11 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
     print(f"click_ok_{p}: {oks}/{clicks} clicks")
 
 
-def bench(n: int, clicks: int, modes: list[str], *, shuffle: bool, evaluate: bool, undo: bool) -> None:
+def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, undo: bool) -> None:
     import bpy
 
     import click_gaussian_blender as cgb
-    from click_gaussian_blender import feature_store, io_import, selection
+    from click_gaussian_blender import feature_store, io_import, selection, vertex_order
     from click_gaussian_blender.engine.scene import GaussianScene
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -150,7 +152,7 @@ def bench(n: int, clicks: int, modes: list[str], *, shuffle: bool, evaluate: boo
         pass
     cgb.register()
     scene, coarse, fine, side, ext, base = tiled_scene(n)
-    if shuffle:  # a real file's cluster members are spread over its rows, not contiguous
+    if order != "tiled":  # a real file's cluster members are spread over its rows, not contiguous
         perm = np.random.default_rng(1).permutation(n)
         scene = GaussianScene(scene.means[perm], scene.scales[perm], scene.quats[perm], scene.opacities[perm],
                               scene.sh_dc[perm], scene.sh_rest[perm])
@@ -161,11 +163,20 @@ def bench(n: int, clicks: int, modes: list[str], *, shuffle: bool, evaluate: boo
     t_import = time.perf_counter() - t0
     feature_store.store_features(obj.data, fake_features(coarse, fine))
     bpy.context.view_layer.objects.active = obj
+    t_reorder = None
+    if order == "trained":
+        t0 = time.perf_counter()
+        why = vertex_order.order_by_clusters(obj)
+        t_reorder = time.perf_counter() - t0
+        if why:
+            raise SystemExit(f"blender_click: the vertices could not be sorted by cluster: {why}")
     centre = np.median(base.means, axis=0)
     label = f"{n // 1000}k" if n < 1_000_000 else f"{n / 1e6:g}M"
     print(f"gaussians: {n}")
-    print(f"order: {'shuffled' if shuffle else 'tiled'}")
+    print(f"order: {order}")
     print(f"import_{label}: {t_import:.3f} s")
+    if t_reorder is not None:
+        print(f"reorder_{label}: {t_reorder:.3f} s")
     for mode_name in modes:
         if mode_name == "edit":  # what the click tool does when it starts
             t0 = time.perf_counter()
@@ -186,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clicks", type=int, default=15)
     ap.add_argument("--modes", default="object,edit", help="object: the object in Object Mode; edit: in Edit "
                     "Mode (the click tool's mode, so G/R/S/X/Shift+D act on the selection)")
-    ap.add_argument("--order", choices=("shuffled", "tiled"), default="shuffled",
-                    help="Gaussian order in the file: shuffled (real files) or each tile contiguous")
+    ap.add_argument("--order", choices=("trained", "shuffled", "tiled"), default="trained",
+                    help="vertex order: trained (shuffled rows, then sorted by cluster as training results "
+                    "are), shuffled (rows spread, as in a real file) or tiled (each tile contiguous)")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the depsgraph update between clicks")
     ap.add_argument("--undo", action="store_true", help="also time the undo step pushed after each click")
     args = ap.parse_args(argv)
@@ -195,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(m not in ("object", "edit") for m in modes):
         ap.error(f"--modes takes object and/or edit, got {args.modes!r}")
     for n in (int(s) for s in args.sizes.split(",")):
-        bench(n, args.clicks, modes, shuffle=args.order == "shuffled", evaluate=not args.no_evaluate,
+        bench(n, args.clicks, modes, order=args.order, evaluate=not args.no_evaluate,
               undo=args.undo)
     return 0
 

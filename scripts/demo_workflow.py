@@ -172,7 +172,14 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     if job.state != "done":
         raise RuntimeError(job.error)
     _log(job.status_text())
+    for w in job.warnings:
+        _log(f"warning: {w}")
     rep["train"] = {k: job.summary.get(k) for k in ("coarse_clusters", "fine_clusters", "seconds")}
+    # the add-on stored the features and sorted the vertices by cluster: vertex i is now file
+    # row rows[i] (the engine answers in the rows it was sent, the file's order here)
+    rows = np.empty(len(splat.data.vertices), np.int32)
+    splat.data.attributes[A.INDEX].data.foreach_get("value", rows)
+    rep["train"]["vertices_sorted_by_cluster"] = bool(not np.array_equal(rows, np.arange(len(rows))))
 
     # choose the view and the pixels
     if synth is not None:
@@ -231,13 +238,14 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     _log(res2.message)
     if not res.ok:
         raise RuntimeError(res.message)
-    if synth is not None:  # agreement with the ground truth (vertex i = scene row i right after import)
-        truth = np.flatnonzero(synth.object_id == main_obj)
+    if synth is not None:  # agreement with the ground truth (per file row: vertex i is row rows[i])
+        truth = np.flatnonzero(synth.object_id[rows] == main_obj)
         rep["click"]["iou_with_object"] = float(len(np.intersect1d(truth, res.selected)) / len(np.union1d(truth, res.selected)))
     if verify:  # the engine's own answer for the same camera and pixel
         eng = link.client.click(view.camera, *coarse_px, level="coarse").result(timeout=120)
         members = S.group_members(splat, res.group)
-        rep["click"]["matches_engine"] = bool(np.array_equal(np.sort(np.asarray(eng["selected"])), members))
+        rep["click"]["matches_engine"] = bool(np.array_equal(np.sort(np.asarray(eng["selected"])),
+                                                             np.sort(rows[members])))
         rep["click"]["engine_count"] = int(np.size(eng["selected"]))
 
     # move and scale it (what G and S do to the selected vertices, about their centre)
@@ -264,7 +272,7 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
                                                   "count": int(fine.selected.size), "pixel": list(px)})
         if fine.ok:
             if synth is not None:
-                truth = np.flatnonzero(synth.part_id == parts[fine_pxs.index(px)])
+                truth = np.flatnonzero(synth.part_id[rows] == parts[fine_pxs.index(px)])
                 rep["fine_clicks"][-1]["iou_with_part"] = float(
                     len(np.intersect1d(truth, fine.selected)) / len(np.union1d(truth, fine.selected)))
             break

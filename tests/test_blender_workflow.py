@@ -558,6 +558,7 @@ def test_end_to_end_workflow(bpy, tmp_path):
                                         python=sys.executable, verify=True)
     assert report["click"]["ok"], report["click"]
     assert report["click"]["matches_engine"]
+    assert report["train"]["vertices_sorted_by_cluster"]  # the add-on sorted the mesh by cluster
     assert report["deleted"] > 0 and report["fine_click"]["ok"]
     assert report["export"]["count"] == report["export"]["expected_count"] == report["num_gaussians"] - report["deleted"]
     assert report["export"]["moved_ok"]
