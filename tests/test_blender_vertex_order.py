@@ -22,6 +22,13 @@ def test_cluster_order_sorts_by_coarse_then_fine_with_unlabelled_last():
     assert is_cluster_ordered(coarse[perm], fine[perm]) and not is_cluster_ordered(coarse, fine)
     with pytest.raises(ValueError):
         cluster_order(coarse, fine[:3])
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 5, 50):  # the check without sorting agrees with the sort
+        for _ in range(20):
+            c, f = rng.integers(-1, 3, size), rng.integers(-1, 4, size)
+            p = cluster_order(c, f)
+            assert is_cluster_ordered(c, f) == bool(np.array_equal(p, np.arange(size)))
+            assert is_cluster_ordered(c[p], f[p])
 
 
 def test_member_verts_uses_slices_for_runs_and_lookups_for_scattered():
