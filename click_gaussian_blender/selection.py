@@ -20,15 +20,16 @@ Where it is written — the object's current mode, never switched per click:
 - Object Mode: the ``.select_vert`` attribute (bulk ``foreach_set``), one ``VertexGroup.add``,
   and the splat display's highlight (Object Mode draws no vertex selection).
 
-Measured at 1M Gaussians, 50k selected, cluster members spread over the file's rows, with a
-depsgraph evaluation between clicks (``python -m engine.bench blender_click``, 2 shared cores):
-whole handler ~33 ms in Edit Mode (query ~2.5, deselect-all ~3.5, the members' select flags and
-weights ~26 ms: per vertex through the bmesh API, no bulk call exists in Edit Mode, and memory
-latency dominates — with each cluster's rows contiguous it is ~4 ms) and ~27 ms in Object Mode
-(selection < 1 ms, ``VertexGroup.add`` ~20 ms: the deform layer is shared with the evaluated
-mesh and copied on the first write after each evaluation). At 50k: ~7 and ~6 ms. Blender's undo
-step that the tool pushes after each click is not part of the handler: ~0.2 s at 1M in Edit
-Mode (it copies the edit mesh), ~45 ms in Object Mode.
+Measured at 1M Gaussians, 50k selected, with a depsgraph evaluation between clicks
+(``python -m engine.bench blender_click``, 2 cores): whole handler ~9.6 ms in Edit Mode (query
+~1.6, deselect-all ~2.7, the members' select flags and weights ~5 ms: per vertex through the
+bmesh API, no bulk call exists in Edit Mode). That needs each cluster's vertices next to each
+other, which training results arrange (:mod:`.vertex_order`); with the members spread over the
+rows, as in a .ply, the same writes take ~28 ms (memory latency: every member on its own cache
+lines). Object Mode: ~27 ms (selection < 1 ms, ``VertexGroup.add`` ~20 ms: the deform layer is
+shared with the evaluated mesh and copied on the first write after each evaluation). At 50k:
+~6 ms either way. Blender's undo step that the tool pushes after each click is not part of the
+handler: ~0.1-0.2 s at 1M in Edit Mode (it copies the edit mesh), ~25-45 ms in Object Mode.
 
 What is clicked on: the mesh's current vertices, mapped back to the file's axes (so Gaussians
 moved in Edit Mode are found where they are now; their covariances keep their original
