@@ -3,7 +3,8 @@
 the mesh's stored features, vertex group + selection write) at 50k and 1,000,000 Gaussians.
 
 Run through ``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15]
-[--modes object,edit] [--order trained|shuffled|tiled] [--no-evaluate] [--undo]``.
+[--modes object,edit] [--order trained|shuffled|tiled] [--click-mode replace|add|remove]
+[--no-evaluate] [--undo]``.
 
 Scene: the fox (``../shared/data/fox_cc0.ply``) tiled on a grid up to the size (or the
 procedural scene when the fox is absent), its rows shuffled (a real file's cluster members are
@@ -83,7 +84,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: np.ndarray, clicks: int,
-            mode_name: str, label: str, *, evaluate: bool, undo: bool) -> None:
+            mode_name: str, label: str, *, evaluate: bool, undo: bool, click_mode: str = "replace") -> None:
     """``clicks + 1`` clicks on successive tiles through ``ops_click.click_at`` (the click tool's
     own call); the first (cold cache) is reported apart. Prints the medians."""
     import bpy
@@ -111,7 +112,7 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
         t0 = time.perf_counter()
         view = viewport.view_camera(gl_view, proj, w, h, np.array(obj.matrix_world), axis)
         t1 = time.perf_counter()
-        out = ops_click.click_at(bpy.context, obj, view, w / 2 + 0.5, h / 2 + 0.5, "replace")
+        out = ops_click.click_at(bpy.context, obj, view, w / 2 + 0.5, h / 2 + 0.5, click_mode if i else "replace")
         t2 = time.perf_counter()
         if undo and out.ok:  # the click tool's undo step, after the handler
             bpy.ops.ed.undo_push(message="click")
@@ -141,7 +142,8 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
     print(f"click_ok_{p}: {oks}/{clicks} clicks")
 
 
-def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, undo: bool) -> None:
+def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, undo: bool,
+          click_mode: str = "replace") -> None:
     import bpy
 
     import click_gaussian_blender as cgb
@@ -189,7 +191,7 @@ def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, 
         elif obj.mode != "OBJECT":
             bpy.ops.object.mode_set(mode="OBJECT")
         _clicks(obj, int(coarse.max()) + 1, side, ext, centre, axis, clicks, mode_name, label,
-                evaluate=evaluate, undo=undo)
+                evaluate=evaluate, undo=undo, click_mode=click_mode)
     if obj.mode != "OBJECT":
         bpy.ops.object.mode_set(mode="OBJECT")
 
@@ -205,13 +207,15 @@ def main(argv: list[str] | None = None) -> int:
                     "are), shuffled (rows spread, as in a real file) or tiled (each tile contiguous)")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the depsgraph update between clicks")
     ap.add_argument("--undo", action="store_true", help="also time the undo step pushed after each click")
+    ap.add_argument("--click-mode", choices=("replace", "add", "remove"), default="replace",
+                    help="what the timed clicks do: replace (click), add (Shift+click), remove (Ctrl+click)")
     args = ap.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     if any(m not in ("object", "edit") for m in modes):
         ap.error(f"--modes takes object and/or edit, got {args.modes!r}")
     for n in (int(s) for s in args.sizes.split(",")):
         bench(n, args.clicks, modes, order=args.order, evaluate=not args.no_evaluate,
-              undo=args.undo)
+              undo=args.undo, click_mode=args.click_mode)
     return 0
 
 
