@@ -175,7 +175,7 @@ def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, 
         t_reorder = time.perf_counter() - t0
         if why:
             raise SystemExit(f"blender_click: the vertices could not be sorted by cluster: {why}")
-    centre = np.median(base.means, axis=0)
+    centre = np.median(base.means[:min(n, base.num_gaussians)], axis=0)  # tile 0 (all of it when n < one tile)
     label = f"{n // 1000}k" if n < 1_000_000 else f"{n / 1e6:g}M"
     print(f"gaussians: {n}")
     print(f"order: {order}")
