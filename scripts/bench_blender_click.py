@@ -4,7 +4,7 @@ the mesh's stored features, vertex group + selection write) at 50k and 1,000,000
 
 Run through ``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15]
 [--modes object,edit] [--order trained|shuffled|tiled] [--click-mode replace|add|remove]
-[--no-evaluate] [--undo]``.
+[--sh-degree 0-3] [--no-evaluate] [--undo]``.
 
 Scene: the fox (``../shared/data/fox_cc0.ply``) tiled on a grid up to the size (or the
 procedural scene when the fox is absent), its rows shuffled (a real file's cluster members are
@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 FOX = REPO.parent / "shared" / "data" / "fox_cc0.ply"
 
 
-def tiled_scene(n: int):
+def tiled_scene(n: int, sh_degree: int = 0):
     from click_gaussian_blender.engine.ply import read_ply
     from click_gaussian_blender.engine.scene import GaussianScene
 
@@ -61,7 +61,7 @@ def tiled_scene(n: int):
     off = np.stack([(tile % side) * ext, np.zeros(n), (tile // side) * ext], axis=1).astype(np.float32)
     means = base.means[idx] + off
     scene = GaussianScene(means, base.scales[idx], base.quats[idx], base.opacities[idx], base.sh_dc[idx],
-                          np.zeros((n, 0, 3), np.float32))
+                          np.random.default_rng(2).normal(0, 0.05, (n, (sh_degree + 1) ** 2 - 1, 3)).astype(np.float32))
     quad = (base.means[idx, 0] > np.median(base.means[:, 0])).astype(np.int32) * 2 + (
         base.means[idx, 2] > np.median(base.means[:, 2])).astype(np.int32)
     return scene, tile.astype(np.int32), (tile * 4 + quad).astype(np.int32), side, ext, base
@@ -143,7 +143,7 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
 
 
 def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, undo: bool,
-          click_mode: str = "replace") -> None:
+          click_mode: str = "replace", sh_degree: int = 0) -> None:
     import bpy
 
     import click_gaussian_blender as cgb
@@ -156,7 +156,7 @@ def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, 
     except Exception:  # noqa: BLE001
         pass
     cgb.register()
-    scene, coarse, fine, side, ext, base = tiled_scene(n)
+    scene, coarse, fine, side, ext, base = tiled_scene(n, sh_degree)
     if order != "tiled":  # a real file's cluster members are spread over its rows, not contiguous
         perm = np.random.default_rng(1).permutation(n)
         scene = GaussianScene(scene.means[perm], scene.scales[perm], scene.quats[perm], scene.opacities[perm],
@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clicks", type=int, default=15)
     ap.add_argument("--modes", default="object,edit", help="object: the object in Object Mode; edit: in Edit "
                     "Mode (the click tool's mode, so G/R/S/X/Shift+D act on the selection)")
+    ap.add_argument("--sh-degree", type=int, choices=(0, 1, 2, 3), default=0,
+                    help="SH degree of the scene (random higher coefficients; the fox has degree 0): more "
+                    "attributes per vertex make Blender's undo step heavier")
     ap.add_argument("--order", choices=("trained", "shuffled", "tiled"), default="trained",
                     help="vertex order: trained (shuffled rows, then sorted by cluster as training results "
                     "are), shuffled (rows spread, as in a real file) or tiled (each tile contiguous)")
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--modes takes object and/or edit, got {args.modes!r}")
     for n in (int(s) for s in args.sizes.split(",")):
         bench(n, args.clicks, modes, order=args.order, evaluate=not args.no_evaluate,
-              undo=args.undo, click_mode=args.click_mode)
+              undo=args.undo, click_mode=args.click_mode, sh_degree=args.sh_degree)
     return 0
 
 

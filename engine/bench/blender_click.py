@@ -1,5 +1,6 @@
 """``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15] [--modes object,edit]
-[--order trained|shuffled|tiled] [--click-mode replace|add|remove] [--no-evaluate] [--undo]``: the Blender add-on's click-to-selection
+[--order trained|shuffled|tiled] [--click-mode replace|add|remove] [--sh-degree 0-3] [--no-evaluate]
+[--undo]``: the Blender add-on's click-to-selection
 latency (whole handler: viewport camera, click query, vertex group and selection write) at 50k
 and 1,000,000 Gaussians, in Object Mode and in the click tool's Edit Mode.
 
