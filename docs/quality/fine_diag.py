@@ -4,7 +4,8 @@ benchmark's own functions), 1,024 px per iteration, 24 views of 160x160.
 
 Usage: [TRAJ=1] python docs/quality/fine_diag.py SEED NAME:ITERS:VARIANT[:KEY=VALUE,...] ...
   VARIANT: a quality-benchmark variant (full, no_gfl, ...). KEY=VALUE: a `realistic` mask-noise
-  strength (granularity=0, ragged_px=0, ...), trim=0/1 (boundary trimming), slivers=0/1, or a
+  strength (granularity=0, ragged_px=0, ...), trim=0/1 (boundary trimming), slivers=0/1,
+  sampling=uniform (pixels drawn uniformly instead of the importance sampling), or a
   TrainSettings field (gfl_start=266, w_neg=1.0, lr=0.001, seed=104 ...; diagnosis only).
 Prints per configuration: mIoU, the fine targets, and for every part whose fine mIoU is below
 0.5 the cosine of its opacity-weighted mean fine feature with its nearest sibling part's, plus the
@@ -96,6 +97,10 @@ for cfg in configs:
                                       drop_slivers=slivers), v) for d, m, v in zip(dense, masks, train_gt)]
     pairs = [(c, v) for c, v in pairs if c is not None]
     caches = [c for c, _ in pairs]
+    if kv.get("sampling") == "uniform":  # every training pixel equally likely (instead of per-segment shares)
+        import torch
+        for c in caches:
+            c.prob = torch.full_like(c.prob, 1.0 / len(c))
     ev = mask_evidence(caches, [v for _, v in pairs])
     a2 = SimpleNamespace(iterations=iters, pixels=1024, gfl_start=None, device="cpu")
     st = Q._settings(a2).replace(seed=seed, **Q.VARIANTS[variant])
