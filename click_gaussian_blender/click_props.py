@@ -6,6 +6,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from .engine.schedule import GFL_START_FRACTION
+
 LEVEL_ITEMS = [("coarse", "Coarse", "Whole objects"), ("fine", "Fine", "Parts of objects")]
 
 
@@ -35,6 +37,11 @@ class ClickGaussianSettings(bpy.types.PropertyGroup):
     mask_folder: StringProperty(name="Mask Folder", subtype="DIR_PATH")
     iterations: IntProperty(name="Iterations", default=3000, min=1, max=100000)
     pixels_per_iter: IntProperty(name="Pixels / Iteration", default=10000, min=64, max=200000)
+    gfl_start_fraction: FloatProperty(
+        name="GFL Start", default=GFL_START_FRACTION, min=0.0, max=1.0, subtype="FACTOR",
+        description="When global feature-guided learning starts, as a fraction of the run (the paper: 2/3, "
+                    "iteration 2000 of 3000). Earlier keeps small parts apart that the masks sometimes show "
+                    "only as part of their object")
     message: StringProperty(name="Last Message", default="")
     group_index: IntProperty(name="Selection", default=0)
 

@@ -15,14 +15,15 @@ import bpy
 
 from . import click_props, engine_link, feature_store, io_export, preferences, selection, vertex_order
 from .engine.errors import EngineError, TrainingError
+from .engine.schedule import gfl_interval_for, gfl_start_for
 
 
 def settings_dict(props) -> dict:
-    """TrainSettings fields from the panel: iterations and pixels per iteration; GFL starts at
-    2/3 of the run as in the paper (2000 of 3000)."""
+    """TrainSettings fields from the panel: iterations, pixels per iteration, and GFL from the
+    panel's fraction of the run (default 2/3: the paper's 2000 of 3000; engine.schedule)."""
     it = int(props.iterations)
     return {"iterations": it, "pixels_per_iter": int(props.pixels_per_iter),
-            "gfl_start": min(2000, (2 * it) // 3), "gfl_interval": max(1, min(100, it // 10))}
+            "gfl_start": gfl_start_for(it, float(props.gfl_start_fraction)), "gfl_interval": gfl_interval_for(it)}
 
 
 def training_request(context, obj, props=None, settings: dict | None = None) -> engine_link.TrainRequest:

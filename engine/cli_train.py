@@ -23,6 +23,7 @@ from typing import Any
 
 from .cli_masks import add_source_arguments, make_source
 from .errors import Cancelled, TrainingError
+from .schedule import gfl_interval_for, gfl_start_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,11 +39,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "scaled down to max(W, H)")
     parser.add_argument("--iterations", type=int, default=None, help="training iterations (default 3000, the paper's)")
     parser.add_argument("--pixels", type=int, default=None, help="sampled pixels per iteration (default 10000)")
+    parser.add_argument("--gfl-start", type=int, default=None,
+                        help="first iteration of global feature-guided learning (default 2/3 of the run, the "
+                             "paper's 2000 of 3000; an earlier start keeps small parts apart that SAM sometimes "
+                             "returns only with their object, see docs/quality.md)")
     parser.add_argument("--out", help="features file (default: <scene>.clickgs.npz beside the scene)")
     parser.add_argument("--mask-cache", help="mask cache folder (default <out>.masks)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint <out>.ckpt")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def train_settings(args: argparse.Namespace):
+    """TrainSettings from the command line: the paper's defaults, GFL from 2/3 of any run (a
+    400-iteration run starts it at 266 instead of never) unless --gfl-start says otherwise.
+    Raises TrainingError (one line) for values TrainSettings refuses."""
+    from .train import TrainSettings
+
+    iterations = args.iterations if args.iterations is not None else TrainSettings.iterations
+    overrides: dict[str, Any] = {"device": args.device, "seed": args.seed, "iterations": iterations,
+                                 "gfl_start": args.gfl_start if args.gfl_start is not None else gfl_start_for(iterations),
+                                 "gfl_interval": gfl_interval_for(iterations)}
+    if args.pixels is not None:
+        overrides["pixels_per_iter"] = args.pixels
+    return TrainSettings(**overrides)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -136,7 +156,7 @@ def select_cameras(args: argparse.Namespace, scene: Any, warn: Any) -> list:
 def run(args: argparse.Namespace) -> int:
     from .features import default_features_path
     from .ply import read_ply
-    from .train import TrainSettings, train, views_from_scene
+    from .train import train, views_from_scene
 
     t0 = time.perf_counter()
     out = os.path.abspath(args.out or default_features_path(args.scene))
@@ -148,12 +168,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt = out + ".ckpt"
     if args.resume and not os.path.isfile(ckpt):
         raise TrainingError(f"nothing to resume: checkpoint {ckpt} does not exist")
-    overrides: dict[str, Any] = {"device": args.device, "seed": args.seed}
-    if args.iterations is not None:
-        overrides["iterations"] = args.iterations
-    if args.pixels is not None:
-        overrides["pixels_per_iter"] = args.pixels
-    settings = TrainSettings(**overrides)
+    settings = train_settings(args)
 
     bar = ProgressBar()
     scene = read_ply(args.scene)

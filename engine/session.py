@@ -336,13 +336,16 @@ class EngineSession:
     def train(self, settings: dict[str, Any] | None = None, *, progress: ProgressFn | None = None,
               cancel: threading.Event | None = None, save_path: str | None = None,
               checkpoint_path: str | None = None, resume: bool = False) -> dict[str, Any]:
-        """Train features (engine.train.train), preparing masks first if needed. The result is
-        kept in the session and written to ``save_path`` (default ``<scene>.clickgs.npz`` beside a
+        """Train features (engine.train.train), preparing masks first if needed. ``settings``:
+        TrainSettings fields; with ``iterations`` but no ``gfl_start`` / ``gfl_interval`` those
+        follow the run's length (engine.schedule: GFL after 2/3 of it, the paper's 2000 of 3000).
+        The result is kept in the session and written to ``save_path`` (default ``<scene>.clickgs.npz`` beside a
         scene loaded from a file; nothing is written for an uploaded scene unless asked). A
         checkpoint goes to ``checkpoint_path`` (default ``<save_path>.ckpt``, or
         ``train-<scene hash>.ckpt`` in the cache folder) so ``resume=True`` continues a cancelled
         or crashed run."""
         from .features import default_features_path
+        from .schedule import with_run_schedule
         from .train import TrainSettings, train
 
         fields = {f.name for f in dataclasses.fields(TrainSettings)}
@@ -352,6 +355,7 @@ class EngineSession:
         settings = dict(settings or {})
         if self.device != "auto":
             settings.setdefault("device", self.device)
+        settings = with_run_schedule(settings)
         try:
             ts = TrainSettings(**settings)
         except (TypeError, ValueError) as exc:

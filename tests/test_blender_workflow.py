@@ -458,6 +458,10 @@ def test_training_inputs_are_checked(bpy, fox_path, shared_data, tmp_path):
     req = ops_train.training_request(bpy.context, obj, props)
     assert req.orbit == (props.orbit_views, props.orbit_size, props.orbit_size) and req.mask_kind == "builtin"
     assert req.settings["iterations"] == 3000 and req.settings["gfl_start"] == 2000
+    props.iterations, props.gfl_start_fraction = 400, 0.1  # GFL within short runs, from the panel's fraction
+    req = ops_train.training_request(bpy.context, obj, props)
+    assert (req.settings["iterations"], req.settings["gfl_start"], req.settings["gfl_interval"]) == (400, 40, 13)
+    props.iterations, props.gfl_start_fraction = 3000, 2 / 3
     empty = bpy.data.objects.new("empty", None)
     with pytest.raises(EngineError, match="select a Gaussian Splatting object"):
         ops_train.training_request(bpy.context, empty, props)

@@ -232,12 +232,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _settings(args: argparse.Namespace):
     from ..gaussians import resolve_device
+    from ..schedule import gfl_interval_for, gfl_start_for
     from ..train import TrainSettings
 
-    gfl_start = args.gfl_start if args.gfl_start is not None else (2 * args.iterations) // 3
+    gfl_start = args.gfl_start if args.gfl_start is not None else gfl_start_for(args.iterations)
     return TrainSettings(
         iterations=args.iterations, pixels_per_iter=args.pixels, gfl_start=gfl_start,
-        gfl_interval=max(1, args.iterations // 30), checkpoint_every=10**6,
+        gfl_interval=gfl_interval_for(args.iterations), checkpoint_every=10**6,
         device=str(resolve_device(args.device, "--device")),
     )
 
