@@ -15,27 +15,19 @@ import json, sys, time
 from dataclasses import replace
 from types import SimpleNamespace
 import numpy as np, torch
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from diag_scene import diag_scene  # noqa: E402 (also puts the repository on the path)
 from engine import metrics as M
 from engine.bench import quality as Q
-from engine.gaussians import Gaussians
 from engine.masksim import simulate_view_masks, NOISE_LEVELS
-from engine.synth import make_scene, render_ground_truth
 from engine.train.data import cache_from_contributors
 from engine.train.trainer import train_from_caches
-from engine.click import ClickIndex
 from engine.features import normalize_rows
 
 import os; TRAJ = os.environ.get('TRAJ') == '1'; seed = int(sys.argv[1]); configs = sys.argv[2:]
 args = SimpleNamespace(iterations=3000, pixels=1024, gfl_start=None, device="cpu")
-synth = make_scene(seed, n_gaussians=20000, n_objects=6, n_views=24, n_test_views=8, width=160, height=160,
-                   touch_prob=0.5, alike_prob=0.35)
-g = Gaussians.from_scene(synth.scene, "cpu")
-train_gt = render_ground_truth(synth, synth.cameras, gaussians=g, keep_contributors=True, contributors_k=32)
-test_gt = render_ground_truth(synth, synth.test_cameras, gaussians=g, keep_contributors=True, contributors_k=32)
-dense = [v.contributors.to_dense() for v in train_gt]
-index = ClickIndex.build(synth.scene)
-opac = synth.scene.activated_opacities()
+S = diag_scene(seed)
+synth, g, train_gt, test_gt, dense, index, opac = S.synth, S.gaussians, S.train_gt, S.test_gt, S.dense, S.index, S.opac
 names = synth.object_names
 # touching pairs: how often one coarse segment covers most of both objects in the training masks
 def merged_views(masks):
