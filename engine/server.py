@@ -410,7 +410,8 @@ class EngineServer:
             self._drop(conn, reason)
 
     def _drop(self, conn: _Connection, reason: str) -> None:
-        conn.close()
+        # the client's slot is freed before the socket closes: a client that reconnects as soon
+        # as it sees the close must not be refused as a second client
         with self._lock:
             self._connections.discard(conn)
             was_active = self._active is conn
@@ -418,6 +419,7 @@ class EngineServer:
                 self._active = None
                 self._last_client_seen = time.monotonic()
             job = self._job if self._job is not None and self._job.conn is conn else None
+        conn.close()
         if job is not None and not job.request.cancel.is_set():
             log.warning("client %s went away during job %r (request %d): cancelling it",
                         conn.name, job.request.command, job.request.id)
