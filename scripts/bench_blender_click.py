@@ -216,9 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     if any(m not in ("object", "edit") for m in modes):
         ap.error(f"--modes takes object and/or edit, got {args.modes!r}")
-    for n in (int(s) for s in args.sizes.split(",")):
-        bench(n, args.clicks, modes, order=args.order, evaluate=not args.no_evaluate,
-              undo=args.undo, click_mode=args.click_mode, sh_degree=args.sh_degree)
+    try:
+        for n in (int(s) for s in args.sizes.split(",")):
+            bench(n, args.clicks, modes, order=args.order, evaluate=not args.no_evaluate,
+                  undo=args.undo, click_mode=args.click_mode, sh_degree=args.sh_degree)
+    finally:
+        # Blender disables add-ons when it quits; bpy as a module does not, and bpy 4.2 crashes
+        # at interpreter exit with the add-on still registered
+        import click_gaussian_blender as cgb
+
+        try:
+            cgb.unregister()
+        except Exception:  # noqa: BLE001 - never registered (an early error)
+            pass
     return 0
 
 
