@@ -443,10 +443,13 @@ def _write_edit_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, ti
     """The selection and vertex group written into the edit bmesh, so Blender's edit tools act
     on them at once (no Edit/Object Mode round trip: ~0.5 s at 1M Gaussians).
 
-    Replace: Blender's deselect-all (C, ~3 ms at 1M). Add / remove: the selection is inverted
-    twice (C, ~6 ms at 1M; no net change) — like every select operator, that tags the selection
-    for redraw, which the per-vertex writes below cannot do (their only Python-side tag,
-    ``bmesh.update_edit_mesh``, tags the geometry and would send the click cache through a sync).
+    Replace: Blender's deselect-all (C, ~3 ms at 1M). Add / remove keep the selection but need
+    a select operator too: like every one, it tags the selection for redraw, which the
+    per-vertex writes below cannot do (their only Python-side tag, ``bmesh.update_edit_mesh``,
+    tags the geometry and would send the click cache through a sync). On a mesh without faces
+    (a splat point cloud) that is "select sharp edges", which selects only edges between two
+    faces, so nothing (~3.5 ms at 1M); otherwise the selection is inverted twice (no net change,
+    ~18 ms at 1M with most of it selected).
     Then the members' select flags and deform weights, per vertex through the bmesh API over
     cached vertex wrappers (no bulk call exists in Edit Mode; Blender's ``vertex_group_assign``
     operator also adds every other selected vertex, and tags the geometry). Measured at 1M
@@ -461,8 +464,9 @@ def _write_edit_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, ti
     if mode == "replace":
         if not _call_op("mesh.select_all", action="DESELECT"):  # no Edit-Mode context: a plain loop
             collections.deque(map(BMVert.select_set, verts, itertools.repeat(False)), 0)
-    elif _call_op("mesh.select_all", action="INVERT"):  # (without a context: no redraw to tag)
-        _call_op("mesh.select_all", action="INVERT")
+    elif not (len(bm.faces) == 0 and _call_op("mesh.edges_select_sharp")):
+        if _call_op("mesh.select_all", action="INVERT"):  # (without a context: no redraw to tag)
+            _call_op("mesh.select_all", action="INVERT")
     t1 = time.perf_counter()
     if group and mode != "remove" and idx.size:
         vg = _group(obj, group)

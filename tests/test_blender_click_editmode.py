@@ -204,3 +204,33 @@ def test_precomputed_members_match_the_label_scan():
                             ("coarse", []), ("fine", [2])):
         got = fast.members(level, clusters)
         assert got.dtype == np.int64 and np.array_equal(got, plain.members(level, clusters)), (level, clusters)
+
+
+def test_edit_mode_clicks_tag_the_selection_for_redraw_only(bpy, fox_path):
+    """Every click mode leaves a selection update for the viewport (the edit overlay redraws
+    the selection) and no geometry update (which would make the click cache verify itself)."""
+    from click_gaussian_blender import ops_click
+
+    obj, scene, tf, cam, view, index = _edit_fox(bpy, fox_path)
+    u0, v0, _ = _pixel_of_cluster(index, tf, cam, scene, "coarse", 0)
+    u1, v1, _ = _pixel_of_cluster(index, tf, cam, scene, "coarse", 1)
+    for u, v in ((u1, v1), (u0, v0)):  # the first clicks may settle the click cache (its own sync)
+        assert ops_click.click_at(bpy.context, obj, view, u, v, "replace").ok
+        bpy.context.view_layer.update()
+    seen: list = []
+
+    def record(_scene, depsgraph):
+        seen.extend((u.id.original.name, u.is_updated_geometry, u.is_updated_shading) for u in depsgraph.updates)
+
+    bpy.app.handlers.depsgraph_update_post.append(record)
+    try:
+        for u, v, mode in ((u0, v0, "replace"), (u1, v1, "add"), (u0, v0, "remove")):
+            seen.clear()
+            assert ops_click.click_at(bpy.context, obj, view, u, v, mode).ok
+            bpy.context.view_layer.update()
+            mesh_updates = [s for s in seen if s[0] == obj.data.name]
+            assert mesh_updates and not any(g for _, g, _ in mesh_updates), (mode, seen)
+            assert any(sh for _, _, sh in mesh_updates), (mode, seen)
+    finally:
+        bpy.app.handlers.depsgraph_update_post.remove(record)
+    bpy.ops.object.mode_set(mode="OBJECT")
