@@ -189,12 +189,4 @@ class CLICKGS_OT_group_action(bpy.types.Operator):
 
 _CLASSES = (CLICKGS_OT_click_select, CLICKGS_OT_group_action)
 
-
-def register() -> None:
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(_CLASSES)

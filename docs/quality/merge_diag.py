@@ -14,7 +14,7 @@ TrainSettings fields (diagnosis only). CPU only; about 1-2 min per 3,000 it.
 import json, sys, time
 from dataclasses import replace
 from types import SimpleNamespace
-import numpy as np, torch
+import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from diag_scene import diag_scene  # noqa: E402 (also puts the repository on the path)
 from engine import metrics as M

@@ -316,13 +316,6 @@ def _run(args: argparse.Namespace) -> int:
     from .. import metrics as M
     from ..masksim import noise_level
 
-    try:
-        import engine  # noqa: F401 - the package must be importable by worker processes
-
-        from ..train import TrainSettings  # noqa: F401
-        from ..train.trainer import train_from_caches  # noqa: F401
-    except ImportError as exc:  # the trainer is another part of the engine
-        raise EngineError(f"the quality benchmark needs engine.train ({exc})") from None
     width, height = _size(args.size)
     try:
         noise = noise_level(args.noise)
@@ -343,7 +336,6 @@ def _run(args: argparse.Namespace) -> int:
     code_version = _code_version()  # at start: the code the workers import
     jobs = min(args.jobs, len(args.seeds))
     threads = args.threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0)
-    device = base.device
     tasks = [(args, seed, variants, args.pictures if i == 0 else 0, threads) for i, seed in enumerate(args.seeds)]
     if jobs == 1:
         seed_results = [_run_seed(*t) for t in tasks]
