@@ -217,7 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     if any(m not in ("object", "edit") for m in modes):
         ap.error(f"--modes takes object and/or edit, got {args.modes!r}")
     try:
-        for n in (int(s) for s in args.sizes.split(",")):
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--sizes takes comma-separated Gaussian counts, got {args.sizes!r}")
+    if not sizes or min(sizes) < 1 or args.clicks < 1:
+        ap.error("--sizes and --clicks must be positive")
+    try:
+        for n in sizes:
             bench(n, args.clicks, modes, order=args.order, evaluate=not args.no_evaluate,
                   undo=args.undo, click_mode=args.click_mode, sh_degree=args.sh_degree)
     finally:
