@@ -346,6 +346,7 @@ def test_trim_boundaries_unassigns_pixels_where_two_segments_meet():
     assert (out[:, 4] == -1).all() and (out[:, 5:7] == 1).all() and (out[:, 7:] == -1).all()
     diag = np.array([[0, -1], [-1, 1]])  # diagonal neighbours count (8-neighbourhood)
     assert (trim_boundaries(diag) == -1).all()
+    assert (trim_boundaries(np.zeros((3, 3), int)) == 0).all()  # one segment: no seam, the image border stays
 
 
 def test_absurd_number_of_views_is_refused_before_rendering():
@@ -357,17 +358,3 @@ def test_absurd_number_of_views_is_refused_before_rendering():
     check_memory_for_views([cam] * 32)
     with pytest.raises(TrainingError, match="fewer or smaller views"):
         check_memory_for_views([cam] * 10_000_000)
-
-
-def test_trim_boundaries_unassigns_only_pixels_touching_another_segment():
-    from engine.train.data import trim_boundaries
-
-    m = np.full((5, 6), -1)
-    m[:, :3] = 0
-    m[:, 3:5] = 1  # column 5 stays unassigned
-    out = trim_boundaries(m)
-    assert (out[:, 2] == -1).all() and (out[:, 3] == -1).all()  # the 0|1 seam, both sides
-    assert (out[:, :2] == 0).all()  # interiors and the image border stay
-    assert (out[:, 4] == 1).all()  # a border with unassigned pixels is not a seam
-    assert (out[:, 5] == -1).all() and (m[:, 5] == -1).all()
-    assert (trim_boundaries(np.zeros((3, 3), int)) == 0).all()
