@@ -26,6 +26,7 @@ import bpy
 import numpy as np
 
 from . import attributes as A
+from .compat import modifier_input_get, modifier_input_set
 
 NODE_GROUP = "Gaussian Splats"
 MATERIAL = "Gaussian Splat"
@@ -245,7 +246,7 @@ def set_display(obj: bpy.types.Object, *, point_size: float | None = None,
     for name, value in (("Point Size", point_size), ("Max Radius", max_radius),
                         ("Display Ratio", display_ratio)):
         if value is not None:
-            mod[_input_id(ng, name)] = float(value)
+            modifier_input_set(mod, _input_id(ng, name), float(value))
     obj.update_tag()
 
 
@@ -305,7 +306,7 @@ def get_display(obj: bpy.types.Object) -> dict[str, float]:
     if mod is None:
         return {}
     ng = mod.node_group
-    return {n: float(mod[_input_id(ng, n)]) for n in ("Point Size", "Max Radius", "Display Ratio")}
+    return {n: float(modifier_input_get(mod, _input_id(ng, n))) for n in ("Point Size", "Max Radius", "Display Ratio")}
 
 
 def setup_display(obj: bpy.types.Object, extent: float, *, display_ratio: float = 1.0) -> None:
@@ -317,7 +318,7 @@ def setup_display(obj: bpy.types.Object, extent: float, *, display_ratio: float 
     mod.node_group = ng
     mod.show_in_editmode = True
     mod.show_on_cage = True
-    mod[_input_id(ng, "Material")] = mat
+    modifier_input_set(mod, _input_id(ng, "Material"), mat)
     if not obj.data.materials:
         obj.data.materials.append(mat)
     set_display(obj, point_size=1.0, max_radius=max(0.02 * float(extent), 1e-6),

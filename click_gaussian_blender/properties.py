@@ -7,6 +7,7 @@ import bpy
 
 from . import attributes as A
 from . import display
+from .compat import draw_modifier_input
 
 
 class CLICKGS_PT_splat_object(bpy.types.Panel):
@@ -36,7 +37,7 @@ class CLICKGS_PT_splat_object(bpy.types.Panel):
             return
         for item in mod.node_group.interface.items_tree:
             if getattr(item, "in_out", None) == "INPUT" and item.name in ("Point Size", "Max Radius", "Display Ratio"):
-                layout.prop(mod, f'["{item.identifier}"]', text=item.name)
+                draw_modifier_input(layout, mod, item.identifier, item.name)
         row = layout.row(align=True)
         row.operator("object.gaussian_highlight_selected", text="Highlight Selected")
         row.operator("object.gaussian_highlight_selected", text="Clear").clear = True

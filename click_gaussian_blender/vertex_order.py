@@ -30,10 +30,6 @@ import numpy as np
 # (an integer-math node would do the split in the tree, but Blender 4.2 has none).
 GROUP_ATTR, WEIGHT_ATTR = ".cg_sort_group", ".cg_sort_weight"
 WEIGHT_BITS = 22
-# Blender 4.2's Sort Elements scrambles vertex groups (measured: bpy 4.2.0 gives members to the
-# wrong vertices); 5.0 moves them with their vertices (tested). Meshes with vertex groups keep
-# their order on older versions.
-VERTEX_GROUPS_SORTED_SINCE = (5, 0, 0)
 
 
 def cluster_order(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
@@ -87,6 +83,8 @@ def reorder_vertices(obj: Any, perm: np.ndarray, *, weight_bits: int = WEIGHT_BI
     objects, or a Blender without the Sort Elements node (before 4.1)."""
     import bpy
 
+    from .compat import sort_keeps_vertex_groups
+
     mesh = obj.data
     n = len(mesh.vertices)
     perm = np.asarray(perm, np.int64).reshape(-1)
@@ -100,7 +98,7 @@ def reorder_vertices(obj: Any, perm: np.ndarray, *, weight_bits: int = WEIGHT_BI
         return "the mesh is shared with other objects"
     if mesh.library is not None:
         return "the mesh is linked from a library"
-    if len(obj.vertex_groups) and bpy.app.version < VERTEX_GROUPS_SORTED_SINCE:
+    if len(obj.vertex_groups) and not sort_keeps_vertex_groups():
         return "Blender before 5.0 does not carry vertex groups through the sort"
     key = np.empty(n, np.int64)
     key[perm] = np.arange(n)  # old vertex perm[i] goes to position i

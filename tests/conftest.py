@@ -3,7 +3,9 @@ tests write only to pytest's temporary folders."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,15 +32,33 @@ def _blender_user_resources(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["BLENDER_USER_RESOURCES"] = str(tmp_path_factory.mktemp("blender_user"))
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def _cuda_available() -> bool:
+    # The Blender-side runs (scripts/test_blender.sh) have no torch in-process, as in Blender.
+    if importlib.util.find_spec("torch") is None:
+        return False
     import torch
 
-    if torch.cuda.is_available():
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def engine_python() -> str:
+    """The interpreter that runs the engine process, as the add-on's preferences name it in real
+    use: ``CLICKGS_ENGINE_PYTHON`` (set by scripts/test_blender.sh to .venv's python when the tests
+    run on another Blender's Python, which has no torch), else this interpreter."""
+    python = os.environ.get("CLICKGS_ENGINE_PYTHON") or sys.executable
+    if not Path(python).exists():
+        pytest.fail(f"CLICKGS_ENGINE_PYTHON={python} does not exist")
+    return python
 
 
 @pytest.fixture(scope="module")

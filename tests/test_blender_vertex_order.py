@@ -91,7 +91,9 @@ def test_reorder_keeps_vertex_groups_or_leaves_the_order(bpy, fox_path):
     rows = _attr(obj.data, A.INDEX, 1, "value", np.int32)
     why = VO.order_by_clusters(obj)
     rows_after = _attr(obj.data, A.INDEX, 1, "value", np.int32)
-    if bpy.app.version < VO.VERTEX_GROUPS_SORTED_SINCE:
+    from click_gaussian_blender.compat import sort_keeps_vertex_groups
+
+    if not sort_keeps_vertex_groups():
         assert "vertex groups" in why and np.array_equal(rows_after, rows)
     else:
         assert why == "" and not np.array_equal(rows_after, rows)

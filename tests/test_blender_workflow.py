@@ -5,7 +5,6 @@ run (import, engine, short training, click, move, delete, export, read back)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sys
@@ -323,9 +322,12 @@ class _Layout:
     def label(self, text="", **k):
         self._log.append(("label", text))
 
-    def prop(self, data, name, **k):
-        assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
-        self._log.append(("prop", name))
+    def prop(self, data, name, text="", **k):
+        if name.startswith('["'):  # an ID property (Geometry Nodes modifier inputs before 5.1)
+            assert name[2:-2] in data.keys(), f"{type(data).__name__} has no ID property {name!r}"
+        else:
+            assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
+        self._log.append(("prop", text or name))
 
     def operator(self, idname, **k):
         mod, name = idname.split(".")
@@ -351,6 +353,20 @@ def _draw_panel(bpy):
     fake.layout = _Layout(bpy, log)
     panel.CLICKGS_PT_main.draw(fake, bpy.context)
     return log
+
+
+def test_object_panel_draws_the_display_settings(bpy, fox_path):
+    """The Object properties panel of a splat object draws its three display settings as
+    editable fields (modifier inputs are stored differently from Blender 5.1 on)."""
+    from click_gaussian_blender import properties
+
+    _import(bpy, fox_path)
+    log = []
+    fake = type("P", (), {})()
+    fake.layout = _Layout(bpy, log)
+    properties.CLICKGS_PT_splat_object.draw(fake, bpy.context)
+    assert [t for k, t in log if k == "prop"] == ["Point Size", "Max Radius", "Display Ratio"]
+    assert ("operator", "object.gaussian_highlight_selected") in log
 
 
 def test_panel_draws_engine_training_selection_and_export(bpy, fox_path):
@@ -380,11 +396,11 @@ def test_panel_draws_engine_training_selection_and_export(bpy, fox_path):
     assert ("list", "vertex_groups") in log
 
 
-def test_interpreter_check_describes_the_engine_python(bpy):
+def test_interpreter_check_describes_the_engine_python(bpy, engine_python):
     from click_gaussian_blender import preferences
     from click_gaussian_blender.engine.launcher import EngineStartError, check_interpreter
 
-    text = preferences.describe_check(check_interpreter(sys.executable))
+    text = preferences.describe_check(check_interpreter(engine_python))
     assert text.startswith("OK: Python ") and "torch " in text and ("CPU only" in text or "CUDA" in text)
     with pytest.raises(EngineStartError, match="does not exist"):
         check_interpreter("/nonexistent/python3")
@@ -467,13 +483,13 @@ def test_training_inputs_are_checked(bpy, fox_path, shared_data, tmp_path):
         ops_train.training_request(bpy.context, empty, props)
 
 
-def test_remote_engine_connect_wrong_token_and_disconnect(bpy):
+def test_remote_engine_connect_wrong_token_and_disconnect(bpy, engine_python):
     """A remote engine (e.g. a GPU box through an SSH tunnel): host:port + token; a wrong token
     is a clear failure; stopping only disconnects (the remote engine keeps running)."""
     from click_gaussian_blender import engine_link
     from click_gaussian_blender.engine.launcher import launch_engine
 
-    proc = launch_engine(sys.executable, device="cpu")
+    proc = launch_engine(engine_python, device="cpu")
     try:
         link = engine_link.EngineLink()
         link.start(engine_link.EngineConfig(mode="remote", host="127.0.0.1", port=proc.port, token="0" * 64))
@@ -492,14 +508,14 @@ def test_remote_engine_connect_wrong_token_and_disconnect(bpy):
 
 
 @pytest.mark.slow
-def test_engine_killed_mid_training_then_restart(bpy, fox_path):
+def test_engine_killed_mid_training_then_restart(bpy, fox_path, engine_python):
     from click_gaussian_blender import click_props, engine_link, feature_store, ops_train
 
     obj = _import(bpy, fox_path)
     co_before = np.empty(len(obj.data.vertices) * 3, np.float32)
     obj.data.vertices.foreach_get("co", co_before)
     link = engine_link.LINK
-    link.start(engine_link.EngineConfig(python=sys.executable, device="cpu"))
+    link.start(engine_link.EngineConfig(python=engine_python, device="cpu"))
     assert link.wait_ready(120), link.error
     props = click_props.get(bpy.context.scene)
     props.orbit_views, props.orbit_size = 4, 64
@@ -514,7 +530,7 @@ def test_engine_killed_mid_training_then_restart(bpy, fox_path):
     obj.data.vertices.foreach_get("co", co_after)
     assert np.array_equal(co_before, co_after) and not feature_store.has_features(obj.data)
     # training can be restarted with a fresh engine
-    link.start(engine_link.EngineConfig(python=sys.executable, device="cpu"))
+    link.start(engine_link.EngineConfig(python=engine_python, device="cpu"))
     assert link.wait_ready(120), link.error
     job = ops_train.start_training(bpy.context, obj, props, {"iterations": 100000, "pixels_per_iter": 256})
     deadline = time.monotonic() + 60
@@ -532,34 +548,15 @@ def test_engine_killed_mid_training_then_restart(bpy, fox_path):
 
 # ---------------------------------------------------------------------- end to end
 
-def _have(module: str, name: str | None = None) -> bool:
-    try:
-        spec = importlib.util.find_spec(module)
-    except ModuleNotFoundError:
-        return False
-    if spec is None:
-        return False
-    if name is None:
-        return True
-    mod = importlib.import_module(module)
-    return hasattr(mod, name)
-
-
-needs_pipeline = pytest.mark.skipif(
-    not (_have("engine.click", "click_query") and _have("engine.masks", "prepare_masks")),
-    reason="the engine's click query / mask preparation are not in this checkout yet")
-
-
 @pytest.mark.slow
-@needs_pipeline
-def test_end_to_end_workflow(bpy, tmp_path):
+def test_end_to_end_workflow(bpy, tmp_path, engine_python):
     """Procedural scene -> import -> engine -> short training -> click -> move -> fine delete
     -> export -> read back; the vertex group equals what the engine's click selects."""
     sys.path.insert(0, str(REPO / "scripts"))
     import demo_workflow
 
     report = demo_workflow.run_workflow(None, tmp_path / "demo", quick=True, render=False,
-                                        python=sys.executable, verify=True)
+                                        python=engine_python, verify=True)
     assert report["click"]["ok"], report["click"]
     assert report["click"]["matches_engine"]
     assert report["train"]["vertices_sorted_by_cluster"]  # the add-on sorted the mesh by cluster
