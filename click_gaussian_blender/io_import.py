@@ -10,26 +10,83 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import bpy
 import numpy as np
+from bpy_extras.io_utils import axis_conversion
 
 from . import attributes as A
 from . import display
+from .engine.cameras import estimate_up
 from .engine.ply import read_ply
 from .engine.scene import GaussianScene
 
-# 3DGS / COLMAP scenes use the OpenCV camera frame: y down, z forward. Blender is z up.
-DEFAULT_AXIS_FORWARD = "Z"
-DEFAULT_AXIS_UP = "-Y"
+AXES = ("X", "Y", "Z", "-X", "-Y", "-Z")
+AUTO = "AUTO"
+# The file axis that goes with each up axis when the forward axis is not given: Blender's own
+# (Y forward, Z up) for z-up files, the COLMAP/Inria habit (Z forward, -Y up) for y-down ones,
+# the glTF/OpenGL one (-Z forward, Y up) for y-up ones.
+FORWARD_FOR_UP = {"Z": "Y", "-Z": "Y", "-Y": "Z", "Y": "-Z", "X": "Y", "-X": "Y"}
 
 
 @dataclass
 class ImportSettings:
-    axis_matrix: np.ndarray = field(default_factory=lambda: np.eye(4))  # [4, 4] file -> local
+    """How a file's axes map to Blender's. ``axis_up`` / ``axis_forward``: one of :data:`AXES`
+    or ``"AUTO"`` (up: detected from the scene's shape by :func:`engine.cameras.estimate_up`;
+    forward: :data:`FORWARD_FOR_UP` of the up axis). An explicit ``axis_matrix`` [4, 4]
+    (file -> local) overrides both."""
+
+    axis_up: str = AUTO
+    axis_forward: str = AUTO
+    axis_matrix: np.ndarray | None = None
     display_ratio: float = 1.0  # fraction of Gaussians drawn (display only)
     name: str | None = None  # object name (default: the file name)
+
+
+@dataclass
+class ImportReport:
+    """What :func:`import_ply` did: the file's up axis (one of :data:`AXES`, "" when an explicit
+    matrix was given), whether it was detected, and the time spent reading and building [s]."""
+
+    up_axis: str
+    up_detected: bool
+    read_s: float
+    build_s: float
+
+    def describe_up(self) -> str:
+        if not self.up_axis:
+            return "custom axes"
+        up = self.up_axis if self.up_axis.startswith("-") else "+" + self.up_axis
+        return f"up axis {up}" + (", detected" if self.up_detected else "")
+
+
+def detect_up_axis(scene: GaussianScene) -> str:
+    """The file axis (one of :data:`AXES`) nearest to the scene's up direction as the engine
+    estimates it for its orbit views (:func:`engine.cameras.estimate_up`: one rule for both)."""
+    up = estimate_up(scene)
+    a = int(np.argmax(np.abs(up)))
+    return ("-" if up[a] < 0 else "") + "XYZ"[a]
+
+
+def resolve_axes(scene: GaussianScene, axis_forward: str, axis_up: str) -> tuple[str, str, bool]:
+    """(forward, up, up_detected): ``AUTO`` replaced and a forward parallel to the up axis
+    replaced by the one that goes with it."""
+    for name, value in (("up", axis_up), ("forward", axis_forward)):
+        if value != AUTO and value not in AXES:
+            raise ValueError(f"{name} axis must be AUTO or one of {', '.join(AXES)}, not {value!r}")
+    detected = axis_up == AUTO
+    up = detect_up_axis(scene) if detected else axis_up
+    forward = axis_forward
+    if forward == AUTO or forward[-1] == up[-1]:
+        forward = FORWARD_FOR_UP[up]
+    return forward, up, detected
+
+
+def axis_matrix(axis_forward: str, axis_up: str) -> np.ndarray:
+    """[4, 4] rotation taking file coordinates with the given forward / up axes to Blender's
+    (Y forward, Z up), as Blender's other importers do (``bpy_extras.io_utils.axis_conversion``)."""
+    return np.array(axis_conversion(from_forward=axis_forward, from_up=axis_up).to_4x4(), np.float64)
 
 
 def _set(attr: bpy.types.Attribute, key: str, values: np.ndarray, dtype=np.float32) -> None:
@@ -99,10 +156,11 @@ def scene_to_object(
     """Create, link, select and make active a splat object for ``scene``."""
     name = settings.name or _object_name(source or scene.path or "Gaussians")
     mesh = bpy.data.meshes.new(name)
-    scene_to_mesh(scene, mesh, settings.axis_matrix)
+    axis = np.eye(4) if settings.axis_matrix is None else np.asarray(settings.axis_matrix, np.float64)
+    scene_to_mesh(scene, mesh, axis)
     obj = bpy.data.objects.new(name, mesh)
     obj[A.PROP_LAYOUT] = A.layout_to_json(scene.layout)
-    obj[A.PROP_AXIS] = [float(v) for v in np.asarray(settings.axis_matrix, np.float64).reshape(-1)]
+    obj[A.PROP_AXIS] = [float(v) for v in axis.reshape(-1)]
     obj[A.PROP_SOURCE] = os.path.abspath(source) if source else ""
     obj[A.PROP_SH_DEGREE] = scene.sh_degree
     obj[A.PROP_COUNT] = scene.num_gaussians
@@ -129,13 +187,18 @@ def _object_name(path: str) -> str:
 
 
 def import_ply(context: bpy.types.Context, path: str, settings: ImportSettings | None = None
-               ) -> tuple[bpy.types.Object, dict[str, float]]:
+               ) -> tuple[bpy.types.Object, ImportReport]:
     """Read a 3DGS .ply (raises :class:`engine.errors.EngineError` with a one-line message on
-    bad input) and create its object. Returns (object, timings in seconds)."""
+    bad input) and create its object, turned so the scene's up is Blender's +Z."""
     settings = settings or ImportSettings()
     t0 = time.perf_counter()
     scene = read_ply(path, sh_coefficient_major=True)  # SH in Blender's per-coefficient order
     t1 = time.perf_counter()
+    if settings.axis_matrix is not None:
+        up, detected = "", False
+    else:
+        forward, up, detected = resolve_axes(scene, settings.axis_forward, settings.axis_up)
+        settings = replace(settings, axis_matrix=axis_matrix(forward, up))
     obj = scene_to_object(scene, context, settings, source=path)
     t2 = time.perf_counter()
-    return obj, {"read": t1 - t0, "build": t2 - t1}
+    return obj, ImportReport(up, detected, t1 - t0, t2 - t1)

@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 
 import bpy
-import numpy as np
-from bpy.props import BoolProperty, CollectionProperty, FloatProperty, StringProperty
-from bpy_extras.io_utils import ExportHelper, ImportHelper, axis_conversion, orientation_helper
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import io_export, io_import
 from .engine.errors import EngineError
 
 
-@orientation_helper(axis_forward=io_import.DEFAULT_AXIS_FORWARD, axis_up=io_import.DEFAULT_AXIS_UP)
+def _axis_items(auto_description: str) -> list[tuple[str, str, str]]:
+    return [(io_import.AUTO, "Auto", auto_description)] + [
+        (a, a, f"The file's {a} axis") for a in io_import.AXES]
+
+
 class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
     """Import a 3D Gaussian Splatting scene (.ply, SuperSplat .compressed.ply) as a mesh with
     one vertex per Gaussian"""
@@ -31,6 +34,17 @@ class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
     filter_glob: StringProperty(default="*.ply;*.splat", options={"HIDDEN"})
     files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
     directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+    axis_up: EnumProperty(
+        name="Up", default=io_import.AUTO,
+        items=_axis_items("Detect the file's up axis from the scene's shape (the end with "
+                                  "more and wider-spread Gaussians, ground or pedestal, is down)"),
+        description="The file's axis that becomes Blender's up (+Z)")
+    axis_forward: EnumProperty(
+        name="Forward", default=io_import.AUTO,
+        items=_axis_items("The forward axis that goes with the up axis (Z for -Y up, "
+                                  "Y for Z up, -Z for Y up)"),
+        description="The file's axis that becomes Blender's forward (+Y); one parallel to Up is "
+                    "replaced by the one that goes with it")
     display_ratio: FloatProperty(
         name="Display Ratio", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
         description="Fraction of Gaussians drawn in the viewport (display only; all are kept)")
@@ -41,17 +55,18 @@ class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
         return [self.filepath]
 
     def execute(self, context):
-        axis = np.array(axis_conversion(from_forward=self.axis_forward, from_up=self.axis_up).to_4x4())
-        settings = io_import.ImportSettings(axis_matrix=axis, display_ratio=self.display_ratio)
+        settings = io_import.ImportSettings(axis_up=self.axis_up, axis_forward=self.axis_forward,
+                                            display_ratio=self.display_ratio)
         done = 0
         for path in self._paths():
             try:
-                obj, _ = io_import.import_ply(context, path, settings)
+                obj, report = io_import.import_ply(context, path, settings)
             except EngineError as exc:
                 self.report({"ERROR"}, str(exc))
                 continue
             done += 1
-            self.report({"INFO"}, f"Imported {obj[io_import.A.PROP_COUNT]:,} Gaussians from {os.path.basename(path)}")
+            self.report({"INFO"}, f"Imported {obj[io_import.A.PROP_COUNT]:,} Gaussians from "
+                                  f"{os.path.basename(path)} ({report.describe_up()})")
         return {"FINISHED"} if done else {"CANCELLED"}
 
     def invoke(self, context, event):

@@ -67,12 +67,42 @@ def test_import_fox_every_property(bpy, fox_path: Path) -> None:
 
     obj = import_ply(bpy, fox_path)
     scene = read_ply(fox_path)
-    # default axes: 3DGS/COLMAP y-down z-forward -> Blender z-up: (x, y, z) -> (x, z, -y)
-    axis = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1.0]])
+    # default axes: Auto detects that this file is z-up, so it arrives upright as it is
+    axis = np.eye(4)
     np.testing.assert_allclose(np.array(obj["gs_axis_matrix"]).reshape(4, 4), axis, atol=1e-12)
     check_all_properties(obj.data, scene, axis)
     assert obj.modifiers["Gaussian Splats"].type == "NODES"
     assert obj.name == "fox_cc0" and obj["gs_count"] == 50_000
+
+
+def test_auto_up_axis_turns_each_scene_upright(bpy, fox_path: Path, shared_data: Path, capsys) -> None:
+    """The importer's default (Auto) uses the engine's own up estimate: the z-up fox arrives as
+    it is, the y-down guitar (the COLMAP habit) turned to z-up; the Info line names the axis.
+    Explicit axes are honoured, and a forward parallel to the up axis is replaced."""
+    from click_gaussian_blender import io_import
+    from engine.ply import read_ply
+
+    import_ply(bpy, fox_path)
+    assert "(up axis +Z, detected)" in capsys.readouterr().out
+    obj = import_ply(bpy, shared_data / "guitar.compressed.ply")
+    assert "(up axis -Y, detected)" in capsys.readouterr().out
+    # -Y up with its forward Z: (x, y, z) -> (x, z, -y)
+    np.testing.assert_allclose(np.array(obj["gs_axis_matrix"]).reshape(4, 4),
+                               [[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], atol=1e-12)
+    obj = import_ply(bpy, fox_path, axis_up="-Y")
+    assert "(up axis -Y)" in capsys.readouterr().out
+    np.testing.assert_allclose(np.array(obj["gs_axis_matrix"]).reshape(4, 4),
+                               [[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], atol=1e-12)
+    fox = read_ply(fox_path)
+    assert io_import.resolve_axes(fox, "AUTO", "AUTO") == ("Y", "Z", True)
+    assert io_import.resolve_axes(fox, "-Z", "Y") == ("-Z", "Y", False)
+    assert io_import.resolve_axes(fox, "Y", "-Y") == ("Z", "-Y", False)  # parallel: replaced
+    with pytest.raises(ValueError, match="up axis must be AUTO or one of"):
+        io_import.resolve_axes(fox, "AUTO", "UP")
+    # a scene turned so its up is another axis is detected as that axis
+    turned = fox.subset(np.arange(fox.num_gaussians))
+    turned.means = fox.means[:, [0, 2, 1]] * np.array([1, -1, 1], np.float32)  # file up +Z -> -Y
+    assert io_import.detect_up_axis(turned) == "-Y"
 
 
 def test_import_sh3_fixture_with_axis_options(bpy, shared_data: Path) -> None:
