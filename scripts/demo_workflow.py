@@ -5,6 +5,7 @@ at the fine level, export the edited .ply, and write before/after Cycles PNGs an
     .venv/bin/python scripts/demo_workflow.py                 # the project's procedural scene
     .venv/bin/python scripts/demo_workflow.py ../shared/data/fox_cc0.ply
     .venv/bin/python scripts/demo_workflow.py --quick         # short training (tests, smoke runs)
+    .venv-blender52/bin/python scripts/demo_workflow.py --engine-python .venv/bin/python  # on Blender 5.2
 
 Everything goes to ``out/demo/`` (``--out``): ``scene.ply`` (the generated scene), ``edited.ply``,
 ``before.png`` / ``after.png``, ``workflow.blend``, ``timings.json`` (also printed as
@@ -338,11 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short training (smoke runs, tests)")
     ap.add_argument("--no-render", action="store_true", help="skip the Cycles PNGs")
     ap.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel")
+    ap.add_argument("--engine-python", default=None,
+                    help="interpreter with torch that runs the engine (default: this one); e.g. "
+                         ".venv/bin/python when this script runs on another Blender's Python")
     args = ap.parse_args(argv)
     from click_gaussian_blender.engine.errors import EngineError
 
     try:
-        rep = run_workflow(args.ply, args.out, quick=args.quick, render=not args.no_render, samples=args.samples)
+        rep = run_workflow(args.ply, args.out, quick=args.quick, render=not args.no_render, samples=args.samples,
+                           python=args.engine_python)
     except (EngineError, RuntimeError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

@@ -285,7 +285,8 @@ def test_unedited_roundtrip_is_exact(bpy, fox_path: Path, shared_data: Path, tmp
 
     import_ply(bpy, fox_path)
     assert export(bpy, tmp_path / "fox.ply") == {"FINISHED"}
-    assert filecmp.cmp(tmp_path / "fox.ply", fox_path, shallow=False)
+    assert filecmp.cmp(tmp_path / "fox.ply", fox_path, shallow=False)  # byte for byte
+    assert np.isposinf(read_ply(tmp_path / "fox.ply").opacities).sum() == 37  # kept, not clamped
     import_ply(bpy, shared_data / SH3)
     assert export(bpy, tmp_path / "sh3.ply") == {"FINISHED"}
     a, b = read_ply(shared_data / SH3), read_ply(tmp_path / "sh3.ply")
