@@ -21,6 +21,7 @@ import math
 import os
 import struct
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,108 @@ def look_at_viewmat(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.n
     w2c[:3, :3] = c2w[:3, :3].T
     w2c[:3, 3] = -c2w[:3, :3].T @ eye
     return w2c
+
+
+# ============================================================================ validation
+
+MAX_IMAGE_SIDE = 32768  # pixels; the wire protocol's limit too. Larger sizes are file errors
+# (a width of 10**12 would otherwise reach numpy as a bincount of that many bins).
+
+
+def _check_size(width: Any, height: Any, label: str) -> tuple[int, int]:
+    """(width, height) as ints within 1..MAX_IMAGE_SIDE, else a CameraError under ``label``."""
+    out = []
+    for field, value in (("width", width), ("height", height)):
+        if isinstance(value, bool):
+            raise CameraError(f"{label}: {field} must be an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise CameraError(f"{label}: {field} must be an integer, got {value!r}") from None
+        if not math.isfinite(as_float) or as_float != int(as_float):
+            raise CameraError(f"{label}: {field} must be an integer, got {value!r}")
+        n = int(as_float)
+        if not 1 <= n <= MAX_IMAGE_SIDE:
+            raise CameraError(f"{label}: {field} must be within 1..{MAX_IMAGE_SIDE} pixels, got {n}")
+        out.append(n)
+    return out[0], out[1]
+
+
+def validate_camera(camera: Camera, where: str) -> Camera:
+    """Check that ``camera`` can be rendered and clicked, and return it unchanged.
+
+    The one camera check of the project: every loader in this module calls it on each camera it
+    makes, so a bad file is refused when it is loaded (naming the file, the camera and the field)
+    rather than when a view is first rendered; the socket command layer and the renderer call it
+    on cameras they receive.
+
+    Checks: ``width``/``height`` are integers within 1..:data:`MAX_IMAGE_SIDE`; ``viewmat`` is a
+    finite [4, 4] world-to-camera matrix with bottom row (0, 0, 0, 1) and an invertible,
+    well-conditioned 3x3 part (an all-zero or singular pose has no camera centre or direction);
+    ``K`` is a finite [3, 3] pinhole matrix with positive focal lengths and bottom row (0, 0, 1).
+
+    Args:
+        camera: the camera to check (any object: a non-Camera is refused).
+        where: what the camera came from, first in the message: a file name
+            (``"cameras.json"``), ``"set_cameras"``, ``"render"``...
+
+    Raises:
+        CameraError: one line, ``"{where}: camera {name!r}: {field} ..."``.
+    """
+    if not isinstance(camera, Camera):
+        raise CameraError(f"{where}: expected an engine Camera, got {type(camera).__name__}")
+    label = f"{where}: camera {camera.name!r}"
+    if (isinstance(camera.width, (int, np.integer)) and isinstance(camera.height, (int, np.integer))
+            and (camera.width <= 0 or camera.height <= 0)):
+        # kept word for word: callers and tests match "invalid size WxH"
+        raise CameraError(f"{label}: invalid size {camera.width}x{camera.height} "
+                          f"(width and height must be positive)")
+    _check_size(camera.width, camera.height, label)
+    viewmat = np.asarray(camera.viewmat)
+    K = np.asarray(camera.K)
+    for field, m, shape in (("viewmat", viewmat, (4, 4)), ("K", K, (3, 3))):
+        if m.shape != shape or m.dtype.kind not in "fiu":
+            raise CameraError(f"{label}: {field} must be a {shape[0]}x{shape[1]} number matrix, "
+                              f"got {m.dtype} {list(m.shape)}")
+        if not np.isfinite(m).all():
+            raise CameraError(f"{label}: {field} has NaN or infinite values")
+    # a singular rotation part has no camera centre or viewing direction; the ratio allows the
+    # uniformly scaled poses some exporters write
+    sv = np.linalg.svd(viewmat[:3, :3].astype(np.float64), compute_uv=False)
+    if sv[0] == 0.0 or sv[-1] < 1e-9 * sv[0]:
+        raise CameraError(f"{label}: viewmat is singular (its 3x3 rotation part is "
+                          f"{'all zero' if sv[0] == 0.0 else 'not invertible'})")
+    if not np.allclose(viewmat[3], (0.0, 0.0, 0.0, 1.0), atol=1e-6):
+        raise CameraError(f"{label}: viewmat's bottom row must be (0, 0, 0, 1), "
+                          f"got {viewmat[3].tolist()}")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise CameraError(f"{label}: K has a non-positive focal length "
+                          f"(fx={K[0, 0]:g}, fy={K[1, 1]:g})")
+    if not np.allclose(K[2], (0.0, 0.0, 1.0), atol=1e-6):
+        raise CameraError(f"{label}: K must be a pinhole matrix with bottom row (0, 0, 1), "
+                          f"got {K.tolist()}")
+    return camera
+
+
+def _new_camera(where: str, pose: Any, K: Any, width: Any, height: Any, name: str,
+                image_path: str | None = None, *, kind: str = "w2c") -> Camera:
+    """A validated Camera from a file's raw values; every refusal is a one-line CameraError
+    naming ``where``, the camera and the field.
+
+    ``kind`` says what ``pose`` is: ``"w2c"`` a world-to-camera (OpenCV) matrix, ``"c2w"`` a
+    camera-to-world (OpenCV axes), ``"c2w_gl"`` a camera-to-world in OpenGL axes (converted)."""
+    label = f"{where}: camera {name!r}"
+    w, h = _check_size(width, height, label)
+    try:
+        m = np.asarray(pose, dtype=np.float64).reshape(4, 4)
+        k = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    except (TypeError, ValueError):
+        raise CameraError(f"{label}: the pose must be a 4x4 and K a 3x3 matrix of numbers") from None
+    if kind != "w2c":
+        # checked before inverting: a singular or NaN camera-to-world has no inverse to check
+        validate_camera(Camera(m, k, w, h, name), f"{where} (camera-to-world pose)")
+        m = np.linalg.inv(opengl_to_opencv(m) if kind == "c2w_gl" else m)
+    return validate_camera(Camera(m, k, w, h, name, image_path), where)
 
 
 # ============================================================================ loaders
@@ -323,7 +426,7 @@ def load_colmap(model_dir: str | os.PathLike, images_dir: str | os.PathLike | No
         viewmat = np.eye(4)
         viewmat[:3, :3] = qvec_to_rotmat(q)
         viewmat[:3, 3] = t
-        cams.append(Camera(viewmat, K.copy(), w, h, name))
+        cams.append(_new_camera(f"COLMAP model {d}", viewmat, K.copy(), w, h, name))
     if images_dir is None:
         root = d.parent.parent if d.parent.name == "sparse" else (d.parent if d.name == "sparse" else d)
         guess = root / "images"
@@ -463,6 +566,13 @@ def _matrix(value, shape: tuple[int, ...], where: str) -> np.ndarray:
     return m
 
 
+def _focal_from_angle(size: float, angle: float, where: str, key: str) -> float:
+    """Focal length in pixels of a field of view ``angle`` (radians) across ``size`` pixels."""
+    if not 0.0 < angle < math.pi:
+        raise CameraError(f"{where}: '{key}' must be an angle within (0, pi) radians, got {angle:g}")
+    return 0.5 * size / math.tan(0.5 * angle)
+
+
 def load_inria_cameras_json(path: str | os.PathLike, images_dir: str | os.PathLike | None = None,
                             *, warn: Warn | None = None, _data: list | None = None) -> list[Camera]:
     """Cameras of graphdeco-inria/gaussian-splatting's ``cameras.json``: entries with ``id``,
@@ -481,13 +591,13 @@ def load_inria_cameras_json(path: str | os.PathLike, images_dir: str | os.PathLi
         where = f"{p.name} entry {i}"
         if not isinstance(e, dict):
             raise CameraError(f"{where}: not an object")
-        w, h = int(_num(e, "width", where)), int(_num(e, "height", where))
+        w, h = _num(e, "width", where), _num(e, "height", where)
         c2w = np.eye(4)
         c2w[:3, :3] = _matrix(e.get("rotation"), (3, 3), f"{where} 'rotation'")
         c2w[:3, 3] = _matrix(e.get("position"), (3,), f"{where} 'position'")
         K = intrinsics(_num(e, "fx", where), _num(e, "fy", where), w / 2.0, h / 2.0)
         name = str(e.get("img_name", e.get("id", i)))
-        cams.append(Camera(np.linalg.inv(c2w), K, w, h, name))
+        cams.append(_new_camera(p.name, c2w, K, w, h, name, kind="c2w"))
     cams.sort(key=lambda c: c.name)
     _attach_images(cams, Path(images_dir) if images_dir is not None else None,
                    explicit=images_dir is not None, where=p.name, warn=warn)
@@ -556,7 +666,7 @@ def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike 
         if to_colmap is not None:
             c2w = to_colmap @ c2w
         if "w" in merged and "h" in merged:
-            w, h = int(_num(merged, "w", where)), int(_num(merged, "h", where))
+            w, h = _num(merged, "w", where), _num(merged, "h", where)
         elif image is not None:
             w, h = image_size(image)
         else:
@@ -566,8 +676,8 @@ def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike 
             fx = _num(merged, "fl_x", where)
             fy = _num(merged, "fl_y", where) if "fl_y" in merged else fx
         elif "camera_angle_x" in merged:
-            fx = 0.5 * w / math.tan(0.5 * _num(merged, "camera_angle_x", where))
-            fy = (0.5 * h / math.tan(0.5 * _num(merged, "camera_angle_y", where))
+            fx = _focal_from_angle(w, _num(merged, "camera_angle_x", where), where, "camera_angle_x")
+            fy = (_focal_from_angle(h, _num(merged, "camera_angle_y", where), where, "camera_angle_y")
                   if "camera_angle_y" in merged else fx)
         else:
             raise CameraError(f"{where}: no focal length ('fl_x' or 'camera_angle_x')")
@@ -577,8 +687,8 @@ def load_transforms_json(path: str | os.PathLike, images_dir: str | os.PathLike 
                               for k in ("k1", "k2", "k3", "k4", "p1", "p2")):
             warn(f"{p.name}: lens distortion coefficients are ignored (pinhole part used)")
             warned = True
-        cams.append(Camera.from_opengl(c2w, intrinsics(fx, fy, cx, cy), w, h, name,
-                                       str(image) if image is not None else None))
+        cams.append(_new_camera(p.name, c2w, intrinsics(fx, fy, cx, cy), w, h, name,
+                                str(image) if image is not None else None, kind="c2w_gl"))
     _fit_to_images(cams, p.name, warn)
     return cams
 
@@ -602,14 +712,20 @@ def _load_npz(p: Path, images_dir, warn: Warn) -> list[Camera]:
     try:
         with np.load(p) as z:
             viewmats, Ks = np.asarray(z["viewmats"]), np.asarray(z["Ks"])
-            w, h = int(z["width"]), int(z["height"])
+            w, h = np.asarray(z["width"]), np.asarray(z["height"])
     except KeyError as exc:
         raise CameraError(f"{p.name}: missing array {exc} (needs viewmats, Ks, width, height)") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CameraError(f"{p.name}: not a readable .npz: {exc}") from None
     if viewmats.ndim != 3 or viewmats.shape[1:] != (4, 4) or Ks.shape != (len(viewmats), 3, 3):
         raise CameraError(f"{p.name}: viewmats must be [C, 4, 4] and Ks [C, 3, 3]")
-    cams = [Camera(v, k, w, h, f"{p.stem}_{i:03d}") for i, (v, k) in enumerate(zip(viewmats, Ks))]
+    if len(viewmats) == 0:
+        raise CameraError(f"{p.name}: has no cameras (viewmats is empty)")
+    if w.size != 1 or h.size != 1:
+        raise CameraError(f"{p.name}: width and height must be single numbers, "
+                          f"got shapes {list(w.shape)} and {list(h.shape)}")
+    cams = [_new_camera(p.name, v, k, w.item(), h.item(), f"{p.stem}_{i:03d}")
+            for i, (v, k) in enumerate(zip(viewmats, Ks))]
     if images_dir is not None:
         _attach_images(cams, Path(images_dir), explicit=True, where=p.name, warn=warn)
     return cams

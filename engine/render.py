@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from . import raster_cpu
-from .cameras import Camera
-from .errors import CameraError, EngineError
+from .cameras import Camera, validate_camera
+from .errors import EngineError
 from .gaussians import Gaussians
 from .scene import GaussianScene
 from .sh import sh_to_rgb
@@ -314,14 +314,8 @@ def render(
 
 
 def _check_camera(camera: Camera) -> None:
-    if not isinstance(camera, Camera):
-        raise CameraError(f"render needs an engine Camera, got {type(camera).__name__}")
-    if camera.width <= 0 or camera.height <= 0:
-        raise CameraError(f"camera {camera.name!r} has invalid size {camera.width}x{camera.height}")
-    if not (np.isfinite(camera.viewmat).all() and np.isfinite(camera.K).all()):
-        raise CameraError(f"camera {camera.name!r} has NaN or infinite pose/intrinsics")
-    if camera.K[0, 0] <= 0 or camera.K[1, 1] <= 0:
-        raise CameraError(f"camera {camera.name!r} has non-positive focal length")
+    # the project's one camera check; loaders already ran it, cameras built in code did not
+    validate_camera(camera, "render")
 
 
 def _camera_tensors(camera: Camera, device: torch.device) -> tuple[Tensor, Tensor]:
