@@ -154,15 +154,16 @@ def select_cameras(args: argparse.Namespace, scene: Any, warn: Any) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .features import default_features_path
+    from .features import check_features_target, default_features_path
     from .ply import read_ply
     from .train import train, views_from_scene
 
     t0 = time.perf_counter()
     out = os.path.abspath(args.out or default_features_path(args.scene))
     folder = os.path.dirname(out)
-    if not os.path.isdir(folder):
-        raise TrainingError(f"output folder {folder} does not exist")
+    # before any work: --out must not name the scene itself or any other file that is not a
+    # features file (save() checks again, but only after minutes of training)
+    check_features_target(out)
     if not os.access(folder, os.W_OK):
         raise TrainingError(f"cannot write into {folder}; choose another place with --out")
     ckpt = out + ".ckpt"

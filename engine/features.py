@@ -7,7 +7,9 @@ Per-Gaussian features are 24-d: ``[coarse 12 | fine' 12]``. The coarse feature o
 granularity prior). Global clusters ("objects" at the coarse level, "parts" at the fine level) are
 unit vectors in the same spaces; every Gaussian carries one label per level (-1 = no cluster).
 
-File format (``.npz``, written atomically, loaded with ``allow_pickle=False``):
+File format (``.npz``, written atomically, loaded with ``allow_pickle=False``). A write never
+replaces a file that is not a features file (:func:`check_features_target`: recognised by its
+content), and a load refuses wrong kinds, widths and non-finite values with one line:
 
 ==================  =============  ===========================================================
 key                 dtype          content
@@ -29,6 +31,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,11 +108,18 @@ class TrainedFeatures:
     _unit_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.features = np.asarray(self.features, dtype=np.float16)
-        self.coarse_centers = np.asarray(self.coarse_centers, dtype=np.float32).reshape(-1, COARSE_DIM)
-        self.fine_centers = np.asarray(self.fine_centers, dtype=np.float32).reshape(-1, FEATURE_DIM)
-        self.coarse_labels = np.asarray(self.coarse_labels, dtype=np.int32)
-        self.fine_labels = np.asarray(self.fine_labels, dtype=np.int32)
+        for name, dtype, width in (("features", np.float16, None),
+                                   ("coarse_centers", np.float32, COARSE_DIM),
+                                   ("fine_centers", np.float32, FEATURE_DIM),
+                                   ("coarse_labels", np.int32, None), ("fine_labels", np.int32, None)):
+            try:
+                value = np.asarray(getattr(self, name), dtype=dtype)
+                setattr(self, name, value if width is None else value.reshape(-1, width))
+            except (TypeError, ValueError):
+                raise TrainingError(f"{name} must be numbers{f' [C, {width}]' if width else ''}, "
+                                    f"got {_describe(getattr(self, name))}") from None
+        if not isinstance(self.settings, dict):
+            raise TrainingError(f"settings must be a JSON object, got {type(self.settings).__name__}")
         if self.features.ndim != 2 or self.features.shape[1] != FEATURE_DIM:
             raise TrainingError(f"features must be [N, {FEATURE_DIM}], got {list(self.features.shape)}")
         n = self.features.shape[0]
@@ -170,10 +180,8 @@ class TrainedFeatures:
     # ---------------------------------------------------------------- file I/O
     def save(self, path: str | os.PathLike) -> str:
         """Write the ``.npz`` atomically (temp file + os.replace); returns the path written."""
-        path = os.fspath(path)
+        path = check_features_target(path)
         folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise TrainingError(f"cannot write features to {path}: folder {folder} does not exist")
         arrays = {
             "format_version": np.int32(FORMAT_VERSION),
             "features": self.features,
@@ -184,14 +192,19 @@ class TrainedFeatures:
             "settings_json": np.array(json.dumps(self.settings, sort_keys=True, default=_json_default)),
             "scene_hash": np.array(self.scene_hash),
         }
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+        except OSError as exc:
+            raise TrainingError(f"cannot write features to {path}: {exc.strerror or exc}") from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, **arrays)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise TrainingError(f"cannot write features to {path}: {exc.strerror or exc}") from None
             raise
         return path
 
@@ -217,19 +230,25 @@ class TrainedFeatures:
             raise
         except Exception as exc:  # zip/npy corruption, truncated file, pickled object arrays
             raise TrainingError(f"{path} is not a readable features file ({exc.__class__.__name__}: {exc})") from None
+        _check_arrays(data, path)
         try:
             settings = json.loads(str(data["settings_json"]))
         except ValueError:
             raise TrainingError(f"{path} has corrupt settings_json") from None
-        out = cls(
-            features=data["features"],
-            coarse_centers=data["coarse_centers"],
-            fine_centers=data["fine_centers"],
-            coarse_labels=data["coarse_labels"],
-            fine_labels=data["fine_labels"],
-            settings=settings,
-            scene_hash=str(data["scene_hash"]),
-        )
+        if not isinstance(settings, dict):
+            raise TrainingError(f"{path}: settings_json must be a JSON object, got {type(settings).__name__}")
+        try:
+            out = cls(
+                features=data["features"],
+                coarse_centers=data["coarse_centers"],
+                fine_centers=data["fine_centers"],
+                coarse_labels=data["coarse_labels"],
+                fine_labels=data["fine_labels"],
+                settings=settings,
+                scene_hash=str(data["scene_hash"]),
+            )
+        except TrainingError as exc:  # label counts and ranges: name the file
+            raise TrainingError(f"{path}: {exc}") from None
         if scene is not None:
             if scene.num_gaussians != out.num_gaussians:
                 raise TrainingError(
@@ -239,6 +258,72 @@ class TrainedFeatures:
             if scene_hash(scene) != out.scene_hash:
                 raise TrainingError(f"{path} was trained for a different version of this scene: retrain it")
         return out
+
+
+def is_features_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a Click-Gaussian features file by its content: a readable zip
+    (``.npz``) holding every array of the format (``format_version``, ``features``, ...), whatever
+    its name. Only the zip directory is read, not the arrays."""
+    try:
+        with zipfile.ZipFile(os.fspath(path)) as z:
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return False
+    return all(k + ".npy" in names for k in _KEYS)
+
+
+def check_features_target(path: str | os.PathLike) -> str:
+    """Check that a features file may be written at ``path`` and return it (as a str).
+
+    A features write never replaces anything but a features file of ours (recognised by
+    :func:`is_features_file`, not by name): ``train --out scene.ply`` or ``save_features`` to a
+    scene, image or folder is refused before any work is done, and the file stays as it was.
+    Call it before long work (training) as well as at the write itself.
+
+    Raises:
+        TrainingError: one line naming ``path``: a folder, a file that is not a features file,
+            or a missing parent folder.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise TrainingError(f"cannot write features to {path}: it is a folder")
+    if not os.path.isdir(folder):
+        raise TrainingError(f"cannot write features to {path}: folder {folder} does not exist")
+    if os.path.lexists(path) and not (os.path.isfile(path) and is_features_file(path)):
+        raise TrainingError(f"refusing to replace {path}: it exists and is not a Click-Gaussian "
+                            f"features file (choose another path or remove it)")
+    return path
+
+
+def _describe(value: Any) -> str:
+    """``dtype [shape]`` of an array-like, for messages."""
+    try:
+        a = np.asarray(value)
+        return f"{a.dtype} {list(a.shape)}"
+    except Exception:  # an object numpy cannot even wrap: its type says enough
+        return type(value).__name__
+
+
+def _check_arrays(data: dict[str, np.ndarray], path: str) -> None:
+    """The arrays of a features file have the format's kinds, shapes and finite values; a
+    one-line TrainingError naming the file and the array otherwise (a file full of NaN would load
+    and then make every click and segment meaningless)."""
+    want = {"features": ("f", FEATURE_DIM), "coarse_centers": ("f", COARSE_DIM),
+            "fine_centers": ("f", FEATURE_DIM), "coarse_labels": ("iu", None),
+            "fine_labels": ("iu", None)}
+    for key, (kinds, width) in want.items():
+        a = data[key]
+        shape_ok = a.ndim == 2 and a.shape[1] == width if width else a.ndim == 1
+        if a.dtype.kind not in kinds or not shape_ok:
+            expect = f"[{'N' if key == 'features' else 'C'}, {width}] floats" if width else "[N] integers"
+            raise TrainingError(f"{path}: {key} must be {expect}, got {a.dtype} {list(a.shape)}")
+        if kinds == "f" and not np.isfinite(a).all():
+            bad = int((~np.isfinite(a)).any(axis=1).sum())
+            raise TrainingError(f"{path}: {key} has NaN or infinite values in {bad} of {len(a)} rows")
+    for key in ("settings_json", "scene_hash"):
+        if data[key].dtype.kind != "U" or data[key].shape != ():
+            raise TrainingError(f"{path}: {key} must be a string, got {data[key].dtype} {list(data[key].shape)}")
 
 
 def _json_default(obj: Any) -> Any:

@@ -248,6 +248,7 @@ def _read_vertex_only(path: str, name: str) -> tuple[plyfile.PlyData, _Records] 
         return None
     with open(path, "rb") as f:
         data = parse_header(f)
+        _check_counts(data, name, os.fstat(f.fileno()).st_size - f.tell())
         if [e.name for e in data.elements] != ["vertex"]:
             return None
         element = data.elements[0]
@@ -276,6 +277,33 @@ def _read_vertex_only(path: str, name: str) -> tuple[plyfile.PlyData, _Records] 
             f"{name}: truncated file: element 'vertex' declares {element.count} records but only "
             f"{arr.shape[0]} are complete")
     return data, _Records(arr.dtype, arr.shape[0], array=arr)
+
+
+def _check_counts(data: plyfile.PlyData, name: str, body_bytes: int) -> None:
+    """Refuse element counts the file cannot hold, from the header alone: a negative count, or
+    more records than the bytes after the header can contain (each binary record takes at least
+    its scalar properties' bytes, each ASCII record at least two characters per property). Said
+    here, before any array is sized by the count: a count of -5 or 2**40 would otherwise reach
+    numpy as a negative or impossible allocation."""
+    need = 0
+    for element in data.elements:
+        if element.count < 0:
+            raise SceneFormatError(f"{name}: malformed PLY header: element '{element.name}' "
+                                   f"has a negative count ({element.count})")
+        if data.text:
+            per_record = 2 * max(1, len(element.properties))
+        else:
+            per_record = sum(np.dtype(p.list_dtype(data.byte_order)[0] if isinstance(p, plyfile.PlyListProperty)
+                                      else p.dtype(data.byte_order)).itemsize
+                             for p in element.properties)
+        if need + element.count * per_record > body_bytes:
+            exact = not data.text and not any(isinstance(p, plyfile.PlyListProperty)
+                                              for p in element.properties)
+            what = (f"but only {max(0, body_bytes - need) // max(1, per_record)} are complete"
+                    if exact else f"more than the {body_bytes} bytes after the header can hold")
+            raise SceneFormatError(f"{name}: truncated file: element '{element.name}' declares "
+                                   f"{element.count} records {what}")
+        need += element.count * per_record
 
 
 def is_compressed_ply(data: plyfile.PlyData) -> bool:
@@ -472,6 +500,8 @@ def _decode_compressed(data: plyfile.PlyData, name: str) -> GaussianScene:
     vertex = data["vertex"].data
     n = vertex.shape[0]
     n_chunks = chunk.shape[0]
+    if n == 0:  # refused like an empty Inria file: an empty scene is no use to any caller
+        raise SceneFormatError(f"{name}: the file holds no Gaussians (element vertex 0)")
     if n_chunks * _CHUNK_SIZE < n:
         raise SceneFormatError(
             f"{name}: compressed PLY has {n_chunks} chunks for {n} splats (needs {-(-n // 256)})")
