@@ -56,6 +56,7 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,6 +88,9 @@ ALLOWED_DTYPES: dict[str, np.dtype] = {
     "float64": np.dtype("<f8"),
 }
 _MAX_NDIM = 8
+#: Bound on an array's extent: the product of its dimensions (zeros counted as one) times its
+#: item size. Far above any frame limit, far below where numpy's size arithmetic overflows.
+MAX_ARRAY_EXTENT_BYTES = 2**48
 _SMALL_SEND = 256 * 1024  # buffers smaller than this are joined into one send
 
 
@@ -168,17 +172,37 @@ def camera_to_wire(camera: Camera) -> dict[str, Any]:
 
 
 def camera_from_wire(obj: Mapping[str, Any]) -> Camera:
-    """Inverse of :func:`camera_to_wire`; raises ValueError/TypeError/KeyError on bad input."""
-    viewmat = np.asarray(obj["viewmat"], dtype=np.float64)
-    K = np.asarray(obj["K"], dtype=np.float64)
-    if viewmat.shape != (4, 4) or K.shape != (3, 3):
-        raise ValueError(f"viewmat must be 4x4 and K 3x3, got {list(viewmat.shape)} and {list(K.shape)}")
-    if not (np.isfinite(viewmat).all() and np.isfinite(K).all()):
-        raise ValueError("viewmat and K must be finite")
-    w, h = obj["width"], obj["height"]
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (w, h)) or not (0 < w <= 32768 and 0 < h <= 32768):
-        raise ValueError(f"width and height must be integers in 1..32768, got {w!r} x {h!r}")
-    return Camera(viewmat, K, w, h, str(obj.get("name", "")))
+    """Inverse of :func:`camera_to_wire`. Checks the wire form only (fields present, matrix
+    shapes, finite numbers, integer sizes within 1..32768); whether the camera can be rendered
+    (invertible pose, positive focal lengths) is :func:`engine.cameras.validate_camera`'s.
+
+    Raises:
+        ValueError/TypeError/KeyError: one line naming the field and the problem.
+    """
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"a camera must be a JSON object, got {type(obj).__name__}")
+    mats = {}
+    for key, shape in (("viewmat", (4, 4)), ("K", (3, 3))):
+        if key not in obj:
+            raise KeyError(f"the camera has no {key!r}")
+        try:
+            m = np.asarray(obj[key], dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{key} must be a {shape[0]}x{shape[1]} matrix of numbers") from None
+        if m.shape != shape:
+            raise ValueError(f"{key} must be {shape[0]}x{shape[1]}, got shape {list(m.shape)}")
+        if not np.isfinite(m).all():
+            raise ValueError(f"{key} has NaN or infinite values")
+        mats[key] = m
+    for key in ("width", "height"):
+        if key not in obj:
+            raise KeyError(f"the camera has no {key!r}")
+        value = obj[key]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{key} must be an integer, got {short_repr(value)}")
+        if not 0 < value <= 32768:
+            raise ValueError(f"{key} must be within 1..32768 pixels, got {value}")
+    return Camera(mats["viewmat"], mats["K"], obj["width"], obj["height"], str(obj.get("name", "")))
 
 
 # --------------------------------------------------------------------------- encoding
@@ -299,6 +323,36 @@ def parse_prefix(prefix: bytes | bytearray | memoryview, max_frame_bytes: int) -
     return hlen, plen
 
 
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a peer's values go into one-line messages and
+    the log, where a megabyte-long name must not arrive whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_shape(name: str, shape: object, dtype: np.dtype) -> tuple[int, ...]:
+    """An array entry's shape as a tuple, or ProtocolError naming the array and the problem.
+
+    Besides non-negative integer dimensions, the extent (the product of the dimensions with
+    zeros counted as one, times the item size) is bounded: numpy refuses to even shape an empty
+    buffer as ``[0, 2**62]``, and a peer must not be able to turn that into an exception outside
+    the protocol's family."""
+    name = short_repr(name)
+    if not isinstance(shape, list):
+        raise ProtocolError(f"array {name}: shape must be a list of integers, got {short_repr(shape)}")
+    if len(shape) > _MAX_NDIM:
+        raise ProtocolError(f"array {name}: shape has {len(shape)} dimensions (at most {_MAX_NDIM})")
+    extent = dtype.itemsize
+    for s in shape:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise ProtocolError(f"array {name}: shape {short_repr(shape)} has a dimension that is not a non-negative integer")
+        extent *= max(s, 1)
+        if extent > MAX_ARRAY_EXTENT_BYTES:
+            raise ProtocolError(f"array {name}: shape {short_repr(shape)} is absurdly large (its extent exceeds "
+                                f"{MAX_ARRAY_EXTENT_BYTES} bytes even where it holds no data)")
+    return tuple(shape)
+
+
 def parse_header(raw: bytes | bytearray | memoryview, payload_len: int) -> tuple[dict[str, Any], list[tuple[str, np.dtype, tuple[int, ...], int, int]]]:
     """Decode and validate a header; returns it (without "arrays") and the array layout
     [(name, dtype, shape, offset, nbytes)]."""
@@ -329,21 +383,18 @@ def parse_header(raw: bytes | bytearray | memoryview, payload_len: int) -> tuple
             raise ProtocolError("an array entry in the frame header is not an object")
         name, dt, shape, nbytes = spec.get("name"), spec.get("dtype"), spec.get("shape"), spec.get("nbytes")
         if not isinstance(name, str) or name in names:
-            raise ProtocolError(f"array name {name!r} is missing, not a string or repeated")
+            raise ProtocolError(f"array name {short_repr(name)} is missing, not a string or repeated")
         names.add(name)
         if not isinstance(dt, str) or dt not in ALLOWED_DTYPES:
-            raise ProtocolError(f"array {name!r} has dtype {dt!r}; allowed: {', '.join(ALLOWED_DTYPES)}")
-        if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
-                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**62 for s in shape)):
-            raise ProtocolError(f"array {name!r} has an invalid shape {shape!r}")
+            raise ProtocolError(f"array {short_repr(name)} has dtype {short_repr(dt)}; allowed: {', '.join(ALLOWED_DTYPES)}")
         dtype = ALLOWED_DTYPES[dt]
-        count = 1
-        for s in shape:
-            count *= s
+        dims = _check_shape(name, shape, dtype)
+        count = math.prod(dims)
         if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes != count * dtype.itemsize:
-            raise ProtocolError(f"array {name!r}: nbytes {nbytes!r} does not match dtype {dt} and shape {shape}")
+            raise ProtocolError(f"array {short_repr(name)}: nbytes {short_repr(nbytes)} does not match dtype {dt} and shape {list(dims)} "
+                                f"({count * dtype.itemsize} bytes)")
         offset += _padding(offset)
-        layout.append((name, dtype, tuple(shape), offset, nbytes))
+        layout.append((name, dtype, dims, offset, nbytes))
         offset += nbytes
     if offset != payload_len:
         raise ProtocolError(f"frame payload is {payload_len} bytes but its arrays need {offset}")
@@ -366,7 +417,10 @@ def read_message(read_into: Callable[[memoryview], int], max_frame_bytes: int = 
         _read_exact(read_into, memoryview(payload), started=True)
     arrays = {}
     for name, dtype, shape, offset, nbytes in layout:
-        arrays[name] = payload[offset:offset + nbytes].view(dtype).reshape(shape)
+        try:
+            arrays[name] = payload[offset:offset + nbytes].view(dtype).reshape(shape)
+        except ValueError as exc:  # parse_header should have caught it; the wire still gets a ProtocolError
+            raise ProtocolError(f"array {short_repr(name)} cannot be shaped {list(shape)} ({exc})") from None
     return Message(header, arrays)
 
 
