@@ -172,6 +172,7 @@ class EngineClient:
         self._gone: EngineGone | None = None
         self._heartbeat_s = heartbeat_s
         self._last_sent = time.monotonic()
+        self._last_words = ""  # the engine's last error about no call of ours (why it closed)
         self._threads = [
             threading.Thread(target=self._reader, name="clickgs-client-reader", daemon=True),
             threading.Thread(target=self._writer, name="clickgs-client-writer", daemon=True),
@@ -196,10 +197,14 @@ class EngineClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(timeout)
             challenge = P.recv_message(sock, P.PRE_AUTH_MAX_FRAME_BYTES)
-            if challenge is None or challenge.kind != "event" or challenge.header.get("event") != "challenge":
-                if challenge is not None and challenge.kind == "reply" and not challenge.header.get("ok", True):
-                    raise remote_exception(challenge.header.get("error") or {})
-                raise EngineGone(f"{where} did not greet like a Click-Gaussian engine{_diag(diagnose)}")
+            if challenge is None:
+                raise EngineGone(f"the engine at {where} closed the connection before greeting it (the engine may be "
+                                 f"stopping or refusing connections){_diag(diagnose)}")
+            if challenge.kind != "event" or challenge.header.get("event") != "challenge":
+                if challenge.kind == "reply" and not challenge.header.get("ok", True):
+                    raise remote_exception(challenge.header.get("error") or {})  # e.g. EngineBusy
+                raise EngineGone(f"{where} answered with a {challenge.kind} {challenge.command!r} instead of the "
+                                 f"engine's challenge (another program on this port?){_diag(diagnose)}")
             data = challenge.header.get("data") or {}
             nonce = data.get("nonce")
             if not isinstance(nonce, str):
@@ -212,7 +217,8 @@ class EngineClient:
                 "client": client_name or f"clickgs-client {__version__}"}))
             reply = P.recv_message(sock, P.DEFAULT_MAX_FRAME_BYTES)
             if reply is None:
-                raise EngineGone(f"the engine at {where} closed the connection during the handshake{_diag(diagnose)}")
+                raise EngineGone(f"the engine at {where} closed the connection during the handshake without saying "
+                                 f"why{_diag(diagnose)}")
             if not reply.header.get("ok"):
                 raise remote_exception(reply.header.get("error") or {})
             sock.settimeout(None)
@@ -228,7 +234,12 @@ class EngineClient:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, engine_info=dict(reply.header.get("result") or {}), diagnose=diagnose,
+        info = dict(reply.header.get("result") or {})
+        server_limit = info.get("heartbeat_timeout_s")
+        if heartbeat_s and isinstance(server_limit, (int, float)) and server_limit > 0:
+            # ping often enough for this engine's limit even if the caller asked for less
+            heartbeat_s = min(heartbeat_s, server_limit / 4)
+        return cls(sock, engine_info=info, diagnose=diagnose,
                    heartbeat_s=heartbeat_s, max_frame_bytes=int(reply.header["result"].get("max_frame_bytes",
                                                                                            P.DEFAULT_MAX_FRAME_BYTES)))
 
@@ -351,7 +362,8 @@ class EngineClient:
     # ------------------------------------------------------------------ threads
 
     def _gone_error(self, what: str) -> EngineGone:
-        return EngineGone(f"the engine is gone: {what}{_diag(self._diagnose)}")
+        said = f"; it said: {self._last_words}" if self._last_words else ""
+        return EngineGone(f"the engine is gone: {what}{said}{_diag(self._diagnose)}")
 
     def _mark_gone(self, exc: EngineGone) -> None:
         with self._lock:
@@ -417,7 +429,9 @@ class EngineClient:
             fut = self._pending.get(h["id"])
         if fut is None:
             if h["kind"] == "reply" and not h.get("ok", True):  # an error about no call of ours
-                log.warning("engine: %s", (h.get("error") or {}).get("message"))
+                error = h.get("error") or {}
+                self._last_words = f"{error.get('type', 'Error')}: {error.get('message')}"
+                log.warning("engine: %s", self._last_words)
             return
         fut.last_heard = time.monotonic()
         if h["kind"] == "event":

@@ -166,9 +166,11 @@ def _drain(stream: Any, sink: collections.deque, ready: "collections.deque | Non
 
 def launch_engine(python: str, *, host: str = "127.0.0.1", port: int = 0, log_path: str | None = None,
                   device: str = "auto", startup_timeout: float = 120.0, idle_timeout: float = 0.0,
-                  extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> EngineProcess:
+                  heartbeat_timeout: float = 60.0, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> EngineProcess:
     """Start ``python -m engine serve`` and wait until it listens. ``python``: the engine's
-    interpreter (it needs torch; Blender's own Python does not have it)."""
+    interpreter (it needs torch; Blender's own Python does not have it). ``heartbeat_timeout``:
+    seconds of client silence after which the engine drops the client (0 = never); the same
+    default as :class:`engine.server.ServerConfig`."""
     if not python:
         raise EngineStartError("no engine Python interpreter is configured (set it in the add-on preferences)")
     exe = os.path.expanduser(python)
@@ -183,6 +185,9 @@ def launch_engine(python: str, *, host: str = "127.0.0.1", port: int = 0, log_pa
            "--parent-pid", str(os.getpid()), "--token-stdin", "--exit-on-stdin-eof", "--device", device]
     if idle_timeout:
         cmd += ["--idle-timeout", str(float(idle_timeout))]
+    # explicit, as `serve` alone keeps a client forever: a Blender that vanished without closing
+    # its socket must not hold the engine's only client slot (our client pings while idle)
+    cmd += ["--heartbeat-timeout", str(float(heartbeat_timeout))]
     cmd += list(extra_args or [])
     kwargs: dict[str, Any] = {}
     if os.name == "nt":  # pragma: no cover - Windows only

@@ -9,8 +9,11 @@ Behaviour (what the client may rely on):
   first request must be ``hello`` with ``auth = HMAC-SHA256(token, nonce)`` and the client's
   protocol version. A wrong token, another version, or any other first request gets an error
   reply and the connection is closed. Before authentication frames are limited to
-  :data:`engine.protocol.PRE_AUTH_MAX_FRAME_BYTES` and the hello must arrive within
-  ``auth_timeout_s``; after it, to ``max_frame_bytes``.
+  :data:`engine.protocol.PRE_AUTH_MAX_FRAME_BYTES` and the whole login shares one deadline,
+  ``auth_timeout_s`` from the connect (a peer trickling bytes gets ``LoginTimeout`` and is
+  closed); after it, to ``max_frame_bytes``. At most :data:`MAX_PENDING_LOGINS` connections
+  wait to log in: one more closes the one that waited longest (``EngineBusy``), so stuck or
+  hostile connections never lock the real client out.
 - **One client at a time.** While an authenticated client is connected, a second client that
   authenticates gets the error ``EngineBusy`` (naming when the first connected) and is closed;
   it never disturbs the first. When the first disconnects, the next one is served.
@@ -23,13 +26,15 @@ Behaviour (what the client may rely on):
   refused with ``EngineBusy`` while a job runs; read-only queries are served.
 - **Errors are data.** Every failure is a reply ``{ok: false, error: {type, message,
   traceback}}``; an unknown command or protocol version is such a reply, never a crash. A frame
-  that cannot be parsed (garbage, cut short, too large) closes that connection only.
+  that cannot be parsed (garbage, cut short, too large, an impossible array shape) is a
+  ``ProtocolError``: logged, answered with an error reply (id 0), and that connection only is
+  closed (the stream position is lost).
 - **No orphans.** The server stops when told to (``shutdown``, SIGTERM), when the process given
   as ``parent_pid`` exits, when stdin reaches end of file (``exit_on_stdin_eof``: the launcher
   holds the pipe), or after ``idle_timeout_s`` with no client. When the client running a job
-  disconnects, the job is cancelled. ``heartbeat_timeout_s`` drops a client that sent nothing
-  (the client pings) for that long — for links through SSH tunnels where a dead peer is not
-  seen.
+  disconnects, the job is cancelled. ``heartbeat_timeout_s`` (on by default) drops a logged-in
+  client that sent nothing for that long (the client pings while idle) — a vanished peer, e.g.
+  behind a dead SSH tunnel, must not keep the only slot forever.
 - **Log.** Everything goes to the logger ``clickgs.engine`` (``python -m engine serve`` writes it
   to a file the user can open; its path is in the ready line and in ``hello``'s reply).
 """
@@ -55,7 +60,18 @@ from .errors import EngineError
 from .server_commands import BadRequest, Command, Request, build_commands
 
 log = logging.getLogger("clickgs.engine")
-MAX_CONNECTIONS = 16  # open sockets (authenticated or not) at one time
+#: Connections that have not logged in yet, at one time. When one more arrives, the one that has
+#: waited longest is closed (told EngineBusy): a real client logs in at once, so the oldest
+#: pending login is the likeliest to be a stuck or hostile peer, and the newest must not be
+#: locked out by them. With the single authenticated client this also bounds the threads.
+MAX_PENDING_LOGINS = 16
+#: Queue of connections the kernel holds before the accept loop takes them: large enough that a
+#: burst of connections is queued (then greeted or closed) rather than left to SYN retries.
+LISTEN_BACKLOG = 128
+#: Default for ServerConfig.heartbeat_timeout_s: the client (engine.client) pings whenever it has
+#: been silent for a fraction of this, so a live but idle client is never dropped, while one that
+#: vanished without a close (a dead SSH tunnel, a frozen machine) frees the only slot.
+DEFAULT_HEARTBEAT_TIMEOUT_S = 60.0
 
 
 class EngineBusy(EngineError):
@@ -74,14 +90,18 @@ class AuthenticationError(EngineError):
     """The hello did not carry the right token."""
 
 
+class LoginTimeout(EngineError):
+    """The peer did not complete its hello within the authentication timeout."""
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     token: str  # the per-launch secret (never logged, never on the command line)
     host: str = "127.0.0.1"
     port: int = 0  # 0 = any free port
     max_frame_bytes: int = P.DEFAULT_MAX_FRAME_BYTES
-    auth_timeout_s: float = 10.0
-    heartbeat_timeout_s: float = 0.0  # 0 = off
+    auth_timeout_s: float = 10.0  # the whole login (challenge to hello), not each read
+    heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S  # drop a client silent this long; 0 = never
     idle_timeout_s: float = 0.0  # stop after this long without a client; 0 = never
     parent_pid: int | None = None  # stop when this process exits
     exit_on_stdin_eof: bool = False  # stop when stdin is closed (the launcher holds the pipe)
@@ -161,6 +181,9 @@ class _Connection:
         self.authenticated = False
         self.nonce = secrets.token_hex(32)
         self.connected_at = time.time()
+        self.accepted_at = time.monotonic()
+        self.refused = ""  # why the engine closed it (for the log), set by refuse()
+        self.login_deadline = self.accepted_at + server.config.auth_timeout_s
         self.name = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
 
     def send(self, header: dict[str, Any], arrays: dict[str, Any] | None = None) -> bool:
@@ -195,6 +218,38 @@ class _Connection:
         else:
             log.info("request %d %r: %s: %s", rid, command, t, msg)
         return self.send(P.error_header(rid, command, t, msg, tb))
+
+    def read_into(self, view: memoryview) -> int:
+        """``recv_into`` for :func:`engine.protocol.read_message`. Until the hello succeeds every
+        read shares the one login deadline, so a peer trickling a byte at a time cannot hold
+        its slot past the authentication timeout; after it, the socket's own timeout (the
+        heartbeat timeout) applies to each read."""
+        if not self.authenticated:
+            remaining = self.login_deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout("login deadline passed")
+            self.sock.settimeout(remaining)
+        return self.sock.recv_into(view)
+
+    def refuse(self, exc: EngineError) -> None:
+        """Tell the peer why in an error reply, then close. Never blocks: the peer may not be
+        reading, and the caller may be the accept loop. The reply is skipped when another
+        thread is mid-send (it would interleave with that frame)."""
+        t, msg, tb = error_payload(exc)
+        self.refused = f"{t}: {msg}"
+        log.warning("closing %s: %s", self.name, msg)
+        if not self.closed.is_set() and self.send_lock.acquire(blocking=False):
+            try:
+                data = P.frame_bytes(P.error_header(0, "hello", t, msg))
+                flags = getattr(socket, "MSG_DONTWAIT", 0)
+                if not flags:  # Windows: no per-call flag, make the socket non-blocking instead
+                    self.sock.setblocking(False)
+                self.sock.send(data, flags)
+            except OSError:
+                pass  # best effort: a peer that does not read may have a full buffer
+            finally:
+                self.send_lock.release()
+        self.close()
 
     def close(self) -> None:
         if self.closed.is_set():
@@ -254,7 +309,7 @@ class EngineServer:
             if os.name != "nt":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(infos[0][4])
-            sock.listen(8)
+            sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             raise EngineError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}") from None
         sock.settimeout(0.25)
@@ -317,13 +372,15 @@ class EngineServer:
                     continue
                 conn = _Connection(self, sock, addr)
                 with self._lock:
-                    crowded = len(self._connections) >= MAX_CONNECTIONS
-                    if not crowded:
-                        self._connections.add(conn)
-                if crowded:  # a flood of unauthenticated sockets must not exhaust threads
-                    log.warning("refused %s: %d connections open already", conn.name, MAX_CONNECTIONS)
-                    conn.close()
-                    continue
+                    pending = [c for c in self._connections if not c.authenticated and not c.closed.is_set()]
+                    oldest = min(pending, key=lambda c: c.accepted_at) if len(pending) >= MAX_PENDING_LOGINS else None
+                    if oldest is not None:
+                        self._connections.discard(oldest)
+                    self._connections.add(conn)
+                if oldest is not None:  # bounds threads and sockets; see MAX_PENDING_LOGINS
+                    oldest.refuse(EngineBusy(
+                        f"the engine is busy: {MAX_PENDING_LOGINS} connections were logging in at once and this one "
+                        "had waited longest; try again"))
                 threading.Thread(target=self._serve_connection, args=(conn,), name=f"clickgs-conn-{conn.name}",
                                  daemon=True).start()
         finally:
@@ -380,22 +437,27 @@ class EngineServer:
             pass
         reason = "closed by the client"
         try:
-            conn.sock.settimeout(self.config.auth_timeout_s)
+            conn.sock.settimeout(self.config.auth_timeout_s)  # until read_into takes over the deadline
             conn.send(P.event_header(0, "hello", "challenge", {
                 "nonce": conn.nonce, "protocol": P.PROTOCOL_VERSION, "engine": __version__}))
             while not conn.closed.is_set() and not self._stop.is_set():
                 limit = self.config.max_frame_bytes if conn.authenticated else P.PRE_AUTH_MAX_FRAME_BYTES
                 try:
-                    msg = P.recv_message(conn.sock, limit)
+                    msg = P.read_message(conn.read_into, limit)
                 except socket.timeout:
-                    reason = ("no hello within the authentication timeout" if not conn.authenticated
-                              else f"silent for more than {self.config.heartbeat_timeout_s:g} s (heartbeat timeout)")
+                    if not conn.authenticated:
+                        conn.refuse(LoginTimeout(
+                            f"login timed out: no valid hello within {self.config.auth_timeout_s:g} s of connecting"))
+                    else:
+                        reason = f"silent for more than {self.config.heartbeat_timeout_s:g} s (heartbeat timeout)"
                     break
                 except (P.ProtocolError, MemoryError) as exc:
                     if isinstance(exc, MemoryError):
                         exc = P.FrameTooLarge("the engine has not enough memory for a frame that large")
                     reason = f"protocol error: {exc}"
-                    # Best effort: tell the peer why before closing (it may not be listening).
+                    log.warning("%s sent a malformed frame: %s", conn.name, exc)
+                    # The stream position is lost, so the connection ends; the peer hears why
+                    # first (best effort: it may not be listening).
                     conn.send(P.error_header(0, "", type(exc).__name__, str(exc)))
                     break
                 if msg is None:
@@ -406,6 +468,10 @@ class EngineServer:
         except OSError as exc:
             if not conn.closed.is_set():
                 reason = f"connection error: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a bug: into the log and to the peer, not to stderr
+            reason = f"internal engine error: {type(exc).__name__}: {exc}"
+            log.exception("connection %s failed", conn.name)
+            conn.send_error(0, "", exc)
         finally:
             self._drop(conn, reason)
 
@@ -420,6 +486,7 @@ class EngineServer:
                 self._last_client_seen = time.monotonic()
             job = self._job if self._job is not None and self._job.conn is conn else None
         conn.close()
+        reason = conn.refused or reason
         if job is not None and not job.request.cancel.is_set():
             log.warning("client %s went away during job %r (request %d): cancelling it",
                         conn.name, job.request.command, job.request.id)
@@ -482,15 +549,17 @@ class EngineServer:
             return False
         with self._lock:
             other = self._active
-            if other is None:
+            if other is None and not conn.closed.is_set():
                 self._active = conn
+                conn.authenticated = True  # under the lock: the accept loop counts pending logins
+        if conn.closed.is_set():
+            return False
         if other is not None:
             since = time.strftime("%H:%M:%S", time.localtime(other.connected_at))
             log.warning("refused %s: already serving %s", conn.name, other.name)
             conn.send_error(rid, "hello", EngineBusy(
                 f"this engine already serves another client (connected at {since}); it serves one client at a time"))
             return False
-        conn.authenticated = True
         conn.sock.settimeout(self.config.heartbeat_timeout_s or None)
         log.info("client %s authenticated (%s)", conn.name, args.get("client", "unknown client"))
         conn.send(P.reply_header(rid, "hello", self.describe()))
@@ -499,7 +568,8 @@ class EngineServer:
     def describe(self) -> dict[str, Any]:
         return {"engine": __version__, "protocol": P.PROTOCOL_VERSION, "pid": os.getpid(),
                 "log": self.config.log_path, "commands": sorted(self.commands),
-                "max_frame_bytes": self.config.max_frame_bytes, "python_version": sys.version.split()[0], **self.info}
+                "max_frame_bytes": self.config.max_frame_bytes, "heartbeat_timeout_s": self.config.heartbeat_timeout_s,
+                "python_version": sys.version.split()[0], **self.info}
 
     # ------------------------------------------------------------------ running commands
 

@@ -306,18 +306,27 @@ def test_shutdown_cancels_a_running_job() -> None:
 
 
 def test_connection_flood_is_bounded() -> None:
-    from engine.server import MAX_CONNECTIONS
+    from engine.server import MAX_PENDING_LOGINS
 
     srv = EngineServer(ServerConfig(token=TOKEN, auth_timeout_s=30.0), EngineSession(), TEST_COMMANDS)
     srv.start()
+    extra = 4
     try:
         with _connect(srv) as good:
-            socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(MAX_CONNECTIONS + 4)]
+            socks = []
             try:
-                first = [P.recv_message(s, P.PRE_AUTH_MAX_FRAME_BYTES) for s in socks]
-                greeted = sum(m is not None for m in first)
-                assert greeted == MAX_CONNECTIONS - 1  # plus the good client; the rest are closed at once
+                for _ in range(MAX_PENDING_LOGINS + extra):
+                    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                    socks.append(s)
+                    # one at a time, so the order of arrival (hence of eviction) is known
+                    assert P.recv_message(s, P.PRE_AUTH_MAX_FRAME_BYTES).header["event"] == "challenge"
+                for s in socks[:extra]:  # the ones that waited longest are told why, then closed
+                    refusal = P.recv_message(s, P.PRE_AUTH_MAX_FRAME_BYTES)
+                    assert refusal.header["error"]["type"] == "EngineBusy", refusal.header
+                    assert "waited longest" in refusal.header["error"]["message"]
+                    assert P.recv_message(s, P.PRE_AUTH_MAX_FRAME_BYTES) is None
                 assert good.ping().result(5)  # the authenticated client is unaffected
+                assert _wait_for(lambda: len(srv._connections) == MAX_PENDING_LOGINS + 1, timeout=15)
             finally:
                 for s in socks:
                     s.close()
