@@ -55,6 +55,7 @@ import numpy as np
 
 from . import __version__
 from . import protocol as P
+from .cameras import Camera, validate_camera
 from .errors import EngineError
 
 
@@ -118,18 +119,32 @@ def arg(req: Request, name: str, kind: type | tuple[type, ...], default: Any = _
     return value
 
 
+def wire_camera(req: Request, value: object, label: str) -> Camera:
+    """A wire camera (:func:`engine.protocol.camera_from_wire`) checked at the command boundary
+    with :func:`engine.cameras.validate_camera`: a singular pose, a zero focal length or an
+    impossible size is refused here, naming ``label`` and the field, not later in the renderer.
+
+    Raises:
+        BadRequest: the value is not a wire camera (missing field, wrong shape, not finite).
+        CameraError: it is one, but cannot be rendered.
+    """
+    try:
+        camera = P.camera_from_wire(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, KeyError) as exc:
+        detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise BadRequest(f"command {req.command!r}: {label} is not a camera ({detail})") from None
+    return validate_camera(camera, f"command {req.command!r}: {label}")
+
+
 def camera_arg(req: Request, name: str = "camera") -> Any:
-    """``{"index": i}`` -> i, or a wire camera -> :class:`~engine.cameras.Camera`."""
+    """``{"index": i}`` -> i, or a wire camera -> a validated :class:`~engine.cameras.Camera`."""
     value = arg(req, name, dict)
     if "index" in value:
         idx = value["index"]
         if not isinstance(idx, int) or isinstance(idx, bool):
             raise BadRequest(f"command {req.command!r}: camera index must be an integer")
         return idx
-    try:
-        return P.camera_from_wire(value)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise BadRequest(f"command {req.command!r}: argument {name!r} is not a camera ({exc})") from None
+    return wire_camera(req, value, f"argument {name!r}")
 
 
 def split_result(obj: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -213,18 +228,16 @@ def cmd_set_cameras(server: Any, req: Request) -> tuple[dict, dict]:
         return s.load_cameras(arg(req, "path", str), arg(req, "images_dir", str, None)), {}
     if "orbit" in req.args:
         o = arg(req, "orbit", dict)
-        try:
-            n, w, h = int(o["n_views"]), int(o["width"]), int(o["height"])
-        except (KeyError, TypeError, ValueError):
-            raise BadRequest("command 'set_cameras': orbit needs integer n_views, width and height") from None
-        return s.orbit_cameras(n, w, h), {}
+        values = []
+        for key in ("n_views", "width", "height"):
+            v = o.get(key)
+            # strict: int("7") or int(7.9) would quietly turn a caller's mistake into a camera
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise BadRequest(f"command 'set_cameras': orbit {key} must be an integer, got {P.short_repr(v)}")
+            values.append(v)
+        return s.orbit_cameras(*values), {}
     cams_json = arg(req, "cameras", list)
-    cams = []
-    for i, c in enumerate(cams_json):
-        try:
-            cams.append(P.camera_from_wire(c))
-        except (TypeError, ValueError, KeyError) as exc:
-            raise BadRequest(f"command 'set_cameras': camera {i} is invalid ({exc})") from None
+    cams = [wire_camera(req, c, f"cameras[{i}]") for i, c in enumerate(cams_json)]
     images = _images_from_arrays(req, len(cams))
     return s.set_cameras(cams, images), {}
 
