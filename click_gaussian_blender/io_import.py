@@ -19,6 +19,7 @@ from bpy_extras.io_utils import axis_conversion
 from . import attributes as A
 from . import display
 from .engine.cameras import estimate_up
+from .engine.errors import SceneFormatError
 from .engine.ply import read_ply
 from .engine.scene import GaussianScene
 
@@ -153,22 +154,27 @@ def scene_to_object(
     settings: ImportSettings,
     source: str = "",
 ) -> bpy.types.Object:
-    """Create, link, select and make active a splat object for ``scene``."""
+    """Create, link, select and make active a splat object for ``scene``. On any failure the
+    mesh and object made so far are removed again (nothing half-created is left in the file);
+    a scene without Gaussians is a SceneFormatError."""
     name = settings.name or _object_name(source or scene.path or "Gaussians")
+    if scene.num_gaussians == 0:
+        raise SceneFormatError(f"{os.path.basename(source) or name}: the scene holds no Gaussians")
     mesh = bpy.data.meshes.new(name)
-    axis = np.eye(4) if settings.axis_matrix is None else np.asarray(settings.axis_matrix, np.float64)
-    scene_to_mesh(scene, mesh, axis)
-    obj = bpy.data.objects.new(name, mesh)
-    obj[A.PROP_LAYOUT] = A.layout_to_json(scene.layout)
-    obj[A.PROP_AXIS] = [float(v) for v in axis.reshape(-1)]
-    obj[A.PROP_SOURCE] = os.path.abspath(source) if source else ""
-    obj[A.PROP_SH_DEGREE] = scene.sh_degree
-    obj[A.PROP_COUNT] = scene.num_gaussians
-    collection = context.collection if context.collection is not None else context.scene.collection
-    collection.objects.link(obj)
-    co = np.empty(len(mesh.vertices) * 3, np.float32)
-    mesh.attributes["position"].data.foreach_get("vector", co)
-    display.setup_display(obj, display.robust_extent(co.reshape(-1, 3)), display_ratio=settings.display_ratio)
+    obj = None
+    try:
+        axis = np.eye(4) if settings.axis_matrix is None else np.asarray(settings.axis_matrix, np.float64)
+        scene_to_mesh(scene, mesh, axis)
+        obj = bpy.data.objects.new(name, mesh)
+        set_splat_properties(obj, scene, axis, source)
+        collection = context.collection if context.collection is not None else context.scene.collection
+        collection.objects.link(obj)
+        setup_splat_display(obj, settings.display_ratio)
+    except BaseException:
+        if obj is not None:
+            bpy.data.objects.remove(obj)  # (also unlinks it from every collection)
+        bpy.data.meshes.remove(mesh)
+        raise
     view_layer = context.view_layer
     for other in list(view_layer.objects.selected):
         if other is not None:  # (entries of just-removed objects read as None until an update)
@@ -176,6 +182,26 @@ def scene_to_object(
     obj.select_set(True)
     view_layer.objects.active = obj
     return obj
+
+
+def set_splat_properties(obj: bpy.types.Object, scene: GaussianScene, axis_matrix: np.ndarray,
+                         source: str = "") -> None:
+    """Record on ``obj`` what makes it a splat object (:mod:`.attributes`): the file layout, the
+    [4, 4] axis conversion (file -> local), the source path ("" for none), SH degree and count."""
+    obj[A.PROP_LAYOUT] = A.layout_to_json(scene.layout)
+    obj[A.PROP_AXIS] = [float(v) for v in np.asarray(axis_matrix, np.float64).reshape(-1)]
+    obj[A.PROP_SOURCE] = os.path.abspath(source) if source else ""
+    obj[A.PROP_SH_DEGREE] = scene.sh_degree
+    obj[A.PROP_COUNT] = scene.num_gaussians
+
+
+def setup_splat_display(obj: bpy.types.Object, display_ratio: float = 1.0) -> None:
+    """Add the splat display to an object whose mesh :func:`scene_to_mesh` filled, with the
+    radius cap taken from the extent of its vertices (local units)."""
+    mesh = obj.data
+    co = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.attributes["position"].data.foreach_get("vector", co)
+    display.setup_display(obj, display.robust_extent(co.reshape(-1, 3)), display_ratio=display_ratio)
 
 
 def _object_name(path: str) -> str:
