@@ -16,6 +16,7 @@ _MODULES = [
     "display",
     "operators_io",
     "click_props", "preferences", "engine_link", "selection", "ops_engine", "ops_train", "ops_click", "panel",
+    "ops_adopt",
 ]
 
 _loaded: list = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import click_props, engine_link, feature_store, io_export, selection
+from . import click_props, engine_link, feature_store, io_export, ops_adopt, selection
 
 
 class CLICKGS_UL_groups(bpy.types.UIList):
@@ -49,6 +49,7 @@ class CLICKGS_PT_main(_Base, bpy.types.Panel):
         if not splat:
             layout.label(text="Import a 3DGS .ply (File > Import) and select it", icon="INFO")
             layout.operator("import_scene.gaussian_splatting", icon="IMPORT")
+            ops_adopt.draw_offer(layout, obj)  # a mesh from Blender's own PLY importer
             return
 
         box = layout.box()
