@@ -557,3 +557,38 @@ def test_cli_train_refuses_out_over_the_scene_and_bad_inputs(tmp_path: Path) -> 
                    "--out", str(tmp_path / "S.clickgs.npz"))
     _assert_one_line_failure(proc, "cams.npz", "width")
     assert scene_path.read_bytes() == before
+
+
+# =========================================================================== Blender import
+
+@pytest.mark.bpy
+def test_blender_import_of_bad_files_leaves_nothing_behind(bpy, tmp_path: Path) -> None:
+    negative = _raw(tmp_path / "negative.ply", _vertex_header("-5"), bytes(56))
+    empty = _raw(tmp_path / "empty.compressed.ply", _compressed_header(1, 0), bytes(48))
+    for path in (negative, empty):
+        with pytest.raises(RuntimeError) as info:
+            bpy.ops.import_scene.gaussian_splatting(filepath=str(path))
+        msg = str(info.value)
+        assert path.name in msg and "Traceback" not in msg, msg
+        assert len(msg.strip().splitlines()) == 1, msg
+        assert len(bpy.data.objects) == 0 and len(bpy.data.meshes) == 0
+
+
+@pytest.mark.bpy
+def test_blender_scene_to_object_cleans_up_on_any_failure(bpy, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click_gaussian_blender import display, io_import
+    from click_gaussian_blender.engine.errors import SceneFormatError as AddonSceneFormatError
+
+    settings = io_import.ImportSettings()
+    # (the add-on imports the engine as its own subpackage: its error classes are its own)
+    with pytest.raises(AddonSceneFormatError, match="no Gaussians"):
+        io_import.scene_to_object(_scene(0), bpy.context, settings, source="empty.ply")
+    assert len(bpy.data.objects) == 0 and len(bpy.data.meshes) == 0
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise MemoryError("display setup failed")
+
+    monkeypatch.setattr(display, "setup_display", broken)
+    with pytest.raises(MemoryError):
+        io_import.scene_to_object(_scene(), bpy.context, settings, source="s.ply")
+    assert len(bpy.data.objects) == 0 and len(bpy.data.meshes) == 0
