@@ -795,6 +795,7 @@ def _fit_to_images(cams: list[Camera], where: str, warn: Warn) -> None:
             continue
         if (w, h) == (c.width, c.height):
             continue
+        _check_size(w, h, f"{where}: image {c.image_path}")  # a crafted header can say 0 or 10**9
         sx, sy = w / c.width, h / c.height
         if abs(sx - sy) > 0.01 * max(sx, sy):
             raise CameraError(f"{where}: image {c.image_path} is {w}x{h} but its camera is "

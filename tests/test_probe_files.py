@@ -317,6 +317,17 @@ def test_colmap_text_camera_with_zero_width(tmp_path: Path) -> None:
     _one_line(info.value, "COLMAP", "width")
 
 
+def test_image_header_with_zero_width(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("cams_000", "cams_001"):  # PNG headers that claim 0x48 pixels
+        (images / f"{name}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR"
+                                             + (0).to_bytes(4, "big") + (48).to_bytes(4, "big") + bytes(5))
+    with pytest.raises(CameraError) as info:
+        load_cameras(_npz(tmp_path / "cams.npz"), images, warn=lambda m: None)
+    _one_line(info.value, "cams_000.png", "width")
+
+
 def test_validate_camera_directly() -> None:
     good = Camera(np.eye(4), intrinsics(100, 100, 32, 24), 64, 48, "v")
     assert validate_camera(good, "test") is good
