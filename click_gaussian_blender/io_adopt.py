@@ -4,10 +4,10 @@ File > Import > Stanford PLY (``bpy.ops.wm.ply_import``) turns a 3DGS ``.ply`` i
 one vertex per Gaussian at the file's ``x, y, z`` (file axes: the importer's default Y forward /
 Z up is the identity), no edges or faces, and every other vertex property a separate POINT
 attribute: FLOAT ``f_dc_0-2``, ``f_rest_0-44`` (when the SH degree is above 0), ``opacity``,
-``scale_0-2``, ``rot_0-3``, any other property under its own name, and ``nx, ny, nz`` as one
-FLOAT_VECTOR ``normal``. It keeps every float bit for bit except non-finite ones: the +inf opacity
-logits some trainers write arrive as 0.0 (opacity 0.5), on every Blender version tested (4.2.0,
-5.0.1, 5.2.3), and the file's comments and property order are not kept.
+``scale_0-2``, ``rot_0-3``, any other property under its own name (integer ones too, as floats),
+and ``nx, ny, nz`` as one FLOAT_VECTOR ``normal``. It keeps every float bit for bit except
+non-finite ones: the +inf opacity logits some trainers write arrive as 0.0 (opacity 0.5), on every
+Blender version tested (4.2.0, 5.0.1, 5.2.3); the file's header comments are not kept.
 
 :func:`adopt_object` reads those attributes into a :class:`GaussianScene` (file frame), builds our
 attribute set on a new mesh with :func:`.io_import.scene_to_mesh` (turned upright by the
@@ -157,7 +157,8 @@ def mesh_to_scene(mesh: bpy.types.Mesh) -> tuple[GaussianScene, list[str]]:
         if attr.name in used or attr.name.startswith(".") or attr.domain != "POINT":
             continue  # (other domains are empty: the mesh has no edges or faces)
         kind = _EXTRA_TYPES.get(attr.data_type)
-        if kind is None or attr.name in extra:  # (colours, vectors, ...; nx beside normal)
+        # (colours, vectors, ...; nx beside normal; a name a PLY header cannot hold)
+        if kind is None or attr.name in extra or not attr.name.isascii() or len(attr.name.split()) != 1:
             dropped.append(attr.name)
             continue
         vals = np.empty(n, kind[0])
@@ -180,6 +181,11 @@ def mesh_to_scene(mesh: bpy.types.Mesh) -> tuple[GaussianScene, list[str]]:
         layout=layout,
     )
     return scene, dropped
+
+
+def _plain(value):
+    """An ID property's value as Python data (an IDPropertyArray is a view that dies with it)."""
+    return value.to_list() if hasattr(value, "to_list") else value
 
 
 def adopt_object(obj: bpy.types.Object, settings: ImportSettings | None = None) -> AdoptReport:
@@ -206,6 +212,8 @@ def adopt_object(obj: bpy.types.Object, settings: ImportSettings | None = None) 
     name = old.name
     new = bpy.data.meshes.new(name)
     had_display = display.MODIFIER in obj.modifiers
+    props = (A.PROP_LAYOUT, A.PROP_AXIS, A.PROP_SOURCE, A.PROP_SH_DEGREE, A.PROP_COUNT)
+    kept = {key: _plain(obj[key]) for key in props if key in obj}
     try:
         scene_to_mesh(scene, new, axis)
         obj.data = new
@@ -214,8 +222,10 @@ def adopt_object(obj: bpy.types.Object, settings: ImportSettings | None = None) 
     except BaseException:
         # leave the user's object as it was: its mesh, no splat properties or display
         obj.data = old
-        for key in (A.PROP_LAYOUT, A.PROP_AXIS, A.PROP_SOURCE, A.PROP_SH_DEGREE, A.PROP_COUNT):
+        for key in props:
             obj.pop(key, None)
+        for key, value in kept.items():
+            obj[key] = value
         mod = obj.modifiers.get(display.MODIFIER)
         if mod is not None and not had_display:
             obj.modifiers.remove(mod)

@@ -234,6 +234,7 @@ def test_failure_while_building_leaves_the_object_as_it_was(bpy, fox_path: Path,
     from click_gaussian_blender import io_adopt
 
     obj = _builtin_import(bpy, fox_path)
+    obj["gs_count"] = [7, 8]  # a user's own property of that name stays as it was
     before = _snapshot(bpy, obj)
     mesh = obj.data
 
@@ -244,7 +245,7 @@ def test_failure_while_building_leaves_the_object_as_it_was(bpy, fox_path: Path,
     monkeypatch.setattr(io_adopt, "setup_splat_display", broken)
     with pytest.raises(RuntimeError, match="display failed"):
         io_adopt.adopt_object(obj)
-    assert obj.data == mesh and _snapshot(bpy, obj) == before
+    assert obj.data == mesh and _snapshot(bpy, obj) == before and list(obj["gs_count"]) == [7, 8]
 
 
 def test_click_on_an_adopted_fox(bpy, fox_path: Path) -> None:
@@ -297,3 +298,29 @@ def test_conversion_is_offered_where_it_fits(bpy, fox_path: Path) -> None:
     _adopt(bpy, obj)
     assert ("operator", "object.gaussian_adopt") not in _draw_panel(bpy)
     assert not ops_adopt.CLICKGS_PT_adopt.poll(bpy.context)
+
+
+def test_other_properties_are_kept_and_the_rest_named(bpy, shared_data: Path, tmp_path: Path, capsys) -> None:
+    """Other per-vertex properties (Blender's importer makes every one a float) are exported with
+    their values after the Inria ones; attributes that are not per-Gaussian numbers (a colour
+    attribute painted on afterwards) are named in a warning."""
+    from engine.ply import read_ply, write_ply
+
+    scene = read_ply(shared_data / SH3)
+    n = scene.num_gaussians
+    scene.extra["confidence"] = np.linspace(0, 1, n).astype(np.float32)
+    scene.extra["label"] = np.arange(n, dtype=np.int32) - 5
+    write_ply(scene, tmp_path / "extra.ply")
+    obj = _builtin_import(bpy, tmp_path / "extra.ply")
+    obj.data.color_attributes.new("Paint", "FLOAT_COLOR", "POINT")
+    _adopt(bpy, obj)
+    out = capsys.readouterr().out
+    assert "Not kept (not per-Gaussian numbers): Paint" in out
+    assert bpy.ops.export_scene.gaussian_splatting(filepath=str(tmp_path / "out.ply")) == {"FINISHED"}
+    back = read_ply(tmp_path / "out.ply")
+    assert list(back.extra) == ["nx", "ny", "nz", "confidence", "label"]
+    assert back.layout.vertex_dtype.names == read_ply(tmp_path / "extra.ply").layout.vertex_dtype.names
+    np.testing.assert_array_equal(back.extra["confidence"], scene.extra["confidence"])
+    assert back.extra["label"].dtype == np.float32  # (Blender's importer reads it as a float)
+    np.testing.assert_array_equal(back.extra["label"], scene.extra["label"])
+    np.testing.assert_array_equal(back.sh_rest, scene.sh_rest)
