@@ -426,12 +426,16 @@ class EngineClient:
     def _dispatch(self, msg: P.Message) -> None:
         h = msg.header
         with self._lock:
-            fut = self._pending.get(h["id"])
+            # A reply takes its call out of the table in the same step as finding it: whoever
+            # removes a call (this reader, the housekeeper's timeout, _mark_gone, the writer) is
+            # the only one to complete it, so a reply racing its timeout never completes it twice.
+            fut = self._pending.pop(h["id"], None) if h["kind"] == "reply" else self._pending.get(h["id"])
         if fut is None:
             if h["kind"] == "reply" and not h.get("ok", True):  # an error about no call of ours
                 error = h.get("error") or {}
-                self._last_words = f"{error.get('type', 'Error')}: {error.get('message')}"
-                log.warning("engine: %s", self._last_words)
+                if h["id"] == 0:  # about the connection (not a late reply to a call that timed out)
+                    self._last_words = f"{error.get('type', 'Error')}: {error.get('message')}"
+                log.warning("engine: %s: %s", error.get("type", "Error"), error.get("message"))
             return
         fut.last_heard = time.monotonic()
         if h["kind"] == "event":
@@ -445,8 +449,6 @@ class EngineClient:
                     except Exception:  # noqa: BLE001 - a UI callback must not kill the reader
                         log.exception("progress callback of %r failed", fut.command)
             return
-        with self._lock:
-            self._pending.pop(h["id"], None)
         if fut.done():
             return
         if h.get("ok"):

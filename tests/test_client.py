@@ -56,6 +56,25 @@ def _pid_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _stop_process(pid: int, timeout: float = 30.0) -> None:
+    """SIGSTOP ``pid`` and return once every one of its threads is stopped. kill() returns as
+    soon as the signal is queued: on a busy machine one of the engine's threads can still wake
+    for a request that arrives next and answer it before the group stop reaches it."""
+    os.kill(pid, signal.SIGSTOP)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                continue  # a thread that ended meanwhile
+        if states and all(s in "tT" for s in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop within {timeout:g} s of SIGSTOP")
+
+
 def _wait_gone(pid: int, timeout: float = 15.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -156,16 +175,16 @@ def test_engine_killed_mid_job_is_reported_clearly() -> None:
 def test_frozen_engine_times_out_instead_of_hanging() -> None:
     proc, port = _harness()
     try:
-        c = EngineClient.connect("127.0.0.1", port, TOKEN, timeout=10, heartbeat_s=0)
-        assert c.ping().result(10)
-        proc.send_signal(signal.SIGSTOP)
+        c = EngineClient.connect("127.0.0.1", port, TOKEN, timeout=60, heartbeat_s=0)
+        assert c.ping(timeout=60).result(60)
         try:
+            _stop_process(proc.pid)  # frozen for certain before the request is sent
             with pytest.raises(EngineTimeout, match="did not answer 'status' within 1 s"):
-                c.status(timeout=1.0).result(10)
+                c.status(timeout=1.0).result(60)
         finally:
             proc.send_signal(signal.SIGCONT)
-        assert c.ping().result(10)  # the connection survives a late engine
-        c.shutdown().result(10)
+        assert c.ping(timeout=60).result(60)  # the connection survives a late engine
+        c.shutdown(timeout=60).result(60)
         assert proc.wait(20) == 0
     finally:
         if proc.poll() is None:
