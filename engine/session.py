@@ -235,8 +235,10 @@ class EngineSession:
         are rendered from the splats when masks are prepared."""
         from .cameras import orbit_cameras
 
-        if not (1 <= n_views <= 10000) or not (16 <= width <= 8192 and 16 <= height <= 8192):
-            raise CameraError(f"orbit views: need 1..10000 views of 16..8192 pixels, got {n_views} of {width}x{height}")
+        for name, value, low, high in (("n_views", n_views, 1, 10000), ("width", width, 16, 8192),
+                                       ("height", height, 16, 8192)):
+            if not low <= value <= high:
+                raise CameraError(f"orbit views: {name} must be within {low}..{high}, got {value}")
         return self.set_cameras(orbit_cameras(self._require_scene(), n_views, width, height))
 
     def camera(self, cam: Camera | int) -> Camera:
