@@ -9,6 +9,8 @@ Shift+D act on the selection (in Edit Mode) while the tool runs.
 
 from __future__ import annotations
 
+import functools
+
 import bpy
 import numpy as np
 from bpy.props import EnumProperty, StringProperty
@@ -50,6 +52,30 @@ def click_at(context, obj, view: viewport.ViewCamera, u: float, v: float, mode: 
     return out
 
 
+def start_click_tool(obj, timings: dict[str, float] | None = None) -> str:
+    """What the click tool does when it starts on ``obj`` (the active object; plain function: the
+    benchmark times it). In Object Mode, sort the vertices by cluster unless they are (features
+    stored before the add-on sorted training results; a vectorised check otherwise), start
+    building the click index in the background unless it is cached (it normally was built when
+    the training results arrived), and enter Edit Mode with vertex selection
+    (:func:`selection.enter_click_mode`, vertex wrappers left to :func:`selection.wrap_vertices`).
+    Returns "" or why the vertices are left in their order. ``timings``: see enter_click_mode.
+    Raises RuntimeError (Blender's message) when the object cannot enter Edit Mode."""
+    why = vertex_order.order_by_clusters(obj) if obj.mode == "OBJECT" else ""
+    selection.prepare(obj)  # build the click index in the background while the user aims
+    # clicks become the Edit-Mode selection: G / R / S / X / Shift+D act on them at once
+    selection.enter_click_mode(obj, timings, wrap=False)
+    return why
+
+
+def _wrap_vertices_of(name: str) -> None:
+    """Timer: :func:`selection.wrap_vertices` of the object ``name`` if it still exists."""
+    obj = bpy.data.objects.get(name)
+    if obj is not None:
+        selection.wrap_vertices(obj)
+    return None  # once
+
+
 class CLICKGS_OT_click_select(bpy.types.Operator):
     """Click objects (or their parts) in the splat scene to select them as vertex groups"""
 
@@ -68,16 +94,16 @@ class CLICKGS_OT_click_select(bpy.types.Operator):
             self.report({"ERROR"}, f"{obj.name!r} has no trained features yet: train it first (Click-Gaussian panel > Train)")
             return {"CANCELLED"}
         self._obj_name = obj.name
-        if obj.mode == "OBJECT":  # features stored before the add-on sorted results by cluster
-            why = vertex_order.order_by_clusters(obj)  # "" when already sorted (~5 ms check at 1M)
-            if why:
-                self.report({"INFO"}, f"{obj.name!r}: vertices not sorted by cluster ({why}); clicks are slower")
-        selection.prepare(obj)  # build the click index in the background while the user aims
-        try:  # clicks become the Edit-Mode selection: G / R / S / X / Shift+D act on them at once
-            selection.enter_click_mode(obj)
+        try:
+            why = start_click_tool(obj)
         except RuntimeError as exc:
             self.report({"ERROR"}, f"{obj.name!r} cannot enter Edit Mode: {exc}")
             return {"CANCELLED"}
+        if why:
+            self.report({"INFO"}, f"{obj.name!r}: vertices not sorted by cluster ({why}); clicks are slower")
+        # the vertex wrappers in the first idle moment: after the viewport shows Edit Mode, before
+        # any later event (timers run first in each turn of Blender's event loop)
+        bpy.app.timers.register(functools.partial(_wrap_vertices_of, obj.name), first_interval=0.0)
         context.window_manager.modal_handler_add(self)
         self._status(context, HELP)
         return {"RUNNING_MODAL"}

@@ -147,6 +147,9 @@ class _Entry:
     stale: bool = False
     bm: Any = None  # Edit Mode: the bmesh the cached vertex wrappers belong to
     verts: list | None = None  # Edit Mode: every BMVert wrapper, by index
+    # Edit Mode: vertex index arrays (int64, ascending) that held every vertex the clicks left
+    # selected, or None when unknown; only a hint where to deselect (see _deselect_hinted)
+    sel_hint: list | None = None
 
 
 _CACHE: dict[int, _Entry] = {}
@@ -400,7 +403,7 @@ def _edit_verts(obj: Any) -> tuple[Any, list]:
     bm.verts.ensure_lookup_table()
     verts = list(bm.verts)
     if entry is not None:
-        entry.bm, entry.verts = bm, verts
+        entry.bm, entry.verts, entry.sel_hint = bm, verts, None
     return bm, verts
 
 
@@ -438,40 +441,91 @@ def member_verts(verts: list, idx: np.ndarray) -> Iterable[Any]:
     return itertools.chain.from_iterable(itertools.starmap(lambda a, b: verts[a:b + 1], zip(first, last)))
 
 
+# Relative cost of deselecting one vertex of a click's hint through the bmesh API, in vertices of
+# Blender's own deselect-all (C, one pass over every vertex): a hint in runs (a mesh in cluster
+# order) costs a few, a scattered one a cache miss per vertex.
+_HINT_RUN_COST, _HINT_SCATTERED_COST = 6, 100
+
+
+def _is_runs(idx: np.ndarray) -> bool:
+    """Whether ascending indices ``idx`` (int [S]) form runs of consecutive indices long enough
+    (~16 on average) to be walked as list slices (see :func:`member_verts`)."""
+    return idx.size < 2 or int(np.count_nonzero(np.diff(idx) != 1)) * 16 <= idx.size
+
+
+def _hint_cost(hint: list) -> int:
+    """Cost of deselecting the vertices of ``hint`` one by one, in deselect-all vertices."""
+    return sum(c.size * (_HINT_RUN_COST if _is_runs(c) else _HINT_SCATTERED_COST) for c in hint)
+
+
+def _deselect_hinted(obj: Any, verts: list, hint: list) -> bool:
+    """Deselect the vertices of ``hint`` (index arrays that held every vertex the clicks left
+    selected) one by one; True when nothing is selected afterwards. The check is exact: the edit
+    mesh counts its selected vertices (``Mesh.total_vert_sel``, kept by every select path,
+    Python's included), so a selection made elsewhere since the last click (box select, select
+    all, a script, undo) shows there and the caller deselects everything instead."""
+    from bmesh.types import BMVert
+
+    for c in hint:
+        collections.deque(map(BMVert.select_set, member_verts(verts, c), itertools.repeat(False)), 0)
+    return int(obj.data.total_vert_sel) == 0
+
+
+def _tag_edit_selection() -> None:
+    """Tag the edit meshes' selection for redraw as Blender's select operators do
+    (``ID_RECALC_SELECT``: the overlay redraws the selection; no geometry update, which would
+    send the click cache through a sync), without a pass over the vertices: assigning the mesh
+    select mode (its current value) runs its RNA update, which tags every mesh in Edit Mode and
+    flushes the vertex selection to edges and faces (a point cloud has none). The per-vertex
+    writes of the bmesh API tag nothing, and ``bmesh.update_edit_mesh`` tags the geometry."""
+    import bpy
+
+    ts = bpy.context.tool_settings
+    ts.mesh_select_mode = tuple(ts.mesh_select_mode)
+
+
 def _write_edit_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, timings: dict[str, float]) -> int:
     """The selection and vertex group written into the edit bmesh, so Blender's edit tools act
-    on them at once (no Edit/Object Mode round trip: ~0.5 s at 1M Gaussians).
+    on them at once (no Edit/Object Mode round trip).
 
-    Replace: Blender's deselect-all (C, ~3 ms at 1M). Add / remove keep the selection but need
-    a select operator too: like every one, it tags the selection for redraw, which the
-    per-vertex writes below cannot do (their only Python-side tag, ``bmesh.update_edit_mesh``,
-    tags the geometry and would send the click cache through a sync). On a mesh without faces
-    (a splat point cloud) that is "select sharp edges", which selects only edges between two
-    faces, so nothing (~3.5 ms at 1M); otherwise the selection is inverted twice (no net change,
-    ~18 ms at 1M with most of it selected).
-    Then the members' select flags and deform weights, per vertex through the bmesh API over
-    cached vertex wrappers (no bulk call exists in Edit Mode; Blender's ``vertex_group_assign``
-    operator also adds every other selected vertex, and tags the geometry). Measured at 1M
-    vertices, 50k members spread over the rows: ~25-35 ms, bound by memory latency (every member
-    sits on its own cache lines); 50k contiguous members (a mesh sorted by cluster): ~5 ms."""
+    Replace on a point cloud (a splat mesh: no edges): the vertices the previous clicks left
+    selected (the entry's ``sel_hint``) are deselected one by one when that is cheaper than
+    Blender's deselect-all, which touches every vertex; the mesh's selected-vertex count then
+    proves nothing else is selected, else deselect-all runs as well (:func:`_deselect_hinted`).
+    The members' select flags and deform weights are written per vertex through the bmesh API
+    over cached vertex wrappers (no bulk call exists in Edit Mode; Blender's
+    ``vertex_group_assign`` operator also adds every other selected vertex, and tags the
+    geometry): fast when each cluster's vertices are next to each other (:mod:`.vertex_order`),
+    bound by memory latency when they are spread over the rows. The redraw tag is
+    :func:`_tag_edit_selection` (no pass over the vertices).
+
+    A mesh with edges or faces keeps Blender's own operators for the selection semantics of
+    edges and faces: replace runs deselect-all; add / remove run a select operator for its
+    redraw tag ("select sharp edges" selects nothing without faces; otherwise the selection is
+    inverted twice), and the selection is flushed to edges and faces after the writes."""
     from bmesh.types import BMVert
 
     t0 = time.perf_counter()
     bm, verts = _edit_verts(obj)
+    entry = _cached(obj)
     if idx.size and not (verts[idx[0]].is_valid and verts[idx[-1]].is_valid):  # pragma: no cover - defensive
         raise ClickError("the mesh changed under the click; click again")
+    cloud = len(bm.edges) == 0 and len(bm.faces) == 0
+    hint = entry.sel_hint if cloud and entry is not None and entry.verts is verts else None
+    if hint is not None and _hint_cost(hint) > len(verts):
+        hint = None  # Blender's deselect-all is cheaper
     if mode == "replace":
-        if not _call_op("mesh.select_all", action="DESELECT"):  # no Edit-Mode context: a plain loop
-            collections.deque(map(BMVert.select_set, verts, itertools.repeat(False)), 0)
-    elif not (len(bm.faces) == 0 and _call_op("mesh.edges_select_sharp")):
+        if not (hint is not None and _deselect_hinted(obj, verts, hint)):
+            if not _call_op("mesh.select_all", action="DESELECT"):  # no Edit-Mode context: a plain loop
+                collections.deque(map(BMVert.select_set, verts, itertools.repeat(False)), 0)
+    elif not cloud and not (len(bm.faces) == 0 and _call_op("mesh.edges_select_sharp")):
         if _call_op("mesh.select_all", action="INVERT"):  # (without a context: no redraw to tag)
             _call_op("mesh.select_all", action="INVERT")
     t1 = time.perf_counter()
     if group and mode != "remove" and idx.size:
         vg = _group(obj, group)
         layer, gi = bm.verts.layers.deform.active, vg.index  # the layer is made by _edit_verts
-        # flags and weights in one pass: each member's memory is touched once (~15% faster at
-        # 1M than a C-level map per attribute, which touches every member again)
+        # flags and weights in one pass: each member's memory is touched once
         for v in member_verts(verts, idx):
             v.select_set(True)
             v[layer][gi] = 1.0
@@ -479,7 +533,12 @@ def _write_edit_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, ti
         # active index tags the mesh geometry, and the next click would have to sync Edit Mode
     else:
         collections.deque(map(BMVert.select_set, member_verts(verts, idx), itertools.repeat(mode != "remove")), 0)
-    if len(bm.edges):
+    if cloud:
+        _tag_edit_selection()
+        if entry is not None and entry.verts is verts:
+            entry.sel_hint = ([idx] if mode == "replace" else hint + [idx] if mode == "add" and hint is not None
+                              else hint if mode == "remove" else None)
+    elif len(bm.edges):
         bm.select_flush_mode()
     timings["select_ms"], timings["group_ms"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
     return int(obj.data.total_vert_sel)
@@ -514,27 +573,76 @@ def write_selection(obj: Any, indices: np.ndarray, mode: str, group: str | None,
     return _write_edit_mode(obj, idx, mode, group, timings)
 
 
-def enter_click_mode(obj: Any) -> None:
+_DEFORM_PROBE = ".CG deform layer"  # temporary vertex group of enter_click_mode
+
+
+def _deform_probe(obj: Any) -> Any | None:
+    """Object Mode, before entering Edit Mode: give the mesh its deform-weight layer, so that the
+    Edit-Mode conversion carries it. Adding it to the edit mesh later (the first click's group
+    needs it) reallocates every vertex's data block, all attributes included, and invalidates
+    the cached vertex wrappers. A mesh without vertex groups has no such layer, and removing the
+    last group in Object Mode drops it again: a temporary group is made (vertex 0 added and
+    removed at once, so no vertex keeps a weight) and returned, to be removed in Edit Mode, where
+    the removal leaves the edit mesh's layer (empty: no vertex is in any group). None when the
+    object has vertex groups already (their layer exists once any vertex has a weight)."""
+    if len(obj.vertex_groups) or len(obj.data.vertices) == 0:
+        return None
+    vg = obj.vertex_groups.new(name=_DEFORM_PROBE)
+    vg.add([0], 0.0, "REPLACE")
+    vg.remove([0])
+    return vg
+
+
+def enter_click_mode(obj: Any, timings: dict[str, float] | None = None, *, wrap: bool = True) -> None:
     """Put ``obj`` (the active object) in Edit Mode with vertex selection: the click tool's
     mode, in which each click is the edit selection, so G / R / S / X / Shift+D act on it at
-    once. One conversion when the tool starts (~0.5 s at 1M Gaussians), none per click.
+    once. One conversion when the tool starts, none per click. ``wrap``: also make the vertex
+    wrappers the clicks write through (:func:`wrap_vertices`) now; the click tool does that in
+    the first idle moment after it started instead. ``timings`` (if given) receives
+    milliseconds: ``edit_mode_ms`` (the conversion and the depsgraph evaluation after it, which
+    the redraw would do otherwise) and ``wrap_ms``.
     Raises RuntimeError (Blender's message) when the object cannot enter Edit Mode."""
     import bpy
 
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
     if obj.mode != "EDIT":
         bpy.context.view_layer.update()  # pending changes judged as usual first
         from .display import HIGHLIGHT_ATTR, set_highlight
 
-        if obj.data.attributes.get(HIGHLIGHT_ATTR) is not None:
+        if HIGHLIGHT_ATTR in obj.data.attributes.keys():  # (by name: no lookup, no unsharing)
             set_highlight(obj, None)  # Edit Mode shows the selection itself; cheaper removed here
             bpy.context.view_layer.update()
-        prepare(obj)  # a stale cache is verified here, in Object Mode (~3 ms at 1M), not synced later
-        with _own_updates(obj):  # entering Edit Mode keeps every vertex: the cache stays valid
-            bpy.ops.object.mode_set(mode="EDIT")
+        prepare(obj)  # a stale cache is verified here, in Object Mode, not synced later
+        # entering Edit Mode keeps every vertex, and the probe group changes no weight: the
+        # click cache stays valid through the one evaluation below
+        with _own_updates(obj):
+            probe = _deform_probe(obj)
+            try:
+                if not _call_op("object.mode_set", mode="EDIT"):
+                    bpy.ops.object.mode_set(mode="EDIT")  # raises Blender's message
+            finally:
+                if probe is not None:
+                    obj.vertex_groups.remove(probe)
+            bpy.context.view_layer.update()
     if tuple(bpy.context.tool_settings.mesh_select_mode) != (True, False, False):
         bpy.ops.mesh.select_mode(type="VERT")
-    if _cached(obj) is not None:
-        _edit_verts(obj)  # wrap the vertices now (~0.5 s at 1M the first time), not at the first click
+    t1 = time.perf_counter()
+    if wrap:
+        wrap_vertices(obj)
+    timings["edit_mode_ms"], timings["wrap_ms"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+
+
+def wrap_vertices(obj: Any) -> bool:
+    """Make (and cache with the click data) the Python wrappers of every vertex of ``obj``'s edit
+    mesh, which the clicks write through, so the first click does not: the first wrapper of an
+    edit mesh adds Blender's per-vertex wrapper slot (a reallocation of every vertex's data
+    block), then one object per vertex. False when there is nothing to do here (not in Edit Mode,
+    or no valid click data to attach them to: the next click wraps them then)."""
+    if obj.mode != "EDIT" or _cached(obj) is None:
+        return False
+    _edit_verts(obj)
+    return True
 
 
 @contextmanager

@@ -4,7 +4,7 @@ the mesh's stored features, vertex group + selection write) at 50k and 1,000,000
 
 Run through ``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15]
 [--modes object,edit] [--order trained|shuffled|tiled] [--click-mode replace|add|remove]
-[--sh-degree 0-3] [--no-evaluate] [--undo]``.
+[--sh-degree 0-3] [--no-evaluate] [--undo] [--cold]``.
 
 Scene: the fox (``../shared/data/fox_cc0.ply``) tiled on a grid up to the size (or the
 procedural scene when the fox is absent), its rows shuffled (a real file's cluster members are
@@ -16,9 +16,17 @@ takes hours); each tile is one coarse cluster and each tile quadrant one fine cl
 cluster centres plus small noise as features — the selection sizes (one tile: 50k Gaussians)
 and every code path are those of a trained scene.
 
+Training results: the add-on sorts the vertices (above) and starts building the click index in
+a worker thread when they arrive (``ops_train.store_result``); the benchmark does the same and
+reports its main-thread part (``results_prepare``) and the time until the index is ready
+(``index_build``), before any click. ``--cold`` skips that (a .blend opened and the tool started
+at once): the tool start then starts the build, and the first click waits for what is left.
+
 Modes: ``object`` clicks the object in Object Mode; ``edit`` starts the click tool as its
-operator does (``selection.enter_click_mode``: Edit Mode, vertex select; timed as
-``tool_start_edit``) and clicks in Edit Mode, where G / R / S / X / Shift+D act on the result.
+operator does (``ops_click.start_click_tool``: order check, Edit Mode, vertex select; timed as
+``tool_start_edit``, its Edit-Mode entry as ``tool_edit_mode_edit``), then the vertex wrappers
+its timer makes in the first idle moment after (``tool_idle_wrap_edit``, before the first
+click), and clicks in Edit Mode, where G / R / S / X / Shift+D act on the result.
 Between clicks the depsgraph is evaluated as the redraw after a click does (not timed; it
 matters: it shares the mesh's arrays with the evaluated copy, so the next write copies them);
 ``--no-evaluate`` skips it. ``--undo`` also times the undo step the tool pushes after a click;
@@ -26,9 +34,10 @@ the click figures of such a run are not the handler's alone: Blender compacts ea
 undo step in a background thread, which here still runs during the next click (measured at 1M:
 query 1.6 -> 9.5 ms), while a user's next click comes long after it has finished.
 
-Prints ``label: value unit`` lines per mode: the first click (cold: it may wait for the click
-index), then the median / p90 of warm clicks on different tiles, and the median of each stage
-(camera, prepare = cache check, query, write = select + group).
+Prints ``label: value unit`` lines per mode: the first click (under ``--cold`` it waits for the
+click index), then the median / p90 of the following clicks on different tiles, and the median of
+each stage (camera, prepare = cache check, query, write = select (deselecting) + group (the
+members' select flags and weights)).
 """
 
 from __future__ import annotations
@@ -143,11 +152,11 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
 
 
 def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, undo: bool,
-          click_mode: str = "replace", sh_degree: int = 0) -> None:
+          click_mode: str = "replace", sh_degree: int = 0, cold: bool = False) -> None:
     import bpy
 
     import click_gaussian_blender as cgb
-    from click_gaussian_blender import feature_store, io_import, selection, vertex_order
+    from click_gaussian_blender import feature_store, io_import, ops_click, selection, vertex_order
     from click_gaussian_blender.engine.scene import GaussianScene
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -182,12 +191,25 @@ def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, 
     print(f"import_{label}: {t_import:.3f} s")
     if t_reorder is not None:
         print(f"reorder_{label}: {t_reorder:.3f} s")
+    if not cold:  # what the add-on does when training results arrive (ops_train.store_result)
+        t0 = time.perf_counter()
+        selection.invalidate(obj.data)
+        selection.prepare(obj)
+        t1 = time.perf_counter()
+        selection.click_data(obj)  # waits for the worker thread
+        print(f"results_prepare_{label}: {(t1 - t0) * 1e3:.0f} ms")
+        print(f"index_build_{label}: {(time.perf_counter() - t0) * 1e3:.0f} ms")
     for mode_name in modes:
         if mode_name == "edit":  # what the click tool does when it starts
+            parts: dict[str, float] = {}
             t0 = time.perf_counter()
-            selection.prepare(obj)
-            selection.enter_click_mode(obj)
-            print(f"tool_start_edit_{label}: {(time.perf_counter() - t0) * 1e3:.0f} ms")
+            ops_click.start_click_tool(obj, parts)
+            t1 = time.perf_counter()
+            selection.wrap_vertices(obj)  # the tool's timer, in the first idle moment after the start
+            t2 = time.perf_counter()
+            print(f"tool_start_edit_{label}: {(t1 - t0) * 1e3:.0f} ms")
+            print(f"tool_edit_mode_edit_{label}: {parts.get('edit_mode_ms', float('nan')):.0f} ms")
+            print(f"tool_idle_wrap_edit_{label}: {(t2 - t1) * 1e3:.0f} ms")
         elif obj.mode != "OBJECT":
             bpy.ops.object.mode_set(mode="OBJECT")
         _clicks(obj, int(coarse.max()) + 1, side, ext, centre, axis, clicks, mode_name, label,
@@ -210,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                     "are), shuffled (rows spread, as in a real file) or tiled (each tile contiguous)")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the depsgraph update between clicks")
     ap.add_argument("--undo", action="store_true", help="also time the undo step pushed after each click")
+    ap.add_argument("--cold", action="store_true", help="no click index built when the results arrive (a "
+                    ".blend opened and the tool started at once): the first click waits for it")
     ap.add_argument("--click-mode", choices=("replace", "add", "remove"), default="replace",
                     help="what the timed clicks do: replace (click), add (Shift+click), remove (Ctrl+click)")
     args = ap.parse_args(argv)
@@ -225,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in sizes:
             bench(n, args.clicks, modes, order=args.order, evaluate=not args.no_evaluate,
-                  undo=args.undo, click_mode=args.click_mode, sh_degree=args.sh_degree)
+                  undo=args.undo, click_mode=args.click_mode, sh_degree=args.sh_degree, cold=args.cold)
     finally:
         # Blender disables add-ons when it quits; bpy as a module does not, and bpy 4.2 crashes
         # at interpreter exit with the add-on still registered
