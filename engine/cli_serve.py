@@ -30,6 +30,7 @@ import tempfile
 from . import __version__
 from . import protocol as P
 from .errors import EngineError
+from .server import DEFAULT_HEARTBEAT_TIMEOUT_S
 
 TOKEN_ENV = "CLICKGS_TOKEN"
 
@@ -48,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="exit when stdin is closed (the launcher keeps the pipe open while it lives)")
     parser.add_argument("--idle-timeout", type=float, default=0.0, help="exit after this many seconds without a client (0 = never)")
-    parser.add_argument("--heartbeat-timeout", type=float, default=0.0,
-                        help="drop a client silent for this many seconds (0 = never; clients ping every 10 s)")
+    parser.add_argument("--heartbeat-timeout", type=float, default=DEFAULT_HEARTBEAT_TIMEOUT_S,
+                        help="drop a client silent for this many seconds, so a vanished client frees the "
+                             f"engine (0 = never; default {DEFAULT_HEARTBEAT_TIMEOUT_S:g}; clients ping well within it)")
     parser.add_argument("--max-frame-mb", type=float, default=P.DEFAULT_MAX_FRAME_BYTES / 2**20,
                         help="largest accepted message in MiB")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
