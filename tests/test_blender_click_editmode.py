@@ -234,3 +234,87 @@ def test_edit_mode_clicks_tag_the_selection_for_redraw_only(bpy, fox_path):
     finally:
         bpy.app.handlers.depsgraph_update_post.remove(record)
     bpy.ops.object.mode_set(mode="OBJECT")
+
+
+def _slab_features(scene, slabs: int = 16, seed: int = 1):
+    """Stand-in features with ``slabs`` coarse clusters (x slabs of equal count) and two fine
+    parts each (z halves): clusters small against the mesh, as in a real scene."""
+    from click_gaussian_blender.engine.features import TrainedFeatures, normalize_rows
+
+    rng = np.random.default_rng(seed)
+    m = scene.means
+    coarse = np.searchsorted(np.quantile(m[:, 0], np.linspace(0, 1, slabs + 1)[1:-1]), m[:, 0]).astype(np.int32)
+    fine = coarse * 2 + (m[:, 2] > np.median(m[:, 2])).astype(np.int32)
+    cc = normalize_rows(rng.normal(size=(slabs, 12)))
+    fp = normalize_rows(rng.normal(size=(2 * slabs, 12)))
+    feats = np.concatenate([cc[coarse], fp[fine]], axis=1) + rng.normal(0, 0.01, (len(m), 24))
+    fc = normalize_rows(np.concatenate([cc[np.arange(2 * slabs) // 2], fp], axis=1))
+    return TrainedFeatures(feats.astype(np.float16), cc, fc, coarse, fine)
+
+
+def test_replace_clicks_on_a_sorted_mesh_select_exactly_the_cluster(bpy, fox_path, monkeypatch):
+    """The click tool's start sorts the vertices by cluster and leaves no vertex group behind;
+    a replace click then deselects only what the previous clicks selected (no deselect-all),
+    and whatever else is selected by then (a script's select_set, select all, Shift+click,
+    Ctrl+click) is still cleared: the selection is always exactly the clicked cluster."""
+    import bmesh
+
+    from click_gaussian_blender import feature_store as FS
+    from click_gaussian_blender import ops_click
+    from click_gaussian_blender import selection as S
+    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
+    from click_gaussian_blender.engine.click import ClickIndex
+    from click_gaussian_blender.engine.ply import read_ply
+    from test_blender_workflow import _import
+
+    S.invalidate()
+    scene = read_ply(str(fox_path))
+    obj = _import(bpy, fox_path)
+    tf = _slab_features(scene)
+    FS.store_features(obj.data, tf)
+    bpy.context.view_layer.objects.active = obj
+    assert ops_click.start_click_tool(obj) == ""  # sorted by cluster, Edit Mode
+    assert obj.mode == "EDIT" and len(obj.vertex_groups) == 0  # the deform probe group is gone
+    assert len(bmesh.from_edit_mesh(obj.data).verts.layers.deform) == 1  # its layer stays
+    assert S.wrap_vertices(obj)
+    labels = S.click_data(obj)[1].coarse_labels  # read from the sorted mesh
+    assert np.all(np.diff(labels) >= 0)
+    centre = np.median(scene.means, axis=0)  # the camera of the other tests
+    cam = Camera(look_at_viewmat(centre + np.array([0.0, -0.5, -3.0]), centre, np.array([0.0, -1.0, 0.0])),
+                 np.array([[150.0, 0, 64], [0, 150.0, 64], [0, 0, 1]]), 128, 128)
+    view = _view_of_camera(cam, np.asarray(obj["gs_axis_matrix"]).reshape(4, 4))
+    index = ClickIndex.build(scene)
+    (u0, v0, _), (u1, v1, _) = (_pixel_of_cluster(index, tf, cam, scene, "coarse", c) for c in (2, 5))
+    ran = []  # whether each Blender operator the clicks ran was deselect-all
+    call_op = S._call_op
+    monkeypatch.setattr(S, "_call_op", lambda idname, **kw: (
+        ran.append(idname == "mesh.select_all" and kw.get("action") == "DESELECT") or call_op(idname, **kw)))
+
+    def click(u, v, mode, want, deselect_all):
+        ran.clear()
+        out = ops_click.click_at(bpy.context, obj, view, u, v, mode)
+        assert out.ok, out.message
+        bpy.context.view_layer.update()  # the redraw
+        assert np.array_equal(_edit_selection(obj), want), mode
+        assert out.total_selected == want.sum()
+        assert ran == ([True] if deselect_all else []), (mode, ran)  # add / remove run no operator
+
+    two, five = labels == 2, labels == 5
+    click(u0, v0, "replace", two, True)  # nothing known yet
+    click(u1, v1, "replace", five, False)  # the previous click's cluster deselected alone
+    bm = bmesh.from_edit_mesh(obj.data)
+    bm.verts.ensure_lookup_table()
+    bm.verts[int(np.flatnonzero(labels == 0)[3])].select_set(True)  # a script, no redraw tag
+    click(u1, v1, "replace", five, True)  # the count shows the stray vertex: deselect-all as well
+    bpy.ops.mesh.select_all(action="SELECT")
+    click(u0, v0, "replace", two, True)
+    click(u1, v1, "add", two | five, False)
+    click(u0, v0, "replace", two, False)  # the union is known: both clusters deselected
+    click(u1, v1, "add", two | five, False)
+    click(u0, v0, "remove", five, False)
+    click(u0, v0, "replace", two, False)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert np.array_equal(S.read_selection(obj.data), two)
+    assert [g.name for g in S.click_groups(obj)] == ["CG coarse 2", "CG coarse 5"]
+    assert np.array_equal(S.group_members(obj, "CG coarse 2"), np.flatnonzero(two))
+    assert np.array_equal(S.group_members(obj, "CG coarse 5"), np.flatnonzero(five))
