@@ -15,28 +15,32 @@ Modes: ``replace`` (the selection becomes the clicked cluster), ``add`` (Shift),
 Where it is written — the object's current mode, never switched per click:
 
 - Edit Mode (the click tool's mode, :func:`enter_click_mode`): into the edit bmesh, so
-  G / R / S / X / Shift+D act on the selection at once (see :func:`_write_edit_mode`). An
-  Edit/Object Mode round trip per click costs ~0.5 s at 1M Gaussians and was the old path.
+  G / R / S / X / Shift+D act on the selection at once (see :func:`_write_edit_mode`), with no
+  Edit/Object Mode round trip per click (a whole mesh conversion each way).
 - Object Mode: the ``.select_vert`` attribute (bulk ``foreach_set``), one ``VertexGroup.add``,
   and the splat display's highlight (Object Mode draws no vertex selection).
 
-Measured at 1M Gaussians, 50k selected, with a depsgraph evaluation between clicks
-(``python -m engine.bench blender_click``, 2 cores): whole handler ~9.5 ms in Edit Mode (query
-~1.5, deselect-all ~2.8, the members' select flags and weights ~5 ms: per vertex through the
-bmesh API, no bulk call exists in Edit Mode). That needs each cluster's vertices next to each
-other, which training results arrange (:mod:`.vertex_order`); with the members spread over the
-rows, as in a .ply, the same writes take ~28 ms (memory latency: every member on its own cache
-lines). Object Mode: ~27 ms (selection < 1 ms, ``VertexGroup.add`` ~20 ms: the deform layer is
-shared with the evaluated mesh and copied on the first write after each evaluation). At 50k:
-~6 ms either way. Blender's undo step that the tool pushes after each click is not part of the
-handler: ~0.1-0.2 s at 1M in Edit Mode (it copies the edit mesh), ~25-45 ms in Object Mode.
+Where the time goes (figures per Blender version: the README, ``python -m engine.bench
+blender_click``). Edit Mode has no bulk write: each member's select flag and group weight is
+written through the bmesh API, one vertex at a time, so a click costs in proportion to the
+clicked cluster, and little when the cluster's vertices are next to each other, which training
+results arrange (:mod:`.vertex_order`; members spread over the rows, as in a .ply, each miss the
+cache). A replace click deselects only what the previous clicks selected, not every vertex
+(:func:`_deselect_hinted`), and tags the redraw without a pass over the vertices
+(:func:`_tag_edit_selection`). The click index is built in a worker thread when training
+results arrive (:func:`prepare`), and the tool's start makes what the clicks write through
+(:func:`enter_click_mode`, :func:`wrap_vertices`), so the first click costs about what the
+others do. Object Mode: ``VertexGroup.add`` dominates (the deform layer is shared with the
+evaluated mesh and copied on the first write after each evaluation). Blender's undo step that
+the tool pushes after each click is not part of the handler: in Edit Mode it copies the whole
+edit mesh, every attribute of every vertex, whatever the click changed.
 
 What is clicked on: the mesh's current vertices, mapped back to the file's axes (so Gaussians
 moved in Edit Mode are found where they are now; their covariances keep their original
 orientation — exact for moves, an approximation for rotated parts). The click index and the
 features read from the mesh are cached per mesh. A depsgraph handler marks the cache stale on
 any geometry update of the mesh; a stale entry is compared with the current positions (Object
-Mode: ~2.5 ms at 1M through the ``position`` attribute; Edit Mode: one sync, ~0.1-0.2 s) and
+Mode: read through the ``position`` attribute; Edit Mode: after one sync of the edit mesh) and
 rebuilt only when they differ. The clicks' own Edit-Mode writes tag only the selection, so
 clicking never makes the cache stale; G / X / Shift+D / undo do.
 """
@@ -301,8 +305,10 @@ _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=
 
 def prepare(obj: Any) -> bool:
     """Start building the object's click index and member lists in a worker thread (numpy only;
-    the mesh is read here, on the main thread), so the first click does not wait for them (~3 s
-    at 1M Gaussians). Called when the click tool starts and when training results arrive.
+    the mesh is read here, on the main thread), so the first click does not wait for them.
+    Called when training results arrive (the index is normally ready long before the tool
+    starts) and when the click tool starts (a .blend opened since: its first click waits for
+    what is left of the build).
     Returns False when there is nothing to prepare (no features, or already cached)."""
     if not FS.has_features(obj.data) or _cached(obj) is not None:
         return False
@@ -393,7 +399,7 @@ def _write_object_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, 
 
 def _edit_verts(obj: Any) -> tuple[Any, list]:
     """(bmesh, every BMVert wrapper by index) of an object in Edit Mode, cached with its click
-    data: wrapping 1M vertices takes ~25 ms once, looking 50k scattered ones up each click ~20 ms."""
+    data: wrapping every vertex once is far cheaper than looking the members up at each click."""
     bm = _edit_bmesh(obj)
     bm.verts.layers.deform.verify()  # before wrapping: adding a bmesh layer invalidates wrappers
     entry = _cached(obj)
