@@ -52,16 +52,17 @@ def click_at(context, obj, view: viewport.ViewCamera, u: float, v: float, mode: 
     return out
 
 
-def start_click_tool(obj, timings: dict[str, float] | None = None) -> str:
+def start_click_tool(obj, timings: dict[str, float] | None = None, *, sort: bool = True) -> str:
     """What the click tool does when it starts on ``obj`` (the active object; plain function: the
     benchmark times it). In Object Mode, sort the vertices by cluster unless they are (features
     stored before the add-on sorted training results; a vectorised check otherwise), start
     building the click index in the background unless it is cached (it normally was built when
     the training results arrived), and enter Edit Mode with vertex selection
     (:func:`selection.enter_click_mode`, vertex wrappers left to :func:`selection.wrap_vertices`).
-    Returns "" or why the vertices are left in their order. ``timings``: see enter_click_mode.
+    Returns "" or why the vertices are left in their order. ``timings``: see enter_click_mode;
+    ``sort=False`` leaves the order as it is (the benchmark's meshes that cannot be sorted).
     Raises RuntimeError (Blender's message) when the object cannot enter Edit Mode."""
-    why = vertex_order.order_by_clusters(obj) if obj.mode == "OBJECT" else ""
+    why = vertex_order.order_by_clusters(obj) if sort and obj.mode == "OBJECT" else ""
     selection.prepare(obj)  # build the click index in the background while the user aims
     # clicks become the Edit-Mode selection: G / R / S / X / Shift+D act on them at once
     selection.enter_click_mode(obj, timings, wrap=False)

@@ -203,7 +203,7 @@ def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, 
         if mode_name == "edit":  # what the click tool does when it starts
             parts: dict[str, float] = {}
             t0 = time.perf_counter()
-            ops_click.start_click_tool(obj, parts)
+            ops_click.start_click_tool(obj, parts, sort=order == "trained")  # others: as if it could not sort
             t1 = time.perf_counter()
             selection.wrap_vertices(obj)  # the tool's timer, in the first idle moment after the start
             t2 = time.perf_counter()
