@@ -590,12 +590,19 @@ def _deform_probe(obj: Any) -> Any | None:
     last group in Object Mode drops it again: a temporary group is made (vertex 0 added and
     removed at once, so no vertex keeps a weight) and returned, to be removed in Edit Mode, where
     the removal leaves the edit mesh's layer (empty: no vertex is in any group). None when the
-    object has vertex groups already (their layer exists once any vertex has a weight)."""
+    object has vertex groups already (their layer exists once any vertex has a weight), and when
+    Blender refuses the group (linked data: entering Edit Mode then says why)."""
     if len(obj.vertex_groups) or len(obj.data.vertices) == 0:
         return None
-    vg = obj.vertex_groups.new(name=_DEFORM_PROBE)
-    vg.add([0], 0.0, "REPLACE")
-    vg.remove([0])
+    vg = None
+    try:
+        vg = obj.vertex_groups.new(name=_DEFORM_PROBE)
+        vg.add([0], 0.0, "REPLACE")
+        vg.remove([0])
+    except (RuntimeError, TypeError, AttributeError):
+        if vg is not None and obj.vertex_groups.get(vg.name) is not None:
+            obj.vertex_groups.remove(vg)
+        return None
     return vg
 
 
