@@ -103,7 +103,8 @@ class CLICKGS_OT_click_select(bpy.types.Operator):
         if why:
             self.report({"INFO"}, f"{obj.name!r}: vertices not sorted by cluster ({why}); clicks are slower")
         # the vertex wrappers in the first idle moment: after the viewport shows Edit Mode, before
-        # any later event (timers run first in each turn of Blender's event loop)
+        # the events of the next turn of Blender's event loop (timers run first in each turn); a
+        # click queued together with the tool's start wraps them itself
         bpy.app.timers.register(functools.partial(_wrap_vertices_of, obj.name), first_interval=0.0)
         context.window_manager.modal_handler_add(self)
         self._status(context, HELP)
