@@ -31,7 +31,7 @@ import json
 
 import numpy as np
 
-from .engine.scene import SH_C0, GaussianScene, PlyLayout
+from .engine.core.scene import SH_C0, GaussianScene, PlyLayout
 
 POSITION = "gs_position"
 INDEX = "gs_index"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .engine.schedule import GFL_START_FRACTION
+from .engine.core.schedule import GFL_START_FRACTION
 
 LEVEL_ITEMS = [("coarse", "Coarse", "Whole objects"), ("fine", "Fine", "Parts of objects")]
 

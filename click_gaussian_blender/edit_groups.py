@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine.transform import fit_affine, fit_similarity
+from .engine.core.transform import fit_affine, fit_similarity
 
 UNMOVED = -1
 TRANSLATED = -2

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine.errors import Cancelled, EngineError
+from .engine.core.errors import Cancelled, EngineError
 
 POLL_S = 0.2
 
@@ -267,8 +267,8 @@ class EngineLink:
 
     @staticmethod
     def _start_worker(config: EngineConfig) -> tuple[Any, Any, dict[str, Any]]:
-        from .engine.client import EngineClient
-        from .engine.launcher import launch_engine
+        from .engine.link.client import EngineClient
+        from .engine.link.launcher import launch_engine
 
         if config.mode == "remote":
             client = EngineClient.connect(config.host, int(config.port), config.token, client_name="blender")

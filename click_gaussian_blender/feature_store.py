@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .engine.errors import TrainingError
-from .engine.features import COARSE_DIM, FEATURE_DIM, TrainedFeatures
+from .engine.core.errors import TrainingError
+from .engine.core.features import COARSE_DIM, FEATURE_DIM, TrainedFeatures
 
 FEATURE_ATTRS = tuple(f"gs_feat{i}" for i in range(FEATURE_DIM // 3))
 LABEL_ATTRS = {"coarse": "gs_label_coarse", "fine": "gs_label_fine"}

@@ -29,9 +29,9 @@ import numpy as np
 
 from . import attributes as A
 from . import display
-from .engine.errors import SceneFormatError
-from .engine.ply import inria_vertex_dtype
-from .engine.scene import GaussianScene, PlyLayout, sh_degree_for_coeffs
+from .engine.core.errors import SceneFormatError
+from .engine.core.formats.ply import inria_vertex_dtype
+from .engine.core.scene import GaussianScene, PlyLayout, sh_degree_for_coeffs
 from .io_import import (ImportReport, ImportSettings, axis_matrix, resolve_axes, scene_to_mesh,
                         set_splat_properties, setup_splat_display)
 

@@ -28,10 +28,10 @@ import numpy as np
 
 from . import attributes as A
 from .edit_groups import estimate_edits
-from .engine.errors import EngineError, SceneFormatError
-from .engine.ply import write_ply
-from .engine.scene import GaussianScene
-from .engine.transform import apply_affine_groups
+from .engine.core.errors import EngineError, SceneFormatError
+from .engine.core.formats.ply import write_ply
+from .engine.core.scene import GaussianScene
+from .engine.core.transform import apply_affine_groups
 
 
 @dataclass

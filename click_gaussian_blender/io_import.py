@@ -18,10 +18,10 @@ from bpy_extras.io_utils import axis_conversion
 
 from . import attributes as A
 from . import display
-from .engine.cameras import estimate_up
-from .engine.errors import SceneFormatError
-from .engine.ply import read_ply
-from .engine.scene import GaussianScene
+from .engine.core.cameras import estimate_up
+from .engine.core.errors import SceneFormatError
+from .engine.core.formats.ply import read_ply
+from .engine.core.scene import GaussianScene
 
 AXES = ("X", "Y", "Z", "-X", "-Y", "-Z")
 AUTO = "AUTO"

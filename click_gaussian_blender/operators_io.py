@@ -14,7 +14,7 @@ from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatPrope
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import io_export, io_import
-from .engine.errors import EngineError
+from .engine.core.errors import EngineError
 
 
 def _axis_items(auto_description: str) -> list[tuple[str, str, str]]:

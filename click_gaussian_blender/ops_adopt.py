@@ -8,7 +8,7 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty
 
 from . import io_adopt, io_export, io_import
-from .engine.errors import EngineError
+from .engine.core.errors import EngineError
 from .operators_io import _axis_items
 
 

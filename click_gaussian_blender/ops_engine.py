@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import engine_link, preferences
-from .engine.errors import EngineError
+from .engine.core.errors import EngineError
 
 
 def start_engine(config: engine_link.EngineConfig | None = None) -> None:

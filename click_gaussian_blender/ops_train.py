@@ -14,8 +14,8 @@ import os
 import bpy
 
 from . import click_props, engine_link, feature_store, io_export, preferences, selection, vertex_order
-from .engine.errors import EngineError, TrainingError
-from .engine.schedule import gfl_interval_for, gfl_start_for
+from .engine.core.errors import EngineError, TrainingError
+from .engine.core.schedule import gfl_interval_for, gfl_start_for
 
 
 def settings_dict(props) -> dict:

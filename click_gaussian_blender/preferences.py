@@ -106,7 +106,7 @@ class CLICKGS_OT_check_engine(bpy.types.Operator):
     bl_label = "Check Engine Interpreter"
 
     def execute(self, context):
-        from .engine.launcher import check_interpreter
+        from .engine.link.launcher import check_interpreter
 
         cfg = engine_config(context)
         if not cfg.python:

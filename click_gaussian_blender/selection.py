@@ -59,8 +59,8 @@ import numpy as np
 
 from . import attributes as A
 from . import feature_store as FS
-from .engine.errors import EngineError, TrainingError
-from .engine.scene import GaussianScene
+from .engine.core.errors import EngineError, TrainingError
+from .engine.core.scene import GaussianScene
 from .viewport import ViewCamera, local_to_file
 
 GROUP_PREFIX = "CG"
@@ -204,7 +204,7 @@ def invalidate(mesh: Any | None = None) -> None:
 
 def _build(scene: GaussianScene, trained: Any) -> Any:
     """Worker-thread part of the cache (numpy only): the click index and the member lists."""
-    from .engine.click import ClickIndex
+    from .engine.core.click import ClickIndex
 
     index = ClickIndex.build(scene)
     trained.index_members()
@@ -692,7 +692,7 @@ def click(obj: Any, view: ViewCamera, u: float, v: float, *, level: str = "coars
     except EngineError as exc:
         out.message = str(exc)
         return out
-    from .engine.click import click_query
+    from .engine.core.click import click_query
 
     t1 = time.perf_counter()
     cam = view.camera

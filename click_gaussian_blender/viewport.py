@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine.cameras import Camera
-from .engine.errors import CameraError
+from .engine.core.cameras import Camera
+from .engine.core.errors import CameraError
 
 GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # flips camera y and z (its own inverse)
 ORTHO_DISTANCE_FACTOR = 1000.0

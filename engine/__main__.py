@@ -1,6 +1,6 @@
 """``python -m engine COMMAND ...`` — the engine's command line.
 
-Each command lives in its own module ``engine/cli_<command>.py`` exposing
+Each command lives in its own module ``engine/cli/<command>.py`` exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; this file only dispatches, so commands
 can be added without touching each other.
 """
@@ -27,16 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     available = {}
     for name, help_text in COMMANDS.items():
         try:
-            module = importlib.import_module(f".cli_{name}", __package__)
+            module = importlib.import_module(f".cli.{name}", __package__)
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.endswith(f"cli_{name}"):
+            if exc.name and exc.name.endswith(f"cli.{name}"):
                 continue  # command not built in this version
             raise
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         available[name] = module
     args = parser.parse_args(argv)
-    from .errors import EngineError
+    from .core.errors import EngineError
 
     try:
         return int(available[args.command].run(args) or 0)

@@ -1,5 +1,5 @@
 """Click-to-selection latency in headless Blender (bpy): the whole click handler of the add-on
-(``ops_click.click_at``, the click tool's own call: viewport camera, engine.click.click_query on
+(``ops_click.click_at``, the click tool's own call: viewport camera, engine.core.click.click_query on
 the mesh's stored features, vertex group + selection write) at 50k and 1,000,000 Gaussians.
 
 Run through ``python -m engine.bench blender_click [--sizes 50000,1000000] [--clicks 15]
@@ -56,11 +56,11 @@ FOX = REPO.parent / "shared" / "data" / "fox_cc0.ply"
 
 
 def tiled_scene(n: int, sh_degree: int = 0):
-    from click_gaussian_blender.engine.ply import read_ply
-    from click_gaussian_blender.engine.scene import GaussianScene
+    from click_gaussian_blender.engine.core.formats.ply import read_ply
+    from click_gaussian_blender.engine.core.scene import GaussianScene
 
     base = read_ply(str(FOX)) if FOX.is_file() else __import__(
-        "click_gaussian_blender.engine.synth", fromlist=["make_scene"]).make_scene(0).scene
+        "click_gaussian_blender.engine.bench.evaluation.synth", fromlist=["make_scene"]).make_scene(0).scene
     m = base.num_gaussians
     tiles = max(1, -(-n // m))
     side = int(np.ceil(np.sqrt(tiles)))
@@ -77,7 +77,7 @@ def tiled_scene(n: int, sh_degree: int = 0):
 
 
 def fake_features(coarse: np.ndarray, fine: np.ndarray, seed: int = 0):
-    from click_gaussian_blender.engine.features import TrainedFeatures, normalize_rows
+    from click_gaussian_blender.engine.core.features import TrainedFeatures, normalize_rows
 
     rng = np.random.default_rng(seed)
     cc = normalize_rows(rng.normal(size=(int(coarse.max()) + 1, 12)))
@@ -99,7 +99,7 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
     import bpy
 
     from click_gaussian_blender import ops_click, viewport
-    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
+    from click_gaussian_blender.engine.core.cameras import Camera, look_at_viewmat
 
     w = h = 512
     K = np.array([[500.0, 0, w / 2], [0, 500.0, h / 2], [0, 0, 1]])
@@ -157,7 +157,7 @@ def bench(n: int, clicks: int, modes: list[str], *, order: str, evaluate: bool, 
 
     import click_gaussian_blender as cgb
     from click_gaussian_blender import feature_store, io_import, ops_click, selection, vertex_order
-    from click_gaussian_blender.engine.scene import GaussianScene
+    from click_gaussian_blender.engine.core.scene import GaussianScene
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     try:

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_scene(n: int, seed: int = 0):
-    from engine.scene import GaussianScene
+    from engine.core.scene import GaussianScene
 
     rng = np.random.default_rng(seed)
     return GaussianScene(
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     cgb.register()
     with tempfile.TemporaryDirectory(prefix="cgs_bench_") as tmp:
         if args.ply is None:
-            from engine.ply import write_ply
+            from engine.core.formats.ply import write_ply
 
             src = os.path.join(tmp, "bench.ply")
             write_ply(make_scene(args.n), src)

@@ -3,8 +3,11 @@
     .venv/bin/python scripts/build_extension.py [--out dist] [--wheel-dir DIR]
 
 Assembles a staging folder with the manifest (repository root), the add-on package
-``click_gaussian_blender/`` and a real copy of ``engine/`` inside it (the repository holds a
-symlink there; the copy dereferences it), leaving out tests and caches; fetches the pure-Python
+``click_gaussian_blender/`` and real copies of the engine's torch-free layers inside it,
+``engine/__init__.py``, ``engine/core/`` and ``engine/link/`` (the repository holds a symlink
+``click_gaussian_blender/engine``; the rest of the engine runs in the engine process, never in
+Blender, and is left out), leaving out tests and caches; checks that nothing bundled imports
+torch, gsplat, hdbscan or segment_anything, or reaches outside the bundled packages; fetches the pure-Python
 wheels the manifest lists (``pip download --no-deps``, cached in ``build/wheels``; or taken from
 ``--wheel-dir``); builds with Blender's own ``blender_ext.py build`` and checks the result with
 ``blender_ext.py validate``. Writes ``<out>/click_gaussian_blender-<version>.zip`` and prints its
@@ -14,6 +17,7 @@ path. Exit status 0 on success, 1 with a one-line message otherwise.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import os
 import shutil
@@ -26,6 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 ADDON = "click_gaussian_blender"
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", "tests", "*.zip")
+# The engine packages Blender may import (torch-free); the zip bundles exactly these.
+ENGINE_BUNDLED = ("core", "link")
+FORBIDDEN = ("torch", "gsplat", "hdbscan", "segment_anything", "bpy")
 
 
 class BuildError(Exception):
@@ -71,13 +78,65 @@ def stage(staging: Path, wheel_dir: Path | None) -> dict:
     manifest_path = REPO / "blender_manifest.toml"
     with open(manifest_path, "rb") as f:
         manifest = tomllib.load(f)
-    shutil.copytree(REPO / ADDON, staging, symlinks=False, ignore=IGNORE)  # follows engine/ link
-    if not (staging / "engine" / "__init__.py").is_file():
+    if not (REPO / ADDON / "engine" / "__init__.py").is_file():
         raise BuildError(f"{ADDON}/engine does not lead to the engine package")
+    top_ignore = lambda folder, names: (IGNORE(folder, names)  # noqa: E731
+                                        | ({"engine"} if Path(folder) == REPO / ADDON else set()))
+    shutil.copytree(REPO / ADDON, staging, symlinks=False, ignore=top_ignore)
+    stage_engine(staging / "engine")
     shutil.copy2(manifest_path, staging / "blender_manifest.toml")
     wheels = [os.path.basename(w) for w in manifest.get("wheels", [])]
     fetch_wheels(wheels, wheel_dir, staging / "wheels")
     return manifest
+
+
+def stage_engine(dest: Path) -> None:
+    """Copy ``engine/__init__.py`` and the bundled engine packages into ``dest`` and check them."""
+    engine = REPO / ADDON / "engine"
+    dest.mkdir(parents=True)
+    shutil.copy2(engine / "__init__.py", dest / "__init__.py")
+    for pkg in ENGINE_BUNDLED:
+        shutil.copytree(engine / pkg, dest / pkg, symlinks=False, ignore=IGNORE)
+    check_bundled_engine(dest)
+
+
+def bundled_imports(engine_dir: Path) -> dict[str, set[str]]:
+    """Every import (module level or inside functions) of each bundled engine file, as absolute
+    names with ``engine`` for the package: ``{relative path: {module, ...}}``."""
+    found = {}
+    for path in sorted(engine_dir.rglob("*.py")):
+        rel = path.relative_to(engine_dir.parent)
+        package = list(rel.parent.parts)  # a module's package; an __init__'s is its own folder
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - (node.level - 1)]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                    if node.module:
+                        names.add(mod)
+                    else:  # from . import name: a submodule or a name of the package
+                        names.update(f"{mod}.{a.name}" for a in node.names)
+                else:
+                    names.add(node.module or "")
+        found[str(rel)] = names
+    return found
+
+
+def check_bundled_engine(engine_dir: Path) -> None:
+    """Refuse a bundle whose engine files import a torch-side library or an engine module that
+    is not bundled (it would fail inside Blender, where there is no torch)."""
+    for rel, names in bundled_imports(engine_dir).items():
+        for name in names:
+            top = name.split(".")[0]
+            if top in FORBIDDEN:
+                raise BuildError(f"{rel} imports {name}: the bundled engine must not need {top}")
+            parts = name.split(".")
+            if top == "engine" and len(parts) > 1 and parts[1] not in (*ENGINE_BUNDLED, "__version__"):
+                raise BuildError(f"{rel} imports {name}, which is not bundled "
+                                 f"(only engine/{{{','.join(ENGINE_BUNDLED)}}})")
 
 
 def run_tool(tool: Path, *args: str) -> None:

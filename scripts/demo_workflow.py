@@ -109,8 +109,8 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     from click_gaussian_blender import attributes as A
     from click_gaussian_blender import click_props, engine_link, feature_store, io_export, ops_click, ops_train
     from click_gaussian_blender import selection as S
-    from click_gaussian_blender.engine.cameras import orbit_cameras
-    from click_gaussian_blender.engine.ply import read_ply, write_ply
+    from click_gaussian_blender.engine.core.cameras import orbit_cameras
+    from click_gaussian_blender.engine.core.formats.ply import read_ply, write_ply
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     T = rep["timings"]
     synth = None
     if ply is None:
-        from click_gaussian_blender.engine.synth import make_scene
+        from click_gaussian_blender.engine.bench.evaluation.synth import make_scene
 
         t0 = time.perf_counter()
         synth = make_scene(0, n_gaussians=20_000 if quick else 40_000, n_objects=4 if quick else 6,
@@ -184,7 +184,7 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
 
     # choose the view and the pixels
     if synth is not None:
-        from click_gaussian_blender.engine.synth import raycast_ids
+        from click_gaussian_blender.engine.bench.evaluation.synth import raycast_ids
 
         best = None
         for cam in views[:8]:
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="interpreter with torch that runs the engine (default: this one); e.g. "
                          ".venv/bin/python when this script runs on another Blender's Python")
     args = ap.parse_args(argv)
-    from click_gaussian_blender.engine.errors import EngineError
+    from click_gaussian_blender.engine.core.errors import EngineError
 
     try:
         rep = run_workflow(args.ply, args.out, quick=args.quick, render=not args.no_render, samples=args.samples,

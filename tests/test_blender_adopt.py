@@ -69,7 +69,7 @@ def _assert_same_as_our_import(adopted, ours, inf_rows=None) -> None:
 
 def test_adopted_fox_is_our_splat_object_and_keeps_the_users_object(bpy, fox_path: Path, capsys) -> None:
     from click_gaussian_blender import io_export
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     file = read_ply(fox_path)
     inf_rows = ~np.isfinite(file.opacities)
@@ -107,7 +107,7 @@ def test_adopted_fox_is_our_splat_object_and_keeps_the_users_object(bpy, fox_pat
 def test_adopted_sh3_scene_turned_upright_and_round_trip(bpy, shared_data: Path, tmp_path: Path) -> None:
     """The SH-3 file with normals (as Blender's ``normal`` vector): same attributes as our import
     (normals as nx/ny/nz extras), and its export is the file's every value in the file's layout."""
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     obj = _adopt(bpy, _builtin_import(bpy, shared_data / SH3))
     ours = _our_import(bpy, shared_data / SH3)
@@ -126,7 +126,7 @@ def test_adopted_sh3_scene_turned_upright_and_round_trip(bpy, shared_data: Path,
 def test_auto_and_explicit_up_axis(bpy, fox_path: Path, tmp_path: Path, capsys) -> None:
     """A y-down copy of the fox (the COLMAP habit) is turned upright as our importer turns it;
     explicit axes are honoured."""
-    from engine.ply import read_ply, write_ply
+    from engine.core.formats.ply import read_ply, write_ply
 
     fox = read_ply(fox_path)
     fox.opacities = np.nan_to_num(fox.opacities, posinf=0.0)  # (what Blender's importer keeps)
@@ -146,7 +146,7 @@ def test_auto_and_explicit_up_axis(bpy, fox_path: Path, tmp_path: Path, capsys) 
 def test_adopted_fox_exports_every_value_the_mesh_held(bpy, fox_path: Path, tmp_path: Path) -> None:
     """Unedited: the file's vertex records, in its layout, with the +inf opacities as Blender's
     importer left them (0.0); moved: the object's world matrix applied as for our own import."""
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     file = read_ply(fox_path)
     inf_rows = ~np.isfinite(file.opacities)
@@ -187,7 +187,7 @@ def _snapshot(bpy, obj) -> tuple:
 
 def test_refusals_are_one_line_and_change_nothing(bpy, fox_path: Path, shared_data: Path) -> None:
     from click_gaussian_blender import io_adopt
-    from click_gaussian_blender.engine.errors import SceneFormatError
+    from click_gaussian_blender.engine.core.errors import SceneFormatError
 
     def refused(obj, *words):
         bpy.context.view_layer.objects.active = obj
@@ -251,9 +251,9 @@ def test_failure_while_building_leaves_the_object_as_it_was(bpy, fox_path: Path,
 def test_click_on_an_adopted_fox(bpy, fox_path: Path) -> None:
     from click_gaussian_blender import feature_store as FS
     from click_gaussian_blender import selection as S
-    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
-    from click_gaussian_blender.engine.click import ClickIndex, click_query
-    from engine.ply import read_ply
+    from click_gaussian_blender.engine.core.cameras import Camera, look_at_viewmat
+    from click_gaussian_blender.engine.core.click import ClickIndex, click_query
+    from engine.core.formats.ply import read_ply
     from test_blender_workflow import _spatial_features, _view_of_camera
 
     scene = read_ply(fox_path)
@@ -304,7 +304,7 @@ def test_other_properties_are_kept_and_the_rest_named(bpy, shared_data: Path, tm
     """Other per-vertex properties (Blender's importer makes every one a float) are exported with
     their values after the Inria ones; attributes that are not per-Gaussian numbers (a colour
     attribute painted on afterwards) are named in a warning."""
-    from engine.ply import read_ply, write_ply
+    from engine.core.formats.ply import read_ply, write_ply
 
     scene = read_ply(shared_data / SH3)
     n = scene.num_gaussians

@@ -25,7 +25,7 @@ def bpy(bpy):
 
 def _pixel_of_cluster(index, tf, cam, scene, level, cluster):
     """A pixel the engine itself resolves to ``cluster`` at ``level``."""
-    from click_gaussian_blender.engine.click import click_query
+    from click_gaussian_blender.engine.core.click import click_query
 
     uv, _ = cam.project(scene.means)
     inside = np.flatnonzero((uv[:, 0] > 0) & (uv[:, 0] < cam.width) & (uv[:, 1] > 0) & (uv[:, 1] < cam.height))
@@ -40,7 +40,7 @@ def _pixel_of_cluster(index, tf, cam, scene, level, cluster):
 def _edit_fox(bpy, fox_path):
     """The fox with features, in the click tool's mode (what its invoke does)."""
     from click_gaussian_blender import selection as S
-    from click_gaussian_blender.engine.click import ClickIndex
+    from click_gaussian_blender.engine.core.click import ClickIndex
 
     S.invalidate()
     obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
@@ -191,7 +191,7 @@ def test_selection_list_actions_after_edit_mode_clicks(bpy, fox_path):
 
 
 def test_precomputed_members_match_the_label_scan():
-    from click_gaussian_blender.engine.features import TrainedFeatures
+    from click_gaussian_blender.engine.core.features import TrainedFeatures
     from click_gaussian_blender.feature_store import MeshFeatures
 
     rng = np.random.default_rng(3)
@@ -239,7 +239,7 @@ def test_edit_mode_clicks_tag_the_selection_for_redraw_only(bpy, fox_path):
 def _slab_features(scene, slabs: int = 16, seed: int = 1):
     """Stand-in features with ``slabs`` coarse clusters (x slabs of equal count) and two fine
     parts each (z halves): clusters small against the mesh, as in a real scene."""
-    from click_gaussian_blender.engine.features import TrainedFeatures, normalize_rows
+    from click_gaussian_blender.engine.core.features import TrainedFeatures, normalize_rows
 
     rng = np.random.default_rng(seed)
     m = scene.means
@@ -262,9 +262,9 @@ def test_replace_clicks_on_a_sorted_mesh_select_exactly_the_cluster(bpy, fox_pat
     from click_gaussian_blender import feature_store as FS
     from click_gaussian_blender import ops_click
     from click_gaussian_blender import selection as S
-    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
-    from click_gaussian_blender.engine.click import ClickIndex
-    from click_gaussian_blender.engine.ply import read_ply
+    from click_gaussian_blender.engine.core.cameras import Camera, look_at_viewmat
+    from click_gaussian_blender.engine.core.click import ClickIndex
+    from click_gaussian_blender.engine.core.formats.ply import read_ply
     from test_blender_workflow import _import
 
     S.invalidate()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from click_gaussian_blender.edit_groups import TRANSLATED, UNMOVED, estimate_edits
-from engine.transform import quat_to_matrix
+from engine.core.transform import quat_to_matrix
 
 pytestmark = pytest.mark.bpy  # part of the Blender extension (runs without bpy itself)
 

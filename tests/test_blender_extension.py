@@ -35,10 +35,10 @@ def test_zip_contents(built_zip: Path) -> None:
     names = zipfile.ZipFile(built_zip).namelist()
     assert "blender_manifest.toml" in names
     assert "__init__.py" in names and "io_import.py" in names and "io_export.py" in names
-    assert "engine/ply.py" in names and "engine/transform.py" in names  # real copies, not a link
+    assert "engine/core/formats/ply.py" in names and "engine/core/transform.py" in names  # real copies, not a link
     assert any(n.startswith("wheels/plyfile-") for n in names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("tests/")]
-    info = zipfile.ZipFile(built_zip).getinfo("engine/ply.py")
+    info = zipfile.ZipFile(built_zip).getinfo("engine/core/formats/ply.py")
     assert info.file_size > 1000 and (info.external_attr >> 28) != 0o12  # not a symlink entry
 
 
@@ -64,7 +64,7 @@ def test_zip_installs_enables_and_imports(built_zip: Path, fox_path: Path) -> No
         obj = bpy.context.active_object
         assert len(obj.data.vertices) == 50_000
         # the add-on runs its own bundled engine copy
-        assert sys.modules[module + ".engine.ply"].__file__.startswith(str(installed))
+        assert sys.modules[module + ".engine.core.formats.ply"].__file__.startswith(str(installed))
     finally:
         addon_utils.disable(module, default_set=True)
         for obj in list(bpy.data.objects):

@@ -63,7 +63,7 @@ def check_all_properties(mesh, scene, axis: np.ndarray) -> None:
 
 
 def test_import_fox_every_property(bpy, fox_path: Path) -> None:
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     obj = import_ply(bpy, fox_path)
     scene = read_ply(fox_path)
@@ -80,7 +80,7 @@ def test_auto_up_axis_turns_each_scene_upright(bpy, fox_path: Path, shared_data:
     it is, the y-down guitar (the COLMAP habit) turned to z-up; the Info line names the axis.
     Explicit axes are honoured, and a forward parallel to the up axis is replaced."""
     from click_gaussian_blender import io_import
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     import_ply(bpy, fox_path)
     assert "(up axis +Z, detected)" in capsys.readouterr().out
@@ -106,7 +106,7 @@ def test_auto_up_axis_turns_each_scene_upright(bpy, fox_path: Path, shared_data:
 
 
 def test_import_sh3_fixture_with_axis_options(bpy, shared_data: Path) -> None:
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     path = shared_data / SH3
     obj = import_ply(bpy, path, axis_forward="-Z", axis_up="Y")  # OpenGL-style file
@@ -118,7 +118,7 @@ def test_import_sh3_fixture_with_axis_options(bpy, shared_data: Path) -> None:
 
 
 def test_import_supersplat_compressed(bpy, shared_data: Path) -> None:
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     path = shared_data / "guitar.compressed.ply"
     obj = import_ply(bpy, path, display_ratio=0.25)
@@ -131,7 +131,7 @@ def test_import_splat_file_and_point_major_scenes(bpy, fox_path: Path, shared_da
     """An antimatter15 .splat imports through the same operator (its dialog lists *.splat); a
     scene whose SH are point-major (not read for Blender) builds the same attributes."""
     from click_gaussian_blender import io_import
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     rna = bpy.ops.import_scene.gaussian_splatting.get_rna_type()
     assert "*.splat" in rna.properties["filter_glob"].default.split(";")
@@ -281,7 +281,7 @@ def test_cycles_render_of_the_fox(bpy, fox_path: Path, tmp_path: Path) -> None:
 
 
 def test_unedited_roundtrip_is_exact(bpy, fox_path: Path, shared_data: Path, tmp_path: Path) -> None:
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     import_ply(bpy, fox_path)
     assert export(bpy, tmp_path / "fox.ply") == {"FINISHED"}
@@ -354,8 +354,8 @@ def _gaussian_arrays(obj):
 @pytest.mark.parametrize("scale", [(1.7, 1.7, 1.7), (1.0, 2.5, 0.6), (-1.2, 1.2, 1.2)],
                          ids=["uniform", "non-uniform", "mirror"])
 def test_object_transform_export_matches_transform_module(bpy, shared_data: Path, tmp_path: Path, scale) -> None:
-    from engine.ply import read_ply
-    from engine.transform import apply_affine
+    from engine.core.formats.ply import read_ply
+    from engine.core.transform import apply_affine
 
     obj = import_ply(bpy, shared_data / SH3)
     obj.location = (0.5, -1.0, 2.0)
@@ -384,8 +384,8 @@ def _select(bpy, obj, mask) -> None:
 
 
 def test_duplicate_delete_and_non_uniform_scale(bpy, shared_data: Path, tmp_path: Path) -> None:
-    from engine.ply import read_ply
-    from engine.transform import quat_to_matrix
+    from engine.core.formats.ply import read_ply
+    from engine.core.transform import quat_to_matrix
 
     src = read_ply(shared_data / SH3)
     obj = import_ply(bpy, shared_data / SH3, axis_forward="Y", axis_up="Z")  # identity axes
@@ -443,7 +443,7 @@ def test_duplicate_delete_and_non_uniform_scale(bpy, shared_data: Path, tmp_path
 def _sh3_scene(seed: int = 0):
     """Two clusters of strongly view-dependent (SH-3) Gaussians in front of an OpenCV camera at
     the origin (file axes: y down, z forward)."""
-    from engine.scene import GaussianScene
+    from engine.core.scene import GaussianScene
 
     rng = np.random.default_rng(seed)
     n = 160
@@ -488,13 +488,13 @@ def test_render_equivalence_after_edits(bpy, tmp_path: Path) -> None:
     """Rotate + scale + move a selection in Edit Mode and the whole object in Object Mode, export,
     render the exported file with the engine: each part must match the original scene rendered
     with the correspondingly transformed camera (SH-3 colours included)."""
-    render_mod = pytest.importorskip("engine.render")
+    render_mod = pytest.importorskip("engine.render.renderer")
     import mathutils
     import torch
 
-    from engine.cameras import Camera
-    from engine.gaussians import Gaussians
-    from engine.ply import read_ply, write_ply
+    from engine.core.cameras import Camera
+    from engine.render.gaussians import Gaussians
+    from engine.core.formats.ply import read_ply, write_ply
 
     src = _sh3_scene()
     path = tmp_path / "two.ply"
@@ -567,7 +567,7 @@ def test_render_equivalence_after_edits(bpy, tmp_path: Path) -> None:
 def test_export_from_edit_mode_and_compressed_source(bpy, shared_data: Path, tmp_path: Path) -> None:
     """Exporting while still in Edit Mode sees the latest edits; a SuperSplat compressed scene
     exports in the standard Inria layout with its decoded values."""
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     path = shared_data / "guitar.compressed.ply"
     obj = import_ply(bpy, path)
@@ -601,7 +601,7 @@ def test_dropped_files_import_directly(bpy, shared_data: Path) -> None:
 
 def test_extra_properties_of_any_type_survive(bpy, tmp_path: Path) -> None:
     """Integer and float extra per-vertex properties come back with their values and types."""
-    from engine.ply import read_ply, write_ply
+    from engine.core.formats.ply import read_ply, write_ply
 
     src = _sh3_scene(seed=4).subset(np.arange(50))
     src.extra = {"label": np.arange(50, dtype=np.uint8), "segment": np.arange(50, dtype=np.int32) - 7,
@@ -623,7 +623,7 @@ def test_extra_properties_of_any_type_survive(bpy, tmp_path: Path) -> None:
 def test_applied_object_transform_exports_the_same(bpy, shared_data: Path, tmp_path: Path) -> None:
     """Object > Apply > All Transforms (Ctrl+A) bakes the matrix into the vertices; the export
     must not change: the baked transform is recovered from original vs current positions."""
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     obj = import_ply(bpy, shared_data / SH3)
     obj.location = (0.2, 0.1, -0.3)

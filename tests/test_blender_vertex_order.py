@@ -122,7 +122,7 @@ def test_clicks_on_the_sorted_mesh_select_the_same_gaussians(bpy, fox_path):
     from click_gaussian_blender import click_props, ops_click
     from click_gaussian_blender import selection as S
     from click_gaussian_blender import vertex_order as VO
-    from click_gaussian_blender.engine.click import ClickIndex, click_query
+    from click_gaussian_blender.engine.core.click import ClickIndex, click_query
 
     obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
     props = click_props.get(bpy.context.scene)

@@ -27,7 +27,7 @@ def _import(bpy, path):
 def _fake_features(n: int, seed: int = 0):
     """Features with 3 coarse / 5 fine clusters and labels (a stand-in for a trained result,
     for the storage tests only)."""
-    from click_gaussian_blender.engine.features import TrainedFeatures, normalize_rows
+    from click_gaussian_blender.engine.core.features import TrainedFeatures, normalize_rows
 
     rng = np.random.default_rng(seed)
     cc = normalize_rows(rng.normal(size=(3, 12)))
@@ -71,7 +71,7 @@ def test_features_on_mesh_survive_save_reopen_and_delete(bpy, fox_path, tmp_path
 
 def test_store_refuses_a_changed_mesh(bpy, fox_path):
     from click_gaussian_blender import feature_store as FS
-    from click_gaussian_blender.engine.errors import TrainingError
+    from click_gaussian_blender.engine.core.errors import TrainingError
 
     obj = _import(bpy, fox_path)
     with pytest.raises(TrainingError, match="changed during training"):
@@ -123,7 +123,7 @@ def _persp(fov=0.8, near=0.1, far=100.0):
 def _spatial_features(scene, seed: int = 0):
     """Stand-in features with spatial clusters (coarse: x halves; fine: x/z quadrants), exactly
     what a trained result looks like to the click path (labels, unit centres, features near them)."""
-    from click_gaussian_blender.engine.features import TrainedFeatures, normalize_rows
+    from click_gaussian_blender.engine.core.features import TrainedFeatures, normalize_rows
 
     rng = np.random.default_rng(seed)
     m = scene.means
@@ -150,8 +150,8 @@ def _view_of_camera(cam, axis, mw=np.eye(4)):
 
 def _fox_with_features(bpy, fox_path):
     from click_gaussian_blender import feature_store as FS
-    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
-    from click_gaussian_blender.engine.ply import read_ply
+    from click_gaussian_blender.engine.core.cameras import Camera, look_at_viewmat
+    from click_gaussian_blender.engine.core.formats.ply import read_ply
 
     scene = read_ply(str(fox_path))
     obj = _import(bpy, fox_path)
@@ -165,7 +165,7 @@ def _fox_with_features(bpy, fox_path):
 
 def test_click_selects_clusters_as_vertex_groups(bpy, fox_path):
     from click_gaussian_blender import selection as S
-    from click_gaussian_blender.engine.click import ClickIndex, click_query
+    from click_gaussian_blender.engine.core.click import ClickIndex, click_query
 
     obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
     axis = np.asarray(obj["gs_axis_matrix"]).reshape(4, 4)
@@ -225,7 +225,7 @@ def test_prepared_index_is_used_by_the_first_click(bpy, fox_path):
 
 def test_click_empty_space_and_outside(bpy, fox_path):
     from click_gaussian_blender import selection as S
-    from click_gaussian_blender.engine.cameras import Camera, look_at_viewmat
+    from click_gaussian_blender.engine.core.cameras import Camera, look_at_viewmat
 
     obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
     axis = np.asarray(obj["gs_axis_matrix"]).reshape(4, 4)
@@ -398,7 +398,7 @@ def test_panel_draws_engine_training_selection_and_export(bpy, fox_path):
 
 def test_interpreter_check_describes_the_engine_python(bpy, engine_python):
     from click_gaussian_blender import preferences
-    from click_gaussian_blender.engine.launcher import EngineStartError, check_interpreter
+    from click_gaussian_blender.engine.link.launcher import EngineStartError, check_interpreter
 
     text = preferences.describe_check(check_interpreter(engine_python))
     assert text.startswith("OK: Python ") and "torch " in text and ("CPU only" in text or "CUDA" in text)
@@ -424,7 +424,7 @@ def test_training_progress_text_and_fraction():
 
 def test_no_interpreter_configured(bpy):
     from click_gaussian_blender import engine_link, ops_engine
-    from click_gaussian_blender.engine.errors import EngineError
+    from click_gaussian_blender.engine.core.errors import EngineError
 
     link = engine_link.EngineLink()
     with pytest.raises(EngineError, match="No engine Python interpreter is configured"):
@@ -454,7 +454,7 @@ def test_wrong_interpreter_is_reported(bpy, tmp_path):
 
 def test_training_inputs_are_checked(bpy, fox_path, shared_data, tmp_path):
     from click_gaussian_blender import click_props, ops_train
-    from click_gaussian_blender.engine.errors import EngineError
+    from click_gaussian_blender.engine.core.errors import EngineError
 
     obj = _import(bpy, fox_path)
     props = click_props.get(bpy.context.scene)
@@ -487,7 +487,7 @@ def test_remote_engine_connect_wrong_token_and_disconnect(bpy, engine_python):
     """A remote engine (e.g. a GPU box through an SSH tunnel): host:port + token; a wrong token
     is a clear failure; stopping only disconnects (the remote engine keeps running)."""
     from click_gaussian_blender import engine_link
-    from click_gaussian_blender.engine.launcher import launch_engine
+    from click_gaussian_blender.engine.link.launcher import launch_engine
 
     proc = launch_engine(engine_python, device="cpu")
     try:

@@ -1,4 +1,4 @@
-"""engine.cameras: the OpenCV camera against gsplat's reference projection on real data, COLMAP
+"""engine.core.cameras: the OpenCV camera against gsplat's reference projection on real data, COLMAP
 (binary and text), Inria cameras.json and transforms.json loaders (with a proof of the OpenGL ->
 OpenCV conversion), image matching, and orbit views for scenes without cameras."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cameras import (
+from engine.core.cameras import (
     Camera,
     estimate_up,
     image_size,
@@ -25,9 +25,9 @@ from engine.cameras import (
     orbit_cameras,
     parse_up,
 )
-from engine.errors import CameraError
-from engine.ply import read_ply
-from engine.scene import GaussianScene
+from engine.core.errors import CameraError
+from engine.core.formats.ply import read_ply
+from engine.core.scene import GaussianScene
 
 
 def _rotmat_to_qvec(R: np.ndarray) -> np.ndarray:

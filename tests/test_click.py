@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cameras import Camera
-from engine.click import ClickIndex, blended_feature, click_query, match_clusters
-from engine.errors import EngineError, TrainingError
-from engine.features import TrainedFeatures, normalize_rows, scene_hash
+from engine.core.cameras import Camera
+from engine.core.click import ClickIndex, blended_feature, click_query, match_clusters
+from engine.core.errors import EngineError, TrainingError
+from engine.core.features import TrainedFeatures, normalize_rows, scene_hash
 
 
 @pytest.fixture(scope="module")
 def fox(fox_path):
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     return read_ply(fox_path)
 
@@ -57,8 +57,8 @@ def _random_trained(scene, n_clusters=4, seed=0) -> TrainedFeatures:
 
 
 def test_blended_feature_equals_renderer_pixel(fox):
-    from engine.gaussians import Gaussians
-    from engine.render import render
+    from engine.render.gaussians import Gaussians
+    from engine.render.renderer import render
 
     cam = _camera(fox)
     tf = _random_trained(fox)
@@ -131,6 +131,6 @@ def test_match_rule():
 
 
 def test_click_module_is_numpy_only():
-    code = "import sys, engine.click, engine.features; print('torch' in sys.modules)"
+    code = "import sys, engine.core.click, engine.core.features; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.client import EngineClient, EngineGone, EngineTimeout
-from engine.launcher import EngineStartError, check_interpreter, engine_root, launch_engine
+from engine.link.client import EngineClient, EngineGone, EngineTimeout
+from engine.link.launcher import EngineStartError, check_interpreter, engine_root, launch_engine
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "client-test-token-" + "cd" * 16
@@ -25,10 +25,10 @@ TOKEN = "client-test-token-" + "cd" * 16
 HARNESS = textwrap.dedent(
     """
     import json, os, sys, time
-    from engine.errors import Cancelled
-    from engine.server import COMMANDS, EngineServer, ServerConfig
-    from engine.server_commands import Command, arg
-    from engine.session import EngineSession
+    from engine.core.errors import Cancelled
+    from engine.serve.server import COMMANDS, EngineServer, ServerConfig
+    from engine.serve.commands import Command, arg
+    from engine.serve.session import EngineSession
 
     def slow(server, req):
         n = arg(req, "steps", int, 100000)
@@ -124,7 +124,7 @@ def test_engine_exits_when_the_launcher_drops_its_pipe(engine) -> None:
 
 
 def test_engine_exits_when_its_launching_process_is_killed(tmp_path: Path) -> None:
-    code = ("import sys, time\nfrom engine.launcher import launch_engine\n"
+    code = ("import sys, time\nfrom engine.link.launcher import launch_engine\n"
             "ep = launch_engine(sys.executable)\nprint(ep.pid, ep.log_path, flush=True)\ntime.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,
                               env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -244,3 +244,19 @@ def test_check_interpreter() -> None:
 
 def test_engine_root_holds_the_engine_package() -> None:
     assert (Path(engine_root()) / "engine" / "__main__.py").is_file()
+
+
+def test_partial_engine_copy_stays_off_the_child_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the extension zip holds only engine.core and engine.link: the engine that runs is the one
+    # installed in the engine Python, so the partial copy must not shadow it
+    from engine.link import launcher
+
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "__init__.py").write_text("")
+    monkeypatch.setattr(launcher, "engine_root", lambda: str(tmp_path))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    assert "PYTHONPATH" not in launcher._child_env(None)
+    assert launcher._child_cwd() != str(tmp_path)
+    (tmp_path / "engine" / "__main__.py").write_text("")
+    assert launcher._child_env(None)["PYTHONPATH"] == str(tmp_path)
+    assert launcher._child_cwd() == str(tmp_path)

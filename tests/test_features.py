@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import TrainingError
-from engine.features import (
+from engine.core.errors import TrainingError
+from engine.core.features import (
     FORMAT_VERSION,
     TrainedFeatures,
     default_features_path,
     scene_hash,
 )
-from engine.scene import GaussianScene
+from engine.core.scene import GaussianScene
 
 
 def _scene(n: int = 50, seed: int = 0) -> GaussianScene:

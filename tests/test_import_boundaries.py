@@ -12,20 +12,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Imported by the Blender extension from the engine copy it ships: numpy, stdlib, plyfile only.
-TORCH_FREE = [
-    "engine",
-    "engine.scene",
-    "engine.ply",
-    "engine.cameras",
-    "engine.errors",
-    "engine.features",
-    "engine.click",
-    "engine.protocol",
-    "engine.client",
-    "engine.launcher",
-    "engine.transform",
-]
+# Everything the Blender extension may import (and the zip bundles): the ``engine.core`` and
+# ``engine.link`` packages, walked here, never a list kept by hand. numpy, stdlib, plyfile only.
+BLENDER_SIDE_PACKAGES = ("core", "link")
+
+
+def _blender_side_modules() -> list[str]:
+    modules = ["engine"]
+    for pkg in BLENDER_SIDE_PACKAGES:
+        root = REPO / "engine" / pkg
+        for p in sorted(root.rglob("*.py")):
+            parts = list(p.relative_to(REPO).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules.append(".".join(parts))
+    return modules
+
+
+TORCH_FREE = _blender_side_modules()
+
+
+def test_blender_side_walk_finds_the_modules_the_extension_uses() -> None:
+    for module in ("engine.core.schedule", "engine.core.scene", "engine.link.client"):
+        assert module in TORCH_FREE
 
 
 def _exists(module: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import MaskError
+from engine.core.errors import MaskError
 from engine.masks import ViewMasks, area_rule, area_rule_stack
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import MaskError
+from engine.core.errors import MaskError
 from engine.masks import BuiltinMaskSource, BuiltinSettings, area_rule
 
 
@@ -126,10 +126,10 @@ def _fox_views(fox_path: Path, indices: list[int]) -> list[tuple[np.ndarray, np.
     0 red bib, 1 statue, 2 top block, 3 pedestal and ground, -1 where alpha < 0.5."""
     import torch
 
-    from engine.cameras import orbit_cameras
-    from engine.gaussians import Gaussians
-    from engine.ply import read_ply
-    from engine.render import render
+    from engine.core.cameras import orbit_cameras
+    from engine.render.gaussians import Gaussians
+    from engine.core.formats.ply import read_ply
+    from engine.render.renderer import render
 
     scene = read_ply(fox_path)
     colour, z = scene.base_colors(), scene.means[:, 2]

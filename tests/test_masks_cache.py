@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.errors import Cancelled, MaskError
+from engine.core.errors import Cancelled, MaskError
 from engine.masks import BuiltinMaskSource, FolderMaskSource, MaskSourceBase, MaskWarning, prepare_masks
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import cli_masks
-from engine.errors import MaskError
+from engine.cli import masks as cli_masks
+from engine.core.errors import MaskError
 from engine.masks import FolderMaskSource
 
 

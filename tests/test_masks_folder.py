@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.errors import MaskError
+from engine.core.errors import MaskError
 from engine.masks import FolderMaskSource, area_rule_stack
 
 H, W = 6, 8

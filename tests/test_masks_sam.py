@@ -12,7 +12,7 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
-from engine.errors import Cancelled, MaskError
+from engine.core.errors import Cancelled, MaskError
 from engine.masks import SamMaskSource, ViewMasks, area_rule
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.masks import area_rule
-from engine.masksim import MaskNoise, noise_level, simulate_segments, simulate_view_masks
+from engine.bench.evaluation.masksim import MaskNoise, noise_level, simulate_segments, simulate_view_masks
 
 
 def _gt() -> tuple[np.ndarray, np.ndarray]:

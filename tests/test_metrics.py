@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.metrics import (
+from engine.bench.evaluation.metrics import (
     TargetResult,
     assign_clusters,
     interior_point,
@@ -122,8 +122,8 @@ def test_summaries_pool_all_and_mean_over_scenes():
 
 @pytest.fixture(scope="module")
 def tiny_scene():
-    pytest.importorskip("engine.render")
-    from engine.synth import make_scene, render_ground_truth
+    pytest.importorskip("engine.render.renderer")
+    from engine.bench.evaluation.synth import make_scene, render_ground_truth
 
     synth = make_scene(1, n_gaussians=8000, n_objects=4, n_views=2, n_test_views=4, width=96, height=96)
     views = render_ground_truth(synth, synth.test_cameras, keep_contributors=True)
@@ -133,7 +133,7 @@ def tiny_scene():
 @pytest.mark.slow
 def test_harness_scores_ground_truth_features_near_one(tiny_scene):
     """End to end: features made from the ground-truth ids score ~1 through render + protocol."""
-    from engine.baseline import features_from_labels
+    from engine.bench.evaluation.baseline import features_from_labels
     from engine.bench.quality import evaluate
 
     synth, views = tiny_scene

@@ -1,4 +1,4 @@
-"""engine.ply: reading real 3DGS files exactly, byte-identical round trips, SuperSplat compressed
+"""engine.core.formats.ply: reading real 3DGS files exactly, byte-identical round trips, SuperSplat compressed
 files, and a clear SceneFormatError for each kind of bad input."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import SceneFormatError
-from engine.ply import inria_vertex_dtype, read_ply, write_ply
-from engine.scene import SH_C0, GaussianScene
+from engine.core.errors import SceneFormatError
+from engine.core.formats.ply import inria_vertex_dtype, read_ply, write_ply
+from engine.core.scene import SH_C0, GaussianScene
 
 
 def _vertex_bytes(path: Path) -> bytes:
@@ -98,18 +98,18 @@ def test_generated_formats_round_trip_byte_identical(
 def test_chunked_writes_match_whole_writes(shared_data: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Writes pack records in chunks; odd chunk sizes must not change a byte."""
-    import engine.ply
+    import engine.core.formats.ply
 
     for name, sizes in (("fox_cc0.ply", (997, 4096)), ("pc_short_sh3_trailing.ply", (1, 7, 64))):
         src = shared_data / name
         scene = read_ply(src)
         for rows in sizes:
-            monkeypatch.setattr(engine.ply, "_CHUNK_ROWS", rows)
+            monkeypatch.setattr(engine.core.formats.ply, "_CHUNK_ROWS", rows)
             out = tmp_path / f"{rows}_{name}"
             write_ply(scene, out)
             assert _vertex_bytes(out) == _vertex_bytes(src)
     edited = read_ply(shared_data / "pc_short_sh3_trailing.ply").subset(np.arange(99, -1, -2))
-    monkeypatch.setattr(engine.ply, "_CHUNK_ROWS", 3)
+    monkeypatch.setattr(engine.core.formats.ply, "_CHUNK_ROWS", 3)
     write_ply(edited, tmp_path / "edited.ply")
     back = read_ply(tmp_path / "edited.ply")
     np.testing.assert_array_equal(back.sh_rest, edited.sh_rest)
@@ -216,7 +216,7 @@ def test_write_into_unwritable_places_fails_with_one_line(fox_path: Path, tmp_pa
     SceneFormatError naming the target (never a bare OSError) and leaves nothing behind.
     (Permissions do not stop root, so the refusing folder is made deterministic by making the
     temporary-file creation fail as a read-only folder does.)"""
-    import engine.ply
+    import engine.core.formats.ply
 
     scene = read_ply(fox_path).subset(np.arange(5))
     blocker = tmp_path / "file"
@@ -228,7 +228,7 @@ def test_write_into_unwritable_places_fails_with_one_line(fox_path: Path, tmp_pa
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(engine.ply.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(engine.core.formats.ply.tempfile, "mkstemp", refuse)
     target = tmp_path / "out.ply"
     with pytest.raises(SceneFormatError, match="Permission denied") as info:
         write_ply(scene, target)
@@ -255,14 +255,14 @@ def test_sh_coefficient_major_and_block_sizes_give_the_same_values(
     """The single blocked pass over the file gives the same scene for any block size (records
     split across blocks), and sh_coefficient_major only changes the SH memory order: each
     coefficient's [N, 3] RGB block is then contiguous (what Blender attributes take)."""
-    import engine.ply
+    import engine.core.formats.ply
 
     path = shared_data / "pc_short_sh3_trailing.ply"
     raw = plyfile.PlyData.read(str(path))["vertex"].data
     ref = read_ply(path)
     assert ref.sh_rest.flags.c_contiguous
     for rows in (1, 7, 64, 100, 4096):
-        monkeypatch.setattr(engine.ply, "_GATHER_ROWS", rows)
+        monkeypatch.setattr(engine.core.formats.ply, "_GATHER_ROWS", rows)
         for cm in (False, True):
             scene = read_ply(path, sh_coefficient_major=cm)
             _assert_same_scene(scene, ref)
@@ -303,7 +303,7 @@ def test_any_property_order_and_types_read_like_plyfile(seed: int, degree: int, 
     plyfile's own per-property arrays say."""
     import tempfile
 
-    import engine.ply
+    import engine.core.formats.ply
 
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 40))
@@ -321,12 +321,12 @@ def test_any_property_order_and_types_read_like_plyfile(seed: int, degree: int, 
         plyfile.PlyData([plyfile.PlyElement.describe(rec, "vertex")], text=text,
                         byte_order=order).write(path)
         raw = plyfile.PlyData.read(path)["vertex"].data
-        old = engine.ply._GATHER_ROWS
-        engine.ply._GATHER_ROWS = rows
+        old = engine.core.formats.ply._GATHER_ROWS
+        engine.core.formats.ply._GATHER_ROWS = rows
         try:
             scene = read_ply(path, sh_coefficient_major=bool(seed % 2))
         finally:
-            engine.ply._GATHER_ROWS = old
+            engine.core.formats.ply._GATHER_ROWS = old
     f32 = lambda nm: np.asarray(raw[nm], dtype=np.float32)  # noqa: E731
     np.testing.assert_array_equal(scene.means, np.c_[f32("x"), f32("y"), f32("z")])
     np.testing.assert_array_equal(scene.quats, np.c_[tuple(f32(f"rot_{i}") for i in range(4))])
@@ -598,7 +598,7 @@ def test_engine_ply_is_torch_free() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, engine.ply, engine.cameras; "
+    code = ("import sys, engine.core.formats.ply, engine.core.cameras; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root,

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.cameras import Camera, intrinsics, load_cameras, validate_camera
-from engine.errors import CameraError, EngineError, SceneFormatError, TrainingError
-from engine.features import TrainedFeatures, check_features_target, is_features_file, scene_hash
-from engine.ply import inria_vertex_dtype, read_ply, write_ply
-from engine.scene import GaussianScene
+from engine.core.cameras import Camera, intrinsics, load_cameras, validate_camera
+from engine.core.errors import CameraError, EngineError, SceneFormatError, TrainingError
+from engine.core.features import TrainedFeatures, check_features_target, is_features_file, scene_hash
+from engine.core.formats.ply import inria_vertex_dtype, read_ply, write_ply
+from engine.core.scene import GaussianScene
 
 REPO = Path(__file__).resolve().parents[1]
 N = 40
@@ -461,7 +461,7 @@ def test_features_write_replaces_our_own_file(tmp_path: Path) -> None:
 
 
 def test_session_save_features_refuses_foreign_files(tmp_path: Path) -> None:
-    from engine.session import EngineSession
+    from engine.serve.session import EngineSession
 
     scene = _scene()
     session = EngineSession(device="cpu")
@@ -494,8 +494,8 @@ _STALE = {
 
 @pytest.mark.parametrize("case", sorted(_STALE))
 def test_load_scene_ignores_a_corrupt_stale_features_file(tmp_path: Path, case: str) -> None:
-    from engine.features import default_features_path
-    from engine.session import EngineSession
+    from engine.core.features import default_features_path
+    from engine.serve.session import EngineSession
 
     scene_path = tmp_path / "scene.ply"
     write_ply(_scene(), scene_path)
@@ -508,9 +508,9 @@ def test_load_scene_ignores_a_corrupt_stale_features_file(tmp_path: Path, case: 
 
 
 def test_server_load_scene_with_a_corrupt_features_file(tmp_path: Path) -> None:
-    from engine.client import EngineClient
-    from engine.server import EngineServer, ServerConfig
-    from engine.session import EngineSession
+    from engine.link.client import EngineClient
+    from engine.serve.server import EngineServer, ServerConfig
+    from engine.serve.session import EngineSession
 
     scene_path = tmp_path / "scene.ply"
     write_ply(_scene(), scene_path)
@@ -588,7 +588,7 @@ def test_blender_import_of_bad_files_leaves_nothing_behind(bpy, tmp_path: Path) 
 @pytest.mark.bpy
 def test_blender_scene_to_object_cleans_up_on_any_failure(bpy, monkeypatch: pytest.MonkeyPatch) -> None:
     from click_gaussian_blender import display, io_import
-    from click_gaussian_blender.engine.errors import SceneFormatError as AddonSceneFormatError
+    from click_gaussian_blender.engine.core.errors import SceneFormatError as AddonSceneFormatError
 
     settings = io_import.ImportSettings()
     # (the add-on imports the engine as its own subpackage: its error classes are its own)

@@ -25,13 +25,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import protocol as P
-from engine.cameras import Camera
-from engine.client import EngineClient, RemoteError
-from engine.errors import CameraError, EngineError
-from engine.server import COMMANDS, MAX_PENDING_LOGINS, EngineServer, ServerConfig
-from engine.server_commands import BadRequest, Request, camera_arg
-from engine.session import EngineSession
+from engine.link import protocol as P
+from engine.core.cameras import Camera
+from engine.link.client import EngineClient, RemoteError
+from engine.core.errors import CameraError, EngineError
+from engine.serve.server import COMMANDS, MAX_PENDING_LOGINS, EngineServer, ServerConfig
+from engine.serve.commands import BadRequest, Request, camera_arg
+from engine.serve.session import EngineSession
 
 TOKEN = "probe-wire-token-" + "ef" * 16
 DEADLINE_S = 30.0  # generous bound on any single wait; a healthy run takes a small fraction
@@ -351,7 +351,7 @@ def test_a_silent_logged_in_client_frees_the_slot_and_a_live_idle_one_stays() ->
 def test_the_heartbeat_timeout_is_on_by_default_and_the_launcher_passes_it() -> None:
     import inspect
 
-    from engine.launcher import launch_engine
+    from engine.link.launcher import launch_engine
 
     default = ServerConfig(token="x").heartbeat_timeout_s
     assert default > 0

@@ -1,4 +1,4 @@
-"""The wire format (engine/protocol.py): round trips, exact reads, clean EOF vs truncation,
+"""The wire format (engine/link/protocol.py): round trips, exact reads, clean EOF vs truncation,
 size limits, the dtype allowlist, and a fuzz test of the frame parser."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import protocol as P
-from engine.cameras import Camera
+from engine.link import protocol as P
+from engine.core.cameras import Camera
 
 
 def _arrays() -> dict[str, np.ndarray]:

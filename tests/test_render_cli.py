@@ -7,8 +7,8 @@ from PIL import Image
 
 from engine.__main__ import main as engine_main
 from engine.bench.render import main as bench_main
-from engine.cameras import orbit_cameras
-from engine.ply import read_ply
+from engine.core.cameras import orbit_cameras
+from engine.core.formats.ply import read_ply
 
 
 def test_render_orbit_views(fox_path, tmp_path, capsys) -> None:

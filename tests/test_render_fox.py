@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cameras import orbit_cameras
-from engine.gaussians import Gaussians
-from engine.ply import read_ply
-from engine.render import render
+from engine.core.cameras import orbit_cameras
+from engine.render.gaussians import Gaussians
+from engine.core.formats.ply import read_ply
+from engine.render.renderer import render
 
 
 @pytest.fixture(scope="module")

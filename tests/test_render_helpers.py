@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.cameras import Camera
-from engine.gaussians import Gaussians
+from engine.core.cameras import Camera
+from engine.render.gaussians import Gaussians
 
 
 def look_at(eye, target, up, width: int, height: int, fov_deg: float = 50.0) -> Camera:
@@ -45,7 +45,7 @@ def brute_force(gaussians: Gaussians, camera: Camera, values: torch.Tensor, near
     projection. Returns (values [H,W,C], alpha [H,W], depth_sum [H,W], weights [H,W,N])."""
     from gsplat.cuda._torch_impl import _fully_fused_projection
 
-    from engine.gaussians import covariance_from_quat_scale
+    from engine.render.gaussians import covariance_from_quat_scale
 
     d = torch.float64
     covars = covariance_from_quat_scale(gaussians.quats.to(d), gaussians.scales.to(d))

@@ -9,10 +9,10 @@ import torch
 from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci, _spherical_harmonics
 from test_render_helpers import look_at, random_gaussians
 
-from engine import raster_cpu
-from engine.cameras import Camera
-from engine.gaussians import covariance_from_quat_scale
-from engine.sh import eval_sh, sh_to_rgb
+from engine.render import raster_cpu
+from engine.core.cameras import Camera
+from engine.render.gaussians import covariance_from_quat_scale
+from engine.render.sh import eval_sh, sh_to_rgb
 
 
 def _gsplat_projection(means, covars, camera: Camera):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from test_render_helpers import brute_force, look_at, random_gaussians
 
-from engine.cameras import Camera
-from engine.errors import CameraError, EngineError
-from engine.gaussians import Gaussians
-from engine.render import Contributors, PackedContributors, blend, render
+from engine.core.cameras import Camera
+from engine.core.errors import CameraError, EngineError
+from engine.render.gaussians import Gaussians
+from engine.render.renderer import Contributors, PackedContributors, blend, render
 
 
 def _close_fraction(a: torch.Tensor, b: torch.Tensor, tol: float) -> float:
@@ -215,7 +215,7 @@ def test_cuda_gsplat_matches_torch_backend() -> None:
 def test_cancel_and_progress() -> None:
     import threading
 
-    from engine.errors import Cancelled
+    from engine.core.errors import Cancelled
 
     g = random_gaussians(400, seed=11, scale=(0.01, 0.1))
     cam = look_at([0, 0, -3.0], [0, 0, 0], [0, -1, 0], 96, 96)
@@ -231,7 +231,7 @@ def test_cancel_and_progress() -> None:
 
 
 def test_scene_accepted_directly(fox_path) -> None:
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     scene = read_ply(fox_path).subset(np.arange(0, 50000, 50))
     cam = look_at([3.0, 0.5, 1.5], [0, 0, 1.2], [0, 0, 1], 32, 32)
@@ -241,7 +241,7 @@ def test_scene_accepted_directly(fox_path) -> None:
 
 
 def test_workers_agree_and_threads_restored() -> None:
-    from engine import raster_cpu
+    from engine.render import raster_cpu
 
     g = random_gaussians(300, seed=12, scale=(0.01, 0.2))
     cam = look_at([0.5, -0.5, -3.0], [0, 0, 0], [0, -1, 0], 70, 50)
@@ -263,7 +263,7 @@ def test_workers_agree_and_threads_restored() -> None:
 def test_workers_leave_no_thread_setting_behind() -> None:
     import threading
 
-    from engine import raster_cpu
+    from engine.render import raster_cpu
 
     g = random_gaussians(200, seed=13)
     cam = look_at([0, 0, -3.0], [0, 0, 0], [0, -1, 0], 64, 64)
@@ -295,8 +295,8 @@ def test_cuda_contributors_match_cpu() -> None:
 
 
 def test_tile_culling_is_conservative_and_tight() -> None:
-    from engine import raster_cpu
-    from engine.raster_cpu import TILE
+    from engine.render import raster_cpu
+    from engine.render.raster_cpu import TILE
 
     gen = torch.Generator().manual_seed(21)
     n = 400
@@ -325,7 +325,7 @@ def test_tile_culling_is_conservative_and_tight() -> None:
 
 
 def test_pair_chunks_do_not_change_pairs() -> None:
-    from engine import raster_cpu
+    from engine.render import raster_cpu
 
     g = random_gaussians(300, seed=15, scale=(0.01, 0.4))
     cam = look_at([0.2, -0.3, -3.0], [0, 0, 0], [0, -1, 0], 80, 64)

@@ -1,4 +1,4 @@
-"""GFL's place in runs of any length (engine.schedule) and the train command's settings."""
+"""GFL's place in runs of any length (engine.core.schedule) and the train command's settings."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from engine import cli_train
-from engine.errors import TrainingError
-from engine.schedule import gfl_interval_for, gfl_start_for, with_run_schedule
+from engine.cli import train as cli_train
+from engine.core.errors import TrainingError
+from engine.core.schedule import gfl_interval_for, gfl_start_for, with_run_schedule
 
 
 def test_gfl_start_keeps_the_papers_proportion():

@@ -10,12 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from engine import protocol as P
-from engine.client import EngineClient, EngineGone, RemoteError
-from engine.errors import Cancelled, EngineError
-from engine.server import COMMANDS, EngineServer, ServerConfig
-from engine.server_commands import Command, Request, arg
-from engine.session import EngineSession
+from engine.link import protocol as P
+from engine.link.client import EngineClient, EngineGone, RemoteError
+from engine.core.errors import Cancelled, EngineError
+from engine.serve.server import COMMANDS, EngineServer, ServerConfig
+from engine.serve.commands import Command, Request, arg
+from engine.serve.session import EngineSession
 
 TOKEN = "test-token-" + "ab" * 16
 
@@ -139,7 +139,7 @@ def test_errors_cross_as_data_and_keep_the_connection(server: EngineServer) -> N
 
 
 def test_scene_upload_and_bad_scene_arrays(server: EngineServer, fox_path) -> None:
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     scene = read_ply(fox_path)
     with _connect(server) as c:
@@ -306,7 +306,7 @@ def test_shutdown_cancels_a_running_job() -> None:
 
 
 def test_connection_flood_is_bounded() -> None:
-    from engine.server import MAX_PENDING_LOGINS
+    from engine.serve.server import MAX_PENDING_LOGINS
 
     srv = EngineServer(ServerConfig(token=TOKEN, auth_timeout_s=30.0), EngineSession(), TEST_COMMANDS)
     srv.start()

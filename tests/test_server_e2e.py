@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.client import EngineClient
-from engine.errors import Cancelled, EngineError
-from engine.launcher import EngineProcess, launch_engine
+from engine.link.client import EngineClient
+from engine.core.errors import Cancelled, EngineError
+from engine.link.launcher import EngineProcess, launch_engine
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def test_train_with_progress_events(engine: Link) -> None:
 
 
 def test_fetch_features(engine: Link) -> None:
-    from engine.features import TrainedFeatures
+    from engine.core.features import TrainedFeatures
 
     ep, c = engine
     rep = c.get_features().result(60)
@@ -123,7 +123,7 @@ def test_click_segment_render(engine: Link) -> None:
     assert image["alpha"][48, 48] > 0.5  # the orbit views look at the statue
     seg = c.segment(0, "coarse").result(60)["labels"]
     assert seg.shape == (96, 96) and seg.dtype == np.int32
-    _needs("engine.click", "click_query")
+    _needs("engine.core.click", "click_query")
     rep = c.click(0, 48.0, 48.0, "coarse").result(60)
     feats = c.get_features().result(60).features()
     sel = np.asarray(rep["selected"])
@@ -135,8 +135,8 @@ def test_click_segment_render(engine: Link) -> None:
 
 KILLED_CLIENT = """
 import json, os, sys, time
-from engine.client import EngineClient
-from engine.errors import EngineError
+from engine.link.client import EngineClient
+from engine.core.errors import EngineError
 end = time.monotonic() + 30
 while True:
     try:
@@ -194,7 +194,7 @@ def test_client_killed_mid_training_then_resume(engine: Link) -> None:
     with pytest.raises(Cancelled):
         resumed.result(120)
     assert first is not None and first >= 3  # continued from the checkpoint, not from 0
-    engine.client = c2  # later tests use this connection
+    engine.link.client = c2  # later tests use this connection
 
 
 def job_iteration(fut) -> int | None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.client import EngineClient, RemoteError
-from engine.errors import CameraError, EngineError, MaskError, TrainingError
-from engine.server import EngineServer, ServerConfig
-from engine.session import EngineSession
+from engine.link.client import EngineClient, RemoteError
+from engine.core.errors import CameraError, EngineError, MaskError, TrainingError
+from engine.serve.server import EngineServer, ServerConfig
+from engine.serve.session import EngineSession
 
 TOKEN = "session-test-token-" + "ef" * 16
 
@@ -30,15 +30,15 @@ def client():
 
 @pytest.fixture(scope="module")
 def fox(fox_path: Path):
-    from engine.ply import read_ply
+    from engine.core.formats.ply import read_ply
 
     return read_ply(fox_path)
 
 
 def test_render_through_the_server_equals_a_direct_render(client: EngineClient, fox) -> None:
-    from engine.cameras import orbit_cameras
-    from engine.gaussians import Gaussians
-    from engine.render import render
+    from engine.core.cameras import orbit_cameras
+    from engine.render.gaussians import Gaussians
+    from engine.render.renderer import render
 
     assert client.upload_scene(fox, "fox").result(60)["num_gaussians"] == 50_000
     cams = orbit_cameras(fox, 2, 64, 48)
@@ -63,7 +63,7 @@ def test_render_through_the_server_equals_a_direct_render(client: EngineClient, 
 
 
 def test_bad_camera_images_are_refused(client: EngineClient, fox) -> None:
-    from engine.cameras import orbit_cameras
+    from engine.core.cameras import orbit_cameras
 
     client.upload_scene(fox).result(60)
     cams = orbit_cameras(fox, 1, 32, 32)
@@ -98,7 +98,7 @@ def test_mask_sources(client: EngineClient, tmp_path: Path) -> None:
 
 
 def test_features_file_load_and_fetch(client: EngineClient, fox, tmp_path: Path) -> None:
-    from engine.features import TrainedFeatures, scene_hash
+    from engine.core.features import TrainedFeatures, scene_hash
 
     n = fox.num_gaussians
     rng = np.random.default_rng(3)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from engine.synth import make_scene, raycast_ids, rotmat_to_quat
+from engine.bench.evaluation.synth import make_scene, raycast_ids, rotmat_to_quat
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +99,8 @@ def test_bad_parameters():
 
 def test_rendered_id_maps_match_analytic_shapes(small):
     """The ids rendered through the project renderer agree with ray-casting the solid shapes."""
-    pytest.importorskip("engine.render")
-    from engine.synth import render_ground_truth
+    pytest.importorskip("engine.render.renderer")
+    from engine.bench.evaluation.synth import render_ground_truth
 
     views = render_ground_truth(small, small.cameras[:2])
     for v in views:

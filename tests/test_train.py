@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cameras import Camera
-from engine.errors import Cancelled, TrainingError
-from engine.scene import GaussianScene
+from engine.core.cameras import Camera
+from engine.core.errors import Cancelled, TrainingError
+from engine.core.scene import GaussianScene
 from engine.train import TrainSettings, TrainView, train
 from engine.train.data import ViewCache, cache_from_contributors, importance_probabilities
 from engine.train.trainer import load_checkpoint, train_from_caches
@@ -210,8 +210,8 @@ def test_bad_views_give_clear_errors():
 
 
 def test_cache_blend_equals_renderer_feature_render():
-    from engine.gaussians import Gaussians
-    from engine.render import render
+    from engine.render.gaussians import Gaussians
+    from engine.render.renderer import render
 
     scene = _scene()
     scene.scales[:] = -1.5
@@ -248,7 +248,7 @@ def test_train_and_segment_commands_on_the_fox(fox_path, tmp_path):
     from PIL import Image
 
     from engine.__main__ import main
-    from engine.features import TrainedFeatures
+    from engine.core.features import TrainedFeatures
 
     out = tmp_path / "fox.clickgs.npz"
     rc = main(["train", str(fox_path), "--out", str(out), "--views", "8", "--size", "96x96",
@@ -350,8 +350,8 @@ def test_trim_boundaries_unassigns_pixels_where_two_segments_meet():
 
 
 def test_absurd_number_of_views_is_refused_before_rendering():
-    from engine.cameras import Camera, intrinsics
-    from engine.errors import TrainingError
+    from engine.core.cameras import Camera, intrinsics
+    from engine.core.errors import TrainingError
     from engine.train.data import check_memory_for_views
 
     cam = Camera(np.eye(4), intrinsics(200.0, 200.0, 128.0, 128.0), 256, 256, "v")

@@ -1,13 +1,13 @@
-"""engine.transform: Gaussians under affine maps (positions, covariances, quaternions, SH)."""
+"""engine.core.transform: Gaussians under affine maps (positions, covariances, quaternions, SH)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.errors import EngineError
-from engine.scene import GaussianScene
-from engine.transform import (
+from engine.core.errors import EngineError
+from engine.core.scene import GaussianScene
+from engine.core.transform import (
     apply_affine,
     apply_affine_groups,
     eval_sh_basis,

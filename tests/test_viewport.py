@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from click_gaussian_blender import viewport as VP
-from click_gaussian_blender.engine.errors import CameraError  # the add-on's copy of the engine
+from click_gaussian_blender.engine.core.errors import CameraError  # the add-on's copy of the engine
 
 
 def _perspective(fov_y: float, aspect: float, near: float = 0.1, far: float = 100.0,

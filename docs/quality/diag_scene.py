@@ -16,14 +16,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.click import ClickIndex  # noqa: E402
-from engine.gaussians import Gaussians  # noqa: E402
-from engine.synth import make_scene, render_ground_truth  # noqa: E402
+from engine.core.click import ClickIndex  # noqa: E402
+from engine.render.gaussians import Gaussians  # noqa: E402
+from engine.bench.evaluation.synth import make_scene, render_ground_truth  # noqa: E402
 
 
 @dataclass
 class DiagScene:
-    synth: object  # engine.synth.SynthScene
+    synth: object  # engine.bench.evaluation.synth.SynthScene
     gaussians: Gaussians  # the scene on the CPU, for rendering
     train_gt: list  # ground truth per training view, with contributors
     test_gt: list  # ground truth per test view, with contributors

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diag_scene import cluster_candidates, diag_scene  # noqa: E402 (also puts the repository on the path)
 from engine.bench import quality as Q  # noqa: E402
-from engine.masksim import simulate_view_masks  # noqa: E402
+from engine.bench.evaluation.masksim import simulate_view_masks  # noqa: E402
 from engine.train.data import cache_from_contributors  # noqa: E402
 from engine.train.gfl import blend_cached  # noqa: E402
 from engine.train.losses import fine_feature, unit  # noqa: E402

@@ -17,12 +17,12 @@ from types import SimpleNamespace
 import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from diag_scene import diag_scene  # noqa: E402 (also puts the repository on the path)
-from engine import metrics as M
+from engine.bench.evaluation import metrics as M
 from engine.bench import quality as Q
-from engine.masksim import simulate_view_masks, NOISE_LEVELS
+from engine.bench.evaluation.masksim import simulate_view_masks, NOISE_LEVELS
 from engine.train.data import cache_from_contributors
 from engine.train.trainer import train_from_caches
-from engine.features import normalize_rows
+from engine.core.features import normalize_rows
 
 import os; TRAJ = os.environ.get('TRAJ') == '1'; seed = int(sys.argv[1]); configs = sys.argv[2:]
 args = SimpleNamespace(iterations=3000, pixels=1024, gfl_start=None, device="cpu")

@@ -9,7 +9,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     here = Path(__file__).parent
-    names = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+    names = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_") and not m.ispkg)
     if not argv or argv[0] not in names:
         print(f"usage: python -m engine.bench {{{','.join(names)}}} [options]", file=sys.stderr)
         return 2

@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from ..cameras import Camera
-from ..click import ClickIndex, click_query
-from ..features import TrainedFeatures, normalize_rows, scene_hash
-from ..scene import GaussianScene
+from ..core.cameras import Camera
+from ..core.click import ClickIndex, click_query
+from ..core.features import TrainedFeatures, normalize_rows, scene_hash
+from ..core.scene import GaussianScene
 
 
 def tiled(scene: GaussianScene, n: int) -> GaussianScene:
@@ -62,7 +62,7 @@ def random_features(scene: GaussianScene, seed: int = 0) -> TrainedFeatures:
 def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
-    from ..ply import read_ply
+    from ..core.formats.ply import read_ply
 
     default = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fox_cc0.ply"
     ap = argparse.ArgumentParser(prog="python -m engine.bench click", description=__doc__.splitlines()[0])

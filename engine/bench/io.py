@@ -2,8 +2,8 @@
 
 Generates a temporary N-Gaussian SH-3 Inria .ply (62 float32 properties), then prints the median
 of ``--repeats`` runs of:
-- our :func:`engine.ply.read_ply` (into a ready GaussianScene: split, transposed SH, NaN check)
-  and :func:`engine.ply.write_ply` (atomic, fsync'd);
+- our :func:`engine.core.formats.ply.read_ply` (into a ready GaussianScene: split, transposed SH, NaN check)
+  and :func:`engine.core.formats.ply.write_ply` (atomic, fsync'd);
 - plain plyfile the way the Inria code uses it: ``PlyData.read`` (memory-mapped) plus one
   ``np.asarray`` per property into [N, k] arrays, and ``PlyData.write`` of a ready record array;
 - the floor: ``np.fromfile`` of the raw vertex bytes;
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import plyfile
 
-from ..ply import inria_vertex_dtype, read_ply, write_ply
+from ..core.formats.ply import inria_vertex_dtype, read_ply, write_ply
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

@@ -34,10 +34,10 @@ def _median_time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _render_views(scene_path: Path, n: int, size: int) -> list[tuple[str, np.ndarray]]:
-    from ..cameras import orbit_cameras
-    from ..gaussians import Gaussians
-    from ..ply import read_ply
-    from ..render import render
+    from ..core.cameras import orbit_cameras
+    from ..render.gaussians import Gaussians
+    from ..core.formats.ply import read_ply
+    from ..render.renderer import render
 
     scene = read_ply(scene_path)
     g = Gaussians.from_scene(scene, "cpu")

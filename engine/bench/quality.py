@@ -1,19 +1,19 @@
 """``python -m engine.bench quality``: segmentation quality on scenes with known ground truth.
 
-For every seed: a procedural tabletop scene (:mod:`engine.synth`), its training views rendered
+For every seed: a procedural tabletop scene (:mod:`engine.bench.evaluation.synth`), its training views rendered
 once through the project renderer with their top-K contributors (ground-truth id maps by
 contributor vote), SAM-like two-level masks simulated from that ground truth
-(:mod:`engine.masksim` -> :func:`engine.masks.area_rule`), then every variant trained from the
+(:mod:`engine.bench.evaluation.masksim` -> :func:`engine.masks.area_rule`), then every variant trained from the
 same frozen-geometry caches (:func:`engine.train.trainer.train_from_caches`) and scored on
-held-out test views with the paper's protocol (:mod:`engine.metrics`): label-propagation mIoU
+held-out test views with the paper's protocol (:mod:`engine.bench.evaluation.metrics`): label-propagation mIoU
 (coarse = objects, fine = parts, all = pooled), click-extraction IoU (opacity-weighted) and click
-latency (:func:`engine.click.click_query`). Results are means over seeds; a Markdown table in the
+latency (:func:`engine.core.click.click_query`). Results are means over seeds; a Markdown table in the
 shape of the paper's Tables 1 and 3 is printed and written with PNG pictures (image, ground
 truth, segment-everything and PCA pictures of the coarse and fine feature maps).
 
 Variants: ``full`` (the paper's model), ``no_gfl``, ``no_prior`` (no granularity prior),
 ``no_3d`` / ``no_2d`` / ``no_spatial`` (each regulariser off), ``baseline`` (no learning:
-:mod:`engine.baseline`), and on request ``oracle`` (the ground-truth ids packaged as features:
+:mod:`engine.bench.evaluation.baseline`), and on request ``oracle`` (the ground-truth ids packaged as features:
 the best score the protocol can give on these scenes, limited by pixels that blend two ids).
 
 Default sizes are reduced from the paper's protocol so 5 seeds x 7 variants (+ oracle) take
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EngineError
+from ..core.errors import EngineError
 
 VARIANTS = {
     "full": {},
@@ -51,7 +51,7 @@ VARIANTS = {
     "no_3d": {"use_3d_norm": False},
     "no_2d": {"use_2d_norm": False},
     "no_spatial": {"use_spatial": False},
-    "baseline": None,  # no learning: engine.baseline
+    "baseline": None,  # no learning: engine.bench.evaluation.baseline
     "oracle": None,  # ground-truth ids as features: the protocol's ceiling (not in the default list)
 }
 DEFAULT_VARIANTS = ("full", "no_gfl", "no_prior", "no_3d", "no_2d", "no_spatial", "baseline")
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="scene seeds (results are means over them)")
     p.add_argument("--noise", default="realistic",
                    help="mask noise level: clean, realistic (default), hard; overrides of single failure modes "
-                        "after commas, e.g. realistic,merge=0 (engine.masksim.MaskNoise)")
+                        "after commas, e.g. realistic,merge=0 (engine.bench.evaluation.masksim.MaskNoise)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
     p.add_argument("--iterations", type=int, default=400, help="training iterations (paper: 3000)")
     p.add_argument("--pixels", type=int, default=1024, help="pixels per iteration (paper: 10000)")
@@ -151,14 +151,14 @@ def _save_png(path: Path, rgb: np.ndarray) -> None:
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(synth, test_views, trained, gaussians, click_index=None, pictures: int = 0, picture_path: Path | None = None):
-    """Score ``trained`` (:class:`engine.features.TrainedFeatures`) on the test views.
+    """Score ``trained`` (:class:`engine.core.features.TrainedFeatures`) on the test views.
 
-    test_views: :class:`engine.synth.GroundTruthView` with packed contributors. Returns a list
-    of :class:`engine.metrics.TargetResult` (objects at the coarse level, parts at the fine).
+    test_views: :class:`engine.bench.evaluation.synth.GroundTruthView` with packed contributors. Returns a list
+    of :class:`engine.bench.evaluation.metrics.TargetResult` (objects at the coarse level, parts at the fine).
     """
     import torch
 
-    from .. import metrics as M
+    from .evaluation import metrics as M
 
     maps: dict[str, list[np.ndarray]] = {"coarse": [], "fine": []}
     feats_render: dict[str, list[np.ndarray]] = {"coarse": [], "fine": []}
@@ -183,7 +183,7 @@ def evaluate(synth, test_views, trained, gaussians, click_index=None, pictures: 
             ref, clusters, miou, n = r
             res = M.TargetResult(level, t, names[level][t], ref, clusters, miou, n)
             if click_index is not None:
-                from ..click import click_query
+                from ..core.click import click_query
 
                 pt = M.interior_point(gt[level][ref] == t)
                 cam = test_views[ref].camera
@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace):
-    from ..gaussians import resolve_device
-    from ..schedule import gfl_interval_for, gfl_start_for
+    from ..render.gaussians import resolve_device
+    from ..core.schedule import gfl_interval_for, gfl_start_for
     from ..train import TrainSettings
 
     gfl_start = args.gfl_start if args.gfl_start is not None else gfl_start_for(args.iterations)
@@ -249,16 +249,16 @@ def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures
     per-target results, plus the preparation time."""
     import torch
 
-    from .. import metrics as M
-    from ..baseline import cluster_baseline, features_from_labels
-    from ..gaussians import Gaussians
-    from ..masksim import simulate_view_masks
-    from ..synth import make_scene, render_ground_truth
+    from .evaluation import metrics as M
+    from .evaluation.baseline import cluster_baseline, features_from_labels
+    from ..render.gaussians import Gaussians
+    from .evaluation.masksim import simulate_view_masks
+    from .evaluation.synth import make_scene, render_ground_truth
     from ..train.data import cache_from_contributors
     from ..train.trainer import train_from_caches
 
     try:
-        from ..click import ClickIndex
+        from ..core.click import ClickIndex
     except ImportError:
         ClickIndex = None  # noqa: N806 - click metrics are reported as n/a
 
@@ -313,8 +313,8 @@ def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .. import metrics as M
-    from ..masksim import noise_level
+    from .evaluation import metrics as M
+    from .evaluation.masksim import noise_level
 
     width, height = _size(args.size)
     try:
@@ -372,7 +372,7 @@ def _write_text(path: Path, text: str) -> None:
 
 def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, gfl_start, base, jobs=1,
             code_version: str = "unknown") -> str:
-    from .. import metrics as M
+    from .evaluation import metrics as M
 
     lines = [
         "# Segmentation quality on scenes with known ground truth",

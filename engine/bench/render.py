@@ -21,7 +21,7 @@ FOX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fox_cc0.
 
 
 def _random_scene(n: int, seed: int = 0):
-    from ..scene import GaussianScene
+    from ..core.scene import GaussianScene
 
     rng = np.random.default_rng(seed)
     return GaussianScene(
@@ -37,9 +37,9 @@ def _random_scene(n: int, seed: int = 0):
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from ..cameras import orbit_cameras
-    from ..gaussians import Gaussians
-    from ..render import DEFAULT_K, blend, render
+    from ..core.cameras import orbit_cameras
+    from ..render.gaussians import Gaussians
+    from ..render.renderer import DEFAULT_K, blend, render
 
     ap = argparse.ArgumentParser(prog="python -m engine.bench render", description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512, help="square image size in pixels (default 512)")
@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--size, --views, --k and --pixels must be positive")
 
     if args.scene:
-        from ..ply import read_ply
+        from ..core.formats.ply import read_ply
 
         scene, label = read_ply(args.scene), Path(args.scene).name
     elif FOX.is_file():
-        from ..ply import read_ply
+        from ..core.formats.ply import read_ply
 
         scene, label = read_ply(FOX), FOX.name
     else:
@@ -129,8 +129,8 @@ def _cuda(scene, cams, k: int) -> int:
     same GPU, and how closely the two backends agree (fraction of pixels within 1e-2)."""
     import torch
 
-    from ..gaussians import Gaussians
-    from ..render import render
+    from ..render.gaussians import Gaussians
+    from ..render.renderer import render
 
     if not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA GPU")

@@ -62,10 +62,10 @@ def pair_terms(p: int, d: int = 24, seed: int = 0) -> None:
 
 
 def iterations(scene_path: str, views: int, size: int, n_iter: int, pixels: int) -> None:
-    from ..cameras import orbit_cameras
-    from ..gaussians import Gaussians
+    from ..core.cameras import orbit_cameras
+    from ..render.gaussians import Gaussians
     from ..masks import BuiltinMaskSource
-    from ..ply import read_ply
+    from ..core.formats.ply import read_ply
     from ..train import TrainSettings, views_from_scene
     from ..train.data import build_caches
     from ..train.gfl import compute_global_clusters

@@ -32,10 +32,10 @@ def _features(n: int, dim: int) -> np.ndarray:
 
 
 def _serve_child(n: int, dim: int) -> int:
-    from ..features import TrainedFeatures
-    from ..server import COMMANDS, EngineServer, ServerConfig
-    from ..server_commands import Command
-    from ..session import EngineSession
+    from ..core.features import TrainedFeatures
+    from ..serve.server import COMMANDS, EngineServer, ServerConfig
+    from ..serve.commands import Command
+    from ..serve.session import EngineSession
 
     feats = _features(n, dim)
     session = EngineSession(device="cpu")
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_child:
         return _serve_child(args.n, args.dim)
 
-    from ..client import EngineClient
+    from ..link.client import EngineClient
 
     token = secrets.token_hex(32)
     repo = str(Path(__file__).resolve().parents[2])

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MaskError
+from ..core.errors import MaskError
 
 UNASSIGNED = -1
 

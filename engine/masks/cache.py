@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Cancelled, MaskError
+from ..core.errors import Cancelled, MaskError
 from .area_rule import ViewMasks
 from .source import MaskWarning, check_image, view_masks_from
 
@@ -135,7 +135,7 @@ def prepare_masks(
             (done = 0) and after every view; sources with long per-view work (SAM) also send
             messages from inside a view (done = views finished so far).
         cancel: when set, stops before the next view (or inside a long SAM view) and raises
-            :class:`engine.errors.Cancelled`; views finished so far stay in the cache.
+            :class:`engine.core.errors.Cancelled`; views finished so far stay in the cache.
         on_warning: receives non-fatal messages (an empty view, an unwritable cache); default:
             ``warnings.warn(message, MaskWarning)``.
 

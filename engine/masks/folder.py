@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MaskError
+from ..core.errors import MaskError
 from .area_rule import UNASSIGNED, ViewMasks, area_rule_stack
 from .source import MaskSourceBase, Report, check_image
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 
-from ..errors import Cancelled, MaskError
-from ..gaussians import resolve_device
+from ..core.errors import Cancelled, MaskError
+from ..render.gaussians import resolve_device
 from .source import MaskSourceBase, Report, check_image
 
 # (image-encoder embed dim, depth) -> model type, from segment_anything/build_sam.py.

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import MaskError
+from ..core.errors import MaskError
 from .area_rule import ViewMasks, area_rule
 
 Report = Callable[[str], Any]  # receives progress messages from inside one view's work
@@ -34,7 +34,7 @@ class MaskSource(Protocol):
     quality: for the user, e.g. ``"sam (vit_h)"`` or ``"builtin (lower quality than SAM)"``.
 
     Optional: ``segments`` may also take keyword arguments ``cancel`` (threading.Event; stop
-    early by raising engine.errors.Cancelled) and ``report`` (callable receiving progress
+    early by raising engine.core.errors.Cancelled) and ``report`` (callable receiving progress
     messages); a ``settings() -> dict`` method (JSON-able) makes the source's masks cacheable.
     """
 

@@ -2,8 +2,8 @@
 
 Geometry and opacity are frozen in Click-Gaussian, so the blending weights ``w = alpha * T`` of
 every pixel are constants: each training view is rendered once with its top-K contributors
-(:func:`engine.render.render` with ``contributors_k``), and every iteration renders its sampled
-pixels' features as ``sum_k w[p, k] f[ids[p, k]]`` (:func:`engine.render.blend`), which is
+(:func:`engine.render.renderer.render` with ``contributors_k``), and every iteration renders its sampled
+pixels' features as ``sum_k w[p, k] f[ids[p, k]]`` (:func:`engine.render.renderer.blend`), which is
 differentiable in the features. :class:`ViewCache` keeps only the pixels that carry a training
 signal (assigned in at least one level and covered by the splats).
 
@@ -29,8 +29,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..cameras import Camera
-from ..errors import CameraError, Cancelled, TrainingError
+from ..core.cameras import Camera
+from ..core.errors import CameraError, Cancelled, TrainingError
 
 MIN_COVERAGE = 0.5  # pixels whose cached weights sum below this carry no feature to train
 SLIVER_MIN_SOLID = 0.5  # a segment with less than this share of its pixels in solid 3x3 blocks is a sliver
@@ -237,7 +237,7 @@ def build_caches(
 
     Returns (caches, warnings). Views whose masks assign no covered pixel are skipped with a
     warning; raises :class:`TrainingError` when no view is left."""
-    from ..render import render
+    from ..render.renderer import render
 
     caches: list[ViewCache] = []
     warnings: list[str] = []
@@ -305,7 +305,7 @@ def load_image(path: str, width: int, height: int) -> np.ndarray:
 
 def render_image(gaussians: Any, camera: Camera) -> np.ndarray:
     """The splats' own colour image of a camera: uint8 [H, W, 3] RGB over a black background."""
-    from ..render import render
+    from ..render.renderer import render
 
     out = render(gaussians, camera)
     rgb = out.values[..., :3].clamp(0, 1).mul(255).round().to(torch.uint8)
@@ -353,7 +353,7 @@ def views_from_scene(
 
     progress(stage, done, total) with stage ``"images"`` or ``"masks"``; on_warning(message) receives
     the mask preparation's non-fatal warnings (a view without segments, an unwritable cache)."""
-    from ..gaussians import Gaussians
+    from ..render.gaussians import Gaussians
     from ..masks import prepare_masks
 
     if not cameras:

@@ -50,7 +50,7 @@ def min_cluster_size(n_views: int, fraction: float) -> int:
 def blend_cached(cache: ViewCache, features: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 65536) -> torch.Tensor:
     """Rendered features [P, C] of a cache's pixels (all, or ``rows``) for per-Gaussian values
     ``features`` [N, C] (no gradient; chunked to bound memory)."""
-    from ..render import blend
+    from ..render.renderer import blend
 
     ids, w = (cache.ids, cache.weights) if rows is None else (cache.ids[rows], cache.weights[rows])
     out = torch.empty(ids.shape[0], features.shape[1], dtype=features.dtype, device=features.device)

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cameras import Camera
-from ..features import TrainedFeatures, normalize_rows
+from ..core.cameras import Camera
+from ..core.features import TrainedFeatures, normalize_rows
 
 BACKGROUND_ALPHA = 0.5  # pixels the splats cover less than this are background (-1)
 
@@ -28,14 +28,14 @@ def segment_everything(
     of cos(rendered feature, centre); -1 where alpha < 0.5 (background), where the level has no
     clusters, or (with ``min_cos``) where the best cosine is below it.
 
-    gaussians_or_scene: :class:`engine.gaussians.Gaussians` (reused) or a GaussianScene.
-    With ``return_render`` also returns the :class:`engine.render.RenderOutput` of the features."""
-    from ..gaussians import Gaussians
-    from ..render import render
+    gaussians_or_scene: :class:`engine.render.gaussians.Gaussians` (reused) or a GaussianScene.
+    With ``return_render`` also returns the :class:`engine.render.renderer.RenderOutput` of the features."""
+    from ..render.gaussians import Gaussians
+    from ..render.renderer import render
 
     g = gaussians_or_scene if isinstance(gaussians_or_scene, Gaussians) else Gaussians.from_scene(gaussians_or_scene)
     if g.num_gaussians != trained.num_gaussians:
-        from ..errors import TrainingError
+        from ..core.errors import TrainingError
 
         raise TrainingError(
             f"features are for {trained.num_gaussians} Gaussians but the scene has {g.num_gaussians}"

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import TrainingError
+from ..core.errors import TrainingError
 from . import losses
 
 

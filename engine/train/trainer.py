@@ -16,7 +16,7 @@ would have drawn.
 Checkpoints (``torch.save``, written atomically, read with ``weights_only=True``): features,
 Adam state, iteration, current global clusters, settings and scene hash. Cancelling (a set
 ``threading.Event``, or a progress callback returning False) writes one and raises
-:class:`engine.errors.Cancelled`; ``resume=True`` continues from it.
+:class:`engine.core.errors.Cancelled`; ``resume=True`` continues from it.
 
 After the last iteration: the final global clusters of both levels and per-Gaussian labels: the
 cluster that receives most of the Gaussian's blending weight over the training pixels, each
@@ -37,9 +37,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import Cancelled, TrainingError
-from ..features import TrainedFeatures, scene_hash
-from ..gaussians import resolve_device
+from ..core.errors import Cancelled, TrainingError
+from ..core.features import TrainedFeatures, scene_hash
+from ..render.gaussians import resolve_device
 from . import losses as L
 from .data import TrainView, ViewCache, build_caches, check_views
 from .gfl import GlobalClusters, compute_global_clusters, vote_labels
@@ -130,7 +130,7 @@ def train(
     :func:`engine.train.views_from_scene` to make them). Returns the :class:`TrainedFeatures`
     (not saved: call ``.save(path)``). Raises TrainingError for unusable input, Cancelled when
     cancelled (after writing ``checkpoint_path`` when given)."""
-    from ..gaussians import Gaussians
+    from ..render.gaussians import Gaussians
 
     if not isinstance(settings, TrainSettings):
         raise TrainingError(f"settings must be a TrainSettings, got {type(settings).__name__}")
@@ -251,7 +251,7 @@ def _train_loop(
             margin_coarse=s.margin_coarse, margin_fine=s.margin_fine,
         )
 
-    from ..render import blend
+    from ..render.renderer import blend
 
     # Row block of the fused pair term: 128 keeps a block in a CPU core's cache; on a GPU a block
     # is one kernel launch plus a host sync, so fewer, larger blocks (a [2048, P] block is ~80 MB

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from .masks import ViewMasks, area_rule
+from ...masks import ViewMasks, area_rule
 
 
 @dataclass(frozen=True)

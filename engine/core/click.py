@@ -10,7 +10,7 @@ Algorithm (per click, after a one-off :meth:`ClickIndex.build` of the scene):
    standard deviations (the renderer's extent, plus its 0.3 px^2 low-pass) alpha < 1/255, so
    nothing that can touch the pixel is dropped. A few hundred survive at 1M Gaussians.
 2. Exact EWA for the survivors, the renderer's projection (gsplat pinhole, see
-   :mod:`engine.raster_cpu`): 2D covariance + 0.3 px^2, alpha = min(0.99, o exp(-d^T S^-1 d / 2))
+   :mod:`engine.render.raster_cpu`): 2D covariance + 0.3 px^2, alpha = min(0.99, o exp(-d^T S^-1 d / 2))
    at the click position, alpha <= 1/255 skipped, depth (camera z) order, front to back blending
    that stops where the transmittance would reach 1e-4. The result equals the renderer's pixel.
 3. Match (documented rule): cosine of the unit blended feature with the unit global clusters of
@@ -126,7 +126,7 @@ class ClickIndex:
 
     @classmethod
     def build(cls, scene) -> "ClickIndex":
-        """Prepare a :class:`engine.scene.GaussianScene` (Inria conventions: log scales, logit
+        """Prepare a :class:`engine.core.scene.GaussianScene` (Inria conventions: log scales, logit
         opacities, wxyz quaternions)."""
         n = scene.num_gaussians
         means = np.ascontiguousarray(scene.means, dtype=np.float32)

@@ -21,9 +21,9 @@ import threading
 import time
 from typing import Any
 
-from .cli_masks import add_source_arguments, make_source
-from .errors import Cancelled, TrainingError
-from .schedule import gfl_interval_for, gfl_start_for
+from .masks import add_source_arguments, make_source
+from ..core.errors import Cancelled, TrainingError
+from ..core.schedule import gfl_interval_for, gfl_start_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +54,7 @@ def train_settings(args: argparse.Namespace):
     """TrainSettings from the command line: the paper's defaults, GFL from 2/3 of any run (a
     400-iteration run starts it at 266 instead of never) unless --gfl-start says otherwise.
     Raises TrainingError (one line) for values TrainSettings refuses."""
-    from .train import TrainSettings
+    from ..train import TrainSettings
 
     iterations = args.iterations if args.iterations is not None else TrainSettings.iterations
     overrides: dict[str, Any] = {"device": args.device, "seed": args.seed, "iterations": iterations,
@@ -130,7 +130,7 @@ class ProgressBar:
 
 
 def select_cameras(args: argparse.Namespace, scene: Any, warn: Any) -> list:
-    from .cameras import load_cameras, orbit_cameras
+    from ..core.cameras import load_cameras, orbit_cameras
 
     w, h = parse_size(args.size)
     if args.views is not None and args.views < 1:
@@ -154,9 +154,9 @@ def select_cameras(args: argparse.Namespace, scene: Any, warn: Any) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .features import check_features_target, default_features_path
-    from .ply import read_ply
-    from .train import train, views_from_scene
+    from ..core.features import check_features_target, default_features_path
+    from ..core.formats.ply import read_ply
+    from ..train import train, views_from_scene
 
     t0 = time.perf_counter()
     out = os.path.abspath(args.out or default_features_path(args.scene))

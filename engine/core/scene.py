@@ -11,7 +11,7 @@ Conventions (Inria 3DGS, as stored in .ply files):
                  In the file they are ``f_rest_{c*K + k}`` (channel-major); here [N, k, c].
 - ``extra``      unknown per-vertex properties (e.g. ``nx, ny, nz``), kept and written back.
 - ``layout``     how the source file stored the vertices, so a write of an unedited scene is
-                 byte-identical in the vertex data (see :mod:`engine.ply`).
+                 byte-identical in the vertex data (see :mod:`engine.core.formats.ply`).
 
 Per-Gaussian side data (features, labels, ...) elsewhere is index-aligned with these arrays.
 """

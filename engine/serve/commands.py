@@ -1,11 +1,11 @@
-"""The engine server's command table: wire requests -> :class:`engine.session.EngineSession`
+"""The engine server's command table: wire requests -> :class:`engine.serve.session.EngineSession`
 calls -> wire replies. Each handler gets the server and a :class:`Request` and returns
-``(result JSON dict, arrays dict)``; raising an :class:`~engine.errors.EngineError` makes an
+``(result JSON dict, arrays dict)``; raising an :class:`~engine.core.errors.EngineError` makes an
 error reply with its message.
 
 Commands (lane: control = answered at once, query = query worker, job = job worker with progress
 events and cancel; * = refused while a job runs). Cameras are ``{"index": i}`` (into the
-session's cameras) or a wire camera (:func:`engine.protocol.camera_to_wire`).
+session's cameras) or a wire camera (:func:`engine.link.protocol.camera_to_wire`).
 
 =================  =======  ==============================================================
 command            lane     args -> result [arrays]
@@ -53,10 +53,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from . import protocol as P
-from .cameras import Camera, validate_camera
-from .errors import EngineError
+from .. import __version__
+from ..link import protocol as P
+from ..core.cameras import Camera, validate_camera
+from ..core.errors import EngineError
 
 
 class BadRequest(EngineError):
@@ -120,8 +120,8 @@ def arg(req: Request, name: str, kind: type | tuple[type, ...], default: Any = _
 
 
 def wire_camera(req: Request, value: object, label: str) -> Camera:
-    """A wire camera (:func:`engine.protocol.camera_from_wire`) checked at the command boundary
-    with :func:`engine.cameras.validate_camera`: a singular pose, a zero focal length or an
+    """A wire camera (:func:`engine.link.protocol.camera_from_wire`) checked at the command boundary
+    with :func:`engine.core.cameras.validate_camera`: a singular pose, a zero focal length or an
     impossible size is refused here, naming ``label`` and the field, not later in the renderer.
 
     Raises:
@@ -137,7 +137,7 @@ def wire_camera(req: Request, value: object, label: str) -> Camera:
 
 
 def camera_arg(req: Request, name: str = "camera") -> Any:
-    """``{"index": i}`` -> i, or a wire camera -> a validated :class:`~engine.cameras.Camera`."""
+    """``{"index": i}`` -> i, or a wire camera -> a validated :class:`~engine.core.cameras.Camera`."""
     value = arg(req, name, dict)
     if "index" in value:
         idx = value["index"]
@@ -250,10 +250,8 @@ def cmd_set_images(server: Any, req: Request) -> tuple[dict, dict]:
 
 
 def cmd_set_masks_source(server: Any, req: Request) -> tuple[dict, dict]:
-    from .session import MASK_SOURCES
-
-    return server.session.set_mask_source(
-        arg(req, "kind", str, choices=MASK_SOURCES), checkpoint=arg(req, "checkpoint", str, None),
+    return server.session.set_masks_source(
+        arg(req, "kind", str, choices=P.MASK_SOURCE_KINDS), checkpoint=arg(req, "checkpoint", str, None),
         model_type=arg(req, "model_type", str, None), folder=arg(req, "folder", str, None),
         options=arg(req, "options", dict, None)), {}
 

@@ -18,7 +18,7 @@ Errors:
   times out while it progresses).
 - :class:`RemoteError`: the engine answered with an error; ``.type`` (exception class name on
   the engine side), ``str(err)`` (one-line message for the user) and ``.remote_traceback`` (for
-  the console). Errors of the engine's own family (:mod:`engine.errors`, e.g. ``Cancelled``,
+  the console). Errors of the engine's own family (:mod:`engine.core.errors`, e.g. ``Cancelled``,
   ``TrainingError``) are raised as that class (which is also reachable as ``err.type``), with
   ``remote_traceback`` attached.
 
@@ -47,11 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from . import errors as _errors
+from .. import __version__
+from ..core import errors as _errors
 from . import protocol as P
-from .cameras import Camera
-from .errors import EngineError
+from ..core.cameras import Camera
+from ..core.errors import EngineError
 
 log = logging.getLogger("clickgs.client")
 
@@ -112,8 +112,8 @@ class Reply:
             return default
 
     def features(self) -> Any:
-        """For a ``get_features`` reply: an :class:`engine.features.TrainedFeatures`."""
-        from .features import TrainedFeatures
+        """For a ``get_features`` reply: an :class:`engine.core.features.TrainedFeatures`."""
+        from ..core.features import TrainedFeatures
 
         a = self.arrays
         return TrainedFeatures(a["features"], a["coarse_centers"], a["fine_centers"], a["coarse_labels"],
@@ -125,7 +125,7 @@ class EngineFuture(concurrent.futures.Future):
     """A pending engine call. ``result(timeout)`` -> :class:`Reply` (or raises the call's
     error); ``progress`` is the latest progress event's data (dict, empty before any);
     ``cancel_job()`` asks the engine to cancel this job (its result then raises
-    :class:`engine.errors.Cancelled`)."""
+    :class:`engine.core.errors.Cancelled`)."""
 
     def __init__(self, client: "EngineClient", request_id: int, command: str, timeout: float | None,
                  on_progress: Callable[[dict[str, Any]], None] | None) -> None:
@@ -300,7 +300,7 @@ class EngineClient:
         return self.call_async("load_scene", {"path": path, "load_features": load_features}, timeout=timeout)
 
     def upload_scene(self, scene: Any, name: str = "uploaded scene", *, timeout: float = 300.0) -> EngineFuture:
-        """Send a :class:`engine.scene.GaussianScene` (or a dict of its arrays) over the socket."""
+        """Send a :class:`engine.core.scene.GaussianScene` (or a dict of its arrays) over the socket."""
         arrays = dict(scene) if isinstance(scene, Mapping) else {
             "means": scene.means, "scales": scene.scales, "quats": scene.quats, "opacities": scene.opacities,
             "sh_dc": scene.sh_dc, "sh_rest": scene.sh_rest, **{f"extra:{k}": v for k, v in scene.extra.items()}}
@@ -478,7 +478,7 @@ def _wire_camera(camera: Camera | int) -> dict[str, Any]:
         return P.camera_to_wire(camera)
     if isinstance(camera, (int, np.integer)) and not isinstance(camera, bool):
         return {"index": int(camera)}
-    raise TypeError(f"camera must be an engine.cameras.Camera or an index, got {type(camera).__name__}")
+    raise TypeError(f"camera must be an engine.core.cameras.Camera or an index, got {type(camera).__name__}")
 
 
 def _diag(diagnose: Callable[[], str] | None) -> str:

@@ -7,9 +7,9 @@ One entry point, :func:`render`, with two backends behind it:
 - ``"gsplat"``: gsplat's CUDA ``rasterization`` (``render_mode="RGB+ED"``, ``packed=False``), used
   by ``"auto"`` when CUDA is available and the Gaussians live on a CUDA device, for renders without
   contributors. gsplat 1.5.3 returns no per-pixel Gaussian lists, so a render *with* contributors
-  runs our tile rasterizer (pure torch, :mod:`engine.raster_cpu`) on the same CUDA device; values
+  runs our tile rasterizer (pure torch, :mod:`engine.render.raster_cpu`) on the same CUDA device; values
   and contributors then come from the same pass and agree exactly.
-- ``"torch"``: our tile rasterizer (:mod:`engine.raster_cpu`) on the Gaussians' device (CPU here).
+- ``"torch"``: our tile rasterizer (:mod:`engine.render.raster_cpu`) on the Gaussians' device (CPU here).
 
 Blending weights ``w_i = alpha_i * T_i`` (front to back) do not depend on the rendered values, so
 for frozen geometry ``F(p) = sum_i w_{p,i} f_i``: cache :class:`Contributors` once per view and
@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 
 from . import raster_cpu
-from .cameras import Camera, validate_camera
-from .errors import EngineError
+from ..core.cameras import Camera, validate_camera
+from ..core.errors import EngineError
 from .gaussians import Gaussians
-from .scene import GaussianScene
+from ..core.scene import GaussianScene
 from .sh import sh_to_rgb
 
 DEFAULT_K = 32  # top-K contributors per pixel: keeps 99.8% of the blending weight (PERFORMANCE-NOTES)
@@ -260,7 +260,7 @@ def render(
         progress: called with the fraction of tiles done (torch backend); returning False
             cancels.
         cancel: an event that stops the render when set (torch backend); raises
-            :class:`~engine.errors.Cancelled`.
+            :class:`~engine.core.errors.Cancelled`.
 
     Returns:
         :class:`RenderOutput` with values [H, W, C], alpha [H, W], depth [H, W], contributors.

@@ -1,7 +1,7 @@
 """``python -m engine render SCENE.ply --out DIR`` — render views of a 3DGS scene to PNG files.
 
 Without ``--cameras`` the views are virtual orbits around the scene
-(:func:`engine.cameras.orbit_cameras`, up axis guessed from the scene unless ``--up``); with it,
+(:func:`engine.core.cameras.orbit_cameras`, up axis guessed from the scene unless ``--up``); with it,
 the capture's own cameras (COLMAP, cameras.json, transforms.json, .npz), optionally resized
 with ``--size``. Each view is written atomically as ``view_000.png`` (RGB; ``--depth`` adds
 ``view_000_depth.png``, near = bright). Ctrl-C stops after the current view; finished files stay.
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .errors import CameraError, EngineError
+from ..core.errors import CameraError, EngineError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,10 +87,10 @@ def depth_to_uint8(depth: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .cameras import load_cameras, orbit_cameras
-    from .gaussians import Gaussians
-    from .ply import read_ply
-    from .render import render
+    from ..core.cameras import load_cameras, orbit_cameras
+    from ..render.gaussians import Gaussians
+    from ..core.formats.ply import read_ply
+    from ..render.renderer import render
 
     if args.views is not None and args.views < 1:
         raise EngineError(f"--views: must be at least 1, got {args.views}")

@@ -1,9 +1,9 @@
 """The engine's stateful facade: one scene, its cameras/images, a mask source, masks, trained
 features — and the operations on them (train, click, segment everything, render).
 
-Used by :mod:`engine.server` (one session per engine process) and by the demo. Plain Python
-objects in, plain objects out (numpy arrays, :class:`~engine.cameras.Camera`,
-:class:`~engine.features.TrainedFeatures`); the wire format is the server's business.
+Used by :mod:`engine.serve.server` (one session per engine process) and by the demo. Plain Python
+objects in, plain objects out (numpy arrays, :class:`~engine.core.cameras.Camera`,
+:class:`~engine.core.features.TrainedFeatures`); the wire format is the server's business.
 
 Thread safety: state changes take a lock; long work (mask preparation, training) runs without
 holding it on a snapshot of the inputs, and publishes its result under the lock at the end, so
@@ -25,13 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from .cameras import Camera
-from .errors import CameraError, EngineError, MaskError, SceneFormatError, TrainingError
-from .scene import GaussianScene
+from ..core.cameras import Camera
+from ..core.errors import CameraError, EngineError, SceneFormatError, TrainingError
+from ..core.scene import GaussianScene
 
 ProgressFn = Callable[[dict[str, Any]], None]
 LEVELS = ("coarse", "fine")
-MASK_SOURCES = ("builtin", "sam", "folder")
 SCENE_ARRAYS = ("means", "scales", "quats", "opacities", "sh_dc", "sh_rest")
 
 
@@ -81,7 +80,7 @@ def _wrap_progress(progress: ProgressFn | None, phase: str) -> Callable[..., Any
 
 def scene_from_arrays(arrays: dict[str, np.ndarray], name: str = "uploaded scene") -> GaussianScene:
     """A scene from raw arrays in the stored (not activated) parameterisation of
-    :mod:`engine.scene`: ``means`` [N,3], ``scales`` [N,3] log, ``quats`` [N,4] wxyz,
+    :mod:`engine.core.scene`: ``means`` [N,3], ``scales`` [N,3] log, ``quats`` [N,4] wxyz,
     ``opacities`` [N] logit, ``sh_dc`` [N,3], optional ``sh_rest`` [N,K,3]; any float dtype
     (converted to float32). Extra per-Gaussian properties may come as ``extra:<name>`` [N]."""
     missing = [k for k in SCENE_ARRAYS[:5] if k not in arrays]
@@ -97,7 +96,7 @@ def scene_from_arrays(arrays: dict[str, np.ndarray], name: str = "uploaded scene
     n = conv["means"].shape[0] if conv["means"].ndim == 2 else -1
     conv.setdefault("sh_rest", np.zeros((max(n, 0), 0, 3), np.float32))
     for k, a in conv.items():
-        # as engine.ply: +-inf opacity logits are saturated opacities (kept), NaN never
+        # as engine.core.formats.ply: +-inf opacity logits are saturated opacities (kept), NaN never
         bad = np.isnan(a).any() if k == "opacities" else not np.isfinite(a).all()
         if bad:
             raise SceneFormatError(f"{name}: array {k!r} has NaN or infinite values")
@@ -131,7 +130,7 @@ class EngineSession:
         self.mask_source: Any = None
         self.mask_source_desc: dict[str, Any] = {}
         self.views: list[Any] | None = None  # list[engine.train.TrainView] once masks are prepared
-        self.trained: Any = None  # engine.features.TrainedFeatures
+        self.trained: Any = None  # engine.core.features.TrainedFeatures
         self.features_path: str | None = None
         self._gaussians: Any = None
         self._click_index: Any = None
@@ -147,13 +146,13 @@ class EngineSession:
     def load_scene(self, path: str, *, load_features: bool = True) -> dict[str, Any]:
         """Read a 3DGS .ply on the engine's disk; also load ``<scene>.clickgs.npz`` beside it when
         it exists and matches the scene (a stale one is reported, not loaded)."""
-        from .ply import read_ply
+        from ..core.formats.ply import read_ply
 
         path = os.path.abspath(os.path.expanduser(path))
         scene = read_ply(path)
         info = self.set_scene(scene, path=path)
         if load_features:
-            from .features import default_features_path
+            from ..core.features import default_features_path
 
             fpath = default_features_path(path)
             if os.path.isfile(fpath):
@@ -166,7 +165,7 @@ class EngineSession:
     def set_scene(self, scene: GaussianScene, *, path: str | None = None) -> dict[str, Any]:
         """Make ``scene`` current; forgets the cameras, masks, features and caches of the previous
         scene (set cameras again after loading a scene)."""
-        from .features import scene_hash
+        from ..core.features import scene_hash
 
         if scene.num_gaussians == 0:
             raise SceneFormatError(f"{path or 'the scene'} has no Gaussians")
@@ -187,7 +186,7 @@ class EngineSession:
         with self._lock:
             scene = self._require_scene()
             if self._gaussians is None:
-                from .gaussians import Gaussians
+                from ..render.gaussians import Gaussians
 
                 self._gaussians = Gaussians.from_scene(scene, self.device)
             return self._gaussians
@@ -220,9 +219,9 @@ class EngineSession:
         return np.ascontiguousarray(im[..., :3])
 
     def load_cameras(self, path: str, images_dir: str | None = None) -> dict[str, Any]:
-        """Cameras from COLMAP / cameras.json / transforms.json / npz (engine.cameras.load_cameras);
+        """Cameras from COLMAP / cameras.json / transforms.json / npz (engine.core.cameras.load_cameras);
         their photos (``camera.image_path``) are read when masks are prepared."""
-        from .cameras import load_cameras
+        from ..core.cameras import load_cameras
 
         notes: list[str] = []
         info = self.set_cameras(load_cameras(os.path.expanduser(path), images_dir, warn=notes.append))
@@ -231,9 +230,9 @@ class EngineSession:
         return info
 
     def orbit_cameras(self, n_views: int, width: int, height: int) -> dict[str, Any]:
-        """Virtual views on orbits around the scene (engine.cameras.orbit_cameras); their images
+        """Virtual views on orbits around the scene (engine.core.cameras.orbit_cameras); their images
         are rendered from the splats when masks are prepared."""
-        from .cameras import orbit_cameras
+        from ..core.cameras import orbit_cameras
 
         for name, value, low, high in (("n_views", n_views, 1, 10000), ("width", width, 16, 8192),
                                        ("height", height, 16, 8192)):
@@ -254,32 +253,16 @@ class EngineSession:
 
     # ------------------------------------------------------------------ masks
 
-    def set_mask_source(self, kind: str, *, checkpoint: str | None = None, model_type: str | None = None,
-                        folder: str | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    def set_masks_source(self, kind: str, *, checkpoint: str | None = None, model_type: str | None = None,
+                         folder: str | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """``builtin`` (no download, lower quality than SAM), ``sam`` (segment-anything from a
-        checkpoint on the engine's disk) or ``folder`` (masks computed elsewhere)."""
-        from . import masks
+        checkpoint on the engine's disk) or ``folder`` (masks computed elsewhere); the factories
+        are :data:`engine.masks.registry.SOURCES`."""
+        from ..masks import registry
 
-        options = dict(options or {})
-        try:
-            if kind == "builtin":
-                source = masks.BuiltinMaskSource(**options)
-            elif kind == "sam":
-                if not checkpoint:
-                    raise MaskError("mask source 'sam' needs a checkpoint path")
-                source = masks.SamMaskSource(os.path.expanduser(checkpoint), model_type=model_type,
-                                             device=None if self.device == "auto" else self.device, **options)
-            elif kind == "folder":
-                if not folder:
-                    raise MaskError("mask source 'folder' needs a folder path")
-                source = masks.FolderMaskSource(os.path.expanduser(folder), **options)
-            else:
-                raise MaskError(f"unknown mask source {kind!r}; use one of {', '.join(MASK_SOURCES)}")
-        except AttributeError as exc:
-            raise MaskError(f"mask source {kind!r} is not available in this engine ({exc})") from None
-        except TypeError as exc:
-            raise MaskError(f"mask source {kind!r}: bad options ({exc})") from None
-        desc = {"kind": kind, "name": getattr(source, "name", kind), "quality": getattr(source, "quality", "")}
+        source = registry.make_source(kind, checkpoint=checkpoint, model_type=model_type, folder=folder,
+                                      device=None if self.device == "auto" else self.device, options=options)
+        desc = registry.describe(kind, source)
         with self._lock:
             self.mask_source = source
             self.mask_source_desc = desc
@@ -300,7 +283,7 @@ class EngineSession:
         """Training views (engine.train.views_from_scene): each camera's image (given, else its
         photo file, else rendered from the splats) and its two-level masks from the mask source
         (the built-in one when none was set), cached on disk."""
-        from .train import views_from_scene
+        from ..train import views_from_scene
 
         with self._lock:
             scene = self._require_scene()
@@ -308,7 +291,7 @@ class EngineSession:
         if not cams:
             raise CameraError("no cameras: set cameras (or orbit views) before preparing masks")
         if self.mask_source is None:
-            self.set_mask_source("builtin")
+            self.set_masks_source("builtin")
         source = self.mask_source
 
         def report(stage: str, done: int, total: int) -> None:
@@ -340,15 +323,15 @@ class EngineSession:
               checkpoint_path: str | None = None, resume: bool = False) -> dict[str, Any]:
         """Train features (engine.train.train), preparing masks first if needed. ``settings``:
         TrainSettings fields; with ``iterations`` but no ``gfl_start`` / ``gfl_interval`` those
-        follow the run's length (engine.schedule: GFL after 2/3 of it, the paper's 2000 of 3000).
+        follow the run's length (engine.core.schedule: GFL after 2/3 of it, the paper's 2000 of 3000).
         The result is kept in the session and written to ``save_path`` (default ``<scene>.clickgs.npz`` beside a
         scene loaded from a file; nothing is written for an uploaded scene unless asked). A
         checkpoint goes to ``checkpoint_path`` (default ``<save_path>.ckpt``, or
         ``train-<scene hash>.ckpt`` in the cache folder) so ``resume=True`` continues a cancelled
         or crashed run."""
-        from .features import default_features_path
-        from .schedule import with_run_schedule
-        from .train import TrainSettings, train
+        from ..core.features import default_features_path
+        from ..core.schedule import with_run_schedule
+        from ..train import TrainSettings, train
 
         fields = {f.name for f in dataclasses.fields(TrainSettings)}
         unknown = sorted(set(settings or {}) - fields)
@@ -375,7 +358,7 @@ class EngineSession:
             if save_path is not None:
                 checkpoint_path = save_path + ".ckpt"
             else:
-                from .features import scene_hash
+                from ..core.features import scene_hash
 
                 folder = self._mask_cache_dir()
                 os.makedirs(folder, exist_ok=True)
@@ -400,7 +383,7 @@ class EngineSession:
                 "fine_clusters": int(len(trained.fine_centers)), "scene_hash": trained.scene_hash}
 
     def features(self) -> Any:
-        """The current :class:`~engine.features.TrainedFeatures` (error when not trained)."""
+        """The current :class:`~engine.core.features.TrainedFeatures` (error when not trained)."""
         with self._lock:
             if self.trained is None:
                 raise TrainingError("the scene has no trained features: train it (or load a features file) first")
@@ -408,7 +391,7 @@ class EngineSession:
 
     def load_features(self, path: str) -> dict[str, Any]:
         """Load a features file checked against the current scene."""
-        from .features import TrainedFeatures
+        from ..core.features import TrainedFeatures
 
         path = os.path.abspath(os.path.expanduser(path))
         with self._lock:
@@ -431,14 +414,14 @@ class EngineSession:
         with self._lock:
             scene = self._require_scene()
             if self._click_index is None:
-                from .click import ClickIndex
+                from ..core.click import ClickIndex
 
                 self._click_index = ClickIndex.build(scene)
             return self._click_index
 
     def click(self, cam: Camera | int, u: float, v: float, level: str = "coarse") -> Any:
         """Click query at pixel position (u, v) (pixels, x right / y down; (u+0.5, v+0.5) is the
-        centre of pixel (u, v)): engine.click.ClickResult."""
+        centre of pixel (u, v)): engine.core.click.ClickResult."""
         if level not in LEVELS:
             raise EngineError(f"level must be 'coarse' or 'fine', got {level!r}")
         with self._lock:
@@ -447,7 +430,7 @@ class EngineSession:
         cam = self.camera(cam)
         if not (0 <= u <= cam.width and 0 <= v <= cam.height):
             raise CameraError(f"click at ({u:g}, {v:g}) is outside the {cam.width}x{cam.height} view")
-        from .click import click_query
+        from ..core.click import click_query
 
         return click_query(self.click_index(), trained, cam, u, v, level=level)
 
@@ -459,7 +442,7 @@ class EngineSession:
             self._require_scene()
         trained = self.features()
         cam = self.camera(cam)
-        from .train import segment_everything
+        from ..train import segment_everything
 
         out = segment_everything(self.gaussians(), trained, cam, level)
         return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.int32)
@@ -470,7 +453,7 @@ class EngineSession:
         with self._lock:
             self._require_scene()
         cam = self.camera(cam)
-        from .render import render
+        from ..render.renderer import render
 
         values = None
         if what in LEVELS:

@@ -9,7 +9,7 @@ Conventions
 - World frame: **y-down**, like COLMAP / Inria 3DGS captures. The table top is the plane y = 0
   and objects stand on it, extending towards *negative* y ("up" is -y). Internally the scene is
   built z-up and rotated once by :data:`ZUP_TO_WORLD`.
-- Gaussians follow the Inria conventions of :class:`engine.scene.GaussianScene`: log scales,
+- Gaussians follow the Inria conventions of :class:`engine.core.scene.GaussianScene`: log scales,
   logit opacities, ``sh_dc`` with SH degree 0 (view-independent colour; simple Lambert shading
   from a fixed light is baked into the colour so shapes read well).
 - Gaussians lie on surfaces (never in volumes): flat discs whose tangent standard deviation is
@@ -20,7 +20,7 @@ Conventions
   never have reconstructed them.
 - Ids: ``object_id`` int32 [N], 0 = the table (ground), 1..K = objects; ``part_id`` int32 [N],
   globally unique, 0 = the table (its own single part), 1..P = object parts.
-- Cameras: :meth:`engine.cameras.Camera.look_at` placed on fixed-radius orbits (:func:`orbit`);
+- Cameras: :meth:`engine.core.cameras.Camera.look_at` placed on fixed-radius orbits (:func:`orbit`);
   OpenCV convention (x right, y down, z forward), the image's "up" is the world's -y.
 
 numpy only (torch-free at import time).
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cameras import Camera
-from .scene import SH_C0, GaussianScene
+from ...core.cameras import Camera
+from ...core.scene import SH_C0, GaussianScene
 
 # z-up construction frame -> y-down world: (x, y, z) -> (x, -z, y). A proper rotation (det +1).
 ZUP_TO_WORLD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -451,8 +451,8 @@ def orbit(
     spaced, elevations above the table plane cycling through ``elevations_deg`` (in 3 rings).
     Horizontal field of view ``fov_deg``; square pixels, principal point at the image centre.
 
-    The cameras themselves are :meth:`engine.cameras.Camera.look_at` (world up = -y). This
-    placement is kept instead of :func:`engine.cameras.orbit_cameras` because the benchmark needs
+    The cameras themselves are :meth:`engine.core.cameras.Camera.look_at` (world up = -y). This
+    placement is kept instead of :func:`engine.core.cameras.orbit_cameras` because the benchmark needs
     a fixed radius and an azimuth offset (held-out test views between the training views), which
     ``orbit_cameras`` (distance fitted to the bounds, rings by circumference) does not offer."""
     fx = 0.5 * width / math.tan(math.radians(fov_deg) / 2.0)
@@ -705,7 +705,7 @@ class GroundTruthView:
     int32 [H, W]: the id with the largest blending weight at the pixel (= argmax of the rendered
     one-hot ids over the top-K contributors), -1 where the accumulated opacity is below 0.5;
     ``alpha`` float32 [H, W]; ``contributors``: the view's packed top-K contributors
-    (:class:`engine.render.PackedContributors`) when kept, to render features later.
+    (:class:`engine.render.renderer.PackedContributors`) when kept, to render features later.
     """
 
     camera: Camera
@@ -728,14 +728,14 @@ def render_ground_truth(
 ) -> list[GroundTruthView]:
     """Render images and ground-truth object / part id maps through the project renderer.
 
-    ``gaussians``: an :class:`engine.gaussians.Gaussians` of ``synth.scene`` (made on the CPU
+    ``gaussians``: an :class:`engine.render.gaussians.Gaussians` of ``synth.scene`` (made on the CPU
     when None). ``progress(done, total)`` is called per view; ``cancel`` (threading.Event) stops
-    with :class:`engine.errors.Cancelled`. Imports torch (lazily: this module stays torch-free).
+    with :class:`engine.core.errors.Cancelled`. Imports torch (lazily: this module stays torch-free).
     """
-    from .errors import Cancelled
-    from .gaussians import Gaussians
+    from ...core.errors import Cancelled
+    from ...render.gaussians import Gaussians
     from .metrics import vote_labels
-    from .render import render
+    from ...render.renderer import render
 
     g = gaussians if gaussians is not None else Gaussians.from_scene(synth.scene, "cpu")
     out = []

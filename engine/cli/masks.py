@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from .errors import EngineError, MaskError
+from ..core.errors import EngineError, MaskError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_source(args: argparse.Namespace) -> Any:
     """The mask source the options ask for: folder, SAM or the built-in one."""
-    from . import masks
+    from .. import masks
 
     if args.masks and args.sam_checkpoint:
         raise MaskError("give either --masks or --sam-checkpoint, not both")
@@ -64,11 +64,11 @@ def make_source(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli_train import select_cameras
-    from .features import default_features_path
-    from .masks import save_preview, write_view_masks
-    from .ply import read_ply
-    from .train import views_from_scene
+    from .train import select_cameras
+    from ..core.features import default_features_path
+    from ..masks import save_preview, write_view_masks
+    from ..core.formats.ply import read_ply
+    from ..train import views_from_scene
 
     t0 = time.perf_counter()
     scene = read_ply(args.scene)
@@ -107,6 +107,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _stem(name: str) -> str:
-    from .masks.folder import view_stem
+    from ..masks.folder import view_stem
 
     return view_stem(name)

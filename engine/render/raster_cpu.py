@@ -36,7 +36,7 @@ Measured on the fox (50k Gaussians, 512x512 orbit view, one worker, CPU time und
 RGB ~0.11 s, RGB + top-32 contributors ~0.39 s; ``python -m engine.bench render`` prints more.
 
 Everything here runs under ``torch.no_grad()``: geometry is frozen in Click-Gaussian; gradients
-with respect to rendered values go through :func:`engine.render.blend`.
+with respect to rendered values go through :func:`engine.render.renderer.blend`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .errors import Cancelled
+from ..core.errors import Cancelled
 from .gaussians import covariance_from_quat_scale
 
 TILE = 8  # 8x8 tiles: the fox's Gaussians are ~3 px in radius; measured 1.6x faster than 16x16
@@ -299,7 +299,7 @@ def rasterize(
             than 4x larger temporaries on the fox).
         progress: called with the fraction of tiles finished (from worker threads, one at a
             time); returning False cancels.
-        cancel: set it (from any thread) to stop; :class:`~engine.errors.Cancelled` is raised.
+        cancel: set it (from any thread) to stop; :class:`~engine.core.errors.Cancelled` is raised.
         workers: parallel tile workers (default: torch's thread count on CPU, 1 elsewhere).
     """
     device = proj.means2d.device

@@ -11,9 +11,9 @@ minimum size for the fine level ("parts": same-coloured pieces). HDBSCAN runs on
 subset (``max_fit`` points) for speed; every Gaussian then takes the label of its nearest fitted
 neighbour in the same space that is not noise (scipy cKDTree).
 
-The result is packaged as :class:`engine.features.TrainedFeatures` so the benchmark evaluates it
+The result is packaged as :class:`engine.core.features.TrainedFeatures` so the benchmark evaluates it
 with exactly the same code as trained features (rendered features, cosine to cluster centres,
-0.9 threshold, clicks through :func:`engine.click.click_query`): each cluster gets a unit
+0.9 threshold, clicks through :func:`engine.core.click.click_query`): each cluster gets a unit
 direction (coarse: 12-d, fine': 12-d, pairwise cosines below 0.3), a Gaussian's feature is its
 clusters' directions ``[coarse dir | fine' dir]``, and the centres are those directions (fine:
 the normalised mean of the members' 24-d features).
@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .features import COARSE_DIM, FEATURE_DIM, TrainedFeatures, normalize_rows, scene_hash
-from .scene import GaussianScene
+from ...core.features import COARSE_DIM, FEATURE_DIM, TrainedFeatures, normalize_rows, scene_hash
+from ...core.scene import GaussianScene
 
 
 @dataclass(frozen=True)

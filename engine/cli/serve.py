@@ -27,10 +27,10 @@ import signal
 import sys
 import tempfile
 
-from . import __version__
-from . import protocol as P
-from .errors import EngineError
-from .server import DEFAULT_HEARTBEAT_TIMEOUT_S
+from .. import __version__
+from ..link import protocol as P
+from ..core.errors import EngineError
+from ..serve.server import DEFAULT_HEARTBEAT_TIMEOUT_S
 
 TOKEN_ENV = "CLICKGS_TOKEN"
 
@@ -116,8 +116,8 @@ def _setup_logging(path: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .server import EngineServer, ServerConfig
-    from .session import EngineSession
+    from ..serve.server import EngineServer, ServerConfig
+    from ..serve.session import EngineSession
 
     token = _read_token(args)
     log_path = _setup_logging(args.log)

@@ -43,7 +43,7 @@ frame is :class:`TruncatedFrame`; a frame longer than the reader's limit is
 hello). Every :class:`ProtocolError` leaves the stream at an unknown position: the connection
 must be closed.
 
-Handshake (see :mod:`engine.server`): on connect the server sends an event ``challenge`` with a
+Handshake (see :mod:`engine.serve.server`): on connect the server sends an event ``challenge`` with a
 random ``nonce`` (hex) and its protocol version; the client answers with the request ``hello``
 whose ``auth`` is ``hmac_sha256(token, nonce)`` (hex, see :func:`auth_digest`), so the token
 itself never crosses the socket. A peer speaking another protocol version gets an error reply
@@ -64,8 +64,8 @@ from typing import Any
 
 import numpy as np
 
-from .cameras import Camera
-from .errors import EngineError
+from ..core.cameras import Camera
+from ..core.errors import EngineError
 
 PROTOCOL_VERSION = 1
 MAGIC = b"CGSP"
@@ -76,6 +76,8 @@ ARRAY_ALIGN = 64
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024**3  # whole frame (prefix + header + payload)
 PRE_AUTH_MAX_FRAME_BYTES = 64 * 1024  # what a server accepts before the hello succeeds
 KINDS = ("request", "reply", "event")
+#: the mask sources ``set_masks_source`` accepts (factories: :mod:`engine.masks.registry`)
+MASK_SOURCE_KINDS = ("builtin", "sam", "folder")
 
 #: dtype name on the wire -> numpy dtype (little-endian)
 ALLOWED_DTYPES: dict[str, np.dtype] = {
@@ -165,7 +167,7 @@ def check_auth(token: str, nonce_hex: str, digest: object) -> bool:
 
 def camera_to_wire(camera: Camera) -> dict[str, Any]:
     """A camera as JSON: ``viewmat`` 4x4 world-to-camera and ``K`` 3x3 (nested lists, OpenCV
-    convention, see :mod:`engine.cameras`), ``width``/``height`` in pixels, ``name``."""
+    convention, see :mod:`engine.core.cameras`), ``width``/``height`` in pixels, ``name``."""
     return {"viewmat": np.asarray(camera.viewmat, dtype=np.float64).tolist(),
             "K": np.asarray(camera.K, dtype=np.float64).tolist(),
             "width": int(camera.width), "height": int(camera.height), "name": camera.name}
@@ -174,7 +176,7 @@ def camera_to_wire(camera: Camera) -> dict[str, Any]:
 def camera_from_wire(obj: Mapping[str, Any]) -> Camera:
     """Inverse of :func:`camera_to_wire`. Checks the wire form only (fields present, matrix
     shapes, finite numbers, integer sizes within 1..32768); whether the camera can be rendered
-    (invertible pose, positive focal lengths) is :func:`engine.cameras.validate_camera`'s.
+    (invertible pose, positive focal lengths) is :func:`engine.core.cameras.validate_camera`'s.
 
     Raises:
         ValueError/TypeError/KeyError: one line naming the field and the problem.

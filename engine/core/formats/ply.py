@@ -15,7 +15,7 @@ Scenes from the last two are written back as standard Inria ``.ply`` files.
 Values are stored as read: quaternions are never normalised here (see
 :meth:`GaussianScene.unit_quats`), log scales and opacity logits are not clamped.
 
-Writes keep the source layout (:class:`engine.scene.PlyLayout`: property order, types, byte order,
+Writes keep the source layout (:class:`engine.core.scene.PlyLayout`: property order, types, byte order,
 format, comments), so reading and writing an unedited scene reproduces the vertex data byte for
 byte. A scene without a layout (or one read from a compressed file) is written in the standard
 Inria layout for its SH degree (``nx ny nz`` are written as zeros, as the Inria code does).
@@ -50,8 +50,8 @@ from collections.abc import Callable
 import numpy as np
 import plyfile
 
-from .errors import SceneFormatError
-from .scene import GaussianScene, PlyLayout, sh_coeffs_for_degree, sh_degree_for_coeffs
+from ..errors import SceneFormatError
+from ..scene import GaussianScene, PlyLayout, sh_coeffs_for_degree, sh_degree_for_coeffs
 
 __all__ = ["read_ply", "write_ply", "inria_vertex_dtype", "is_compressed_ply"]
 

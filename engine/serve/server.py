@@ -1,5 +1,5 @@
-"""The engine server: a local TCP socket speaking :mod:`engine.protocol`, in front of one
-:class:`engine.session.EngineSession`.
+"""The engine server: a local TCP socket speaking :mod:`engine.link.protocol`, in front of one
+:class:`engine.serve.session.EngineSession`.
 
 Behaviour (what the client may rely on):
 
@@ -9,7 +9,7 @@ Behaviour (what the client may rely on):
   first request must be ``hello`` with ``auth = HMAC-SHA256(token, nonce)`` and the client's
   protocol version. A wrong token, another version, or any other first request gets an error
   reply and the connection is closed. Before authentication frames are limited to
-  :data:`engine.protocol.PRE_AUTH_MAX_FRAME_BYTES` and the whole login shares one deadline,
+  :data:`engine.link.protocol.PRE_AUTH_MAX_FRAME_BYTES` and the whole login shares one deadline,
   ``auth_timeout_s`` from the connect (a peer trickling bytes gets ``LoginTimeout`` and is
   closed); after it, to ``max_frame_bytes``. At most :data:`MAX_PENDING_LOGINS` connections
   wait to log in: one more closes the one that waited longest (``EngineBusy``), so stuck or
@@ -54,10 +54,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__
-from . import protocol as P
-from .errors import EngineError
-from .server_commands import BadRequest, Command, Request, build_commands
+from .. import __version__
+from ..link import protocol as P
+from ..core.errors import EngineError
+from .commands import BadRequest, Command, Request, build_commands
 
 log = logging.getLogger("clickgs.engine")
 #: Connections that have not logged in yet, at one time. When one more arrives, the one that has
@@ -68,7 +68,7 @@ MAX_PENDING_LOGINS = 16
 #: Queue of connections the kernel holds before the accept loop takes them: large enough that a
 #: burst of connections is queued (then greeted or closed) rather than left to SYN retries.
 LISTEN_BACKLOG = 128
-#: Default for ServerConfig.heartbeat_timeout_s: the client (engine.client) pings whenever it has
+#: Default for ServerConfig.heartbeat_timeout_s: the client (engine.link.client) pings whenever it has
 #: been silent for a fraction of this, so a live but idle client is never dropped, while one that
 #: vanished without a close (a dead SSH tunnel, a frozen machine) frees the only slot.
 DEFAULT_HEARTBEAT_TIMEOUT_S = 60.0
@@ -199,7 +199,7 @@ class _Connection:
             return False
 
     def send_buffers(self, bufs: list, what: str) -> bool:
-        """Send an encoded frame (see :func:`engine.protocol.encode_frame`)."""
+        """Send an encoded frame (see :func:`engine.link.protocol.encode_frame`)."""
         if self.closed.is_set():
             return False
         try:
@@ -220,7 +220,7 @@ class _Connection:
         return self.send(P.error_header(rid, command, t, msg, tb))
 
     def read_into(self, view: memoryview) -> int:
-        """``recv_into`` for :func:`engine.protocol.read_message`. Until the hello succeeds every
+        """``recv_into`` for :func:`engine.link.protocol.read_message`. Until the hello succeeds every
         read shares the one login deadline, so a peer trickling a byte at a time cannot hold
         its slot past the authentication timeout; after it, the socket's own timeout (the
         heartbeat timeout) applies to each read."""
@@ -266,7 +266,7 @@ class _Connection:
 
 
 class EngineServer:
-    """Serve one :class:`~engine.session.EngineSession` (or any object the command table
+    """Serve one :class:`~engine.serve.session.EngineSession` (or any object the command table
     accepts) on a socket. ``bind()`` then ``serve_forever()`` (blocks until stopped), or
     ``start()`` to run the accept loop on a thread."""
 

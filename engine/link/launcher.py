@@ -2,9 +2,12 @@
 only; runs inside Blender).
 
 :func:`launch_engine` runs ``PYTHON -m engine serve --port 0 --token-stdin --exit-on-stdin-eof
---parent-pid <ours>`` with the folder holding this ``engine`` package as working directory and
-first on ``PYTHONPATH`` (so the engine that runs is the one shipped beside this file, also when
-it is bundled inside the Blender extension), writes a fresh random token on its stdin and keeps
+--parent-pid <ours>``. When the folder holding this ``engine`` package holds the whole engine
+(a checkout, or the extension's link to it), that folder is the working directory and first on
+``PYTHONPATH``, so the engine that runs is the one beside this file. The extension zip bundles
+only ``engine.core`` and ``engine.link`` (what Blender imports), so from an installed zip the
+engine comes from the interpreter's own environment (``pip install`` of this repository) and the
+partial copy is kept off its path. It writes a fresh random token on its stdin and keeps
 the pipe open (the engine exits when the pipe closes, i.e. when this process dies, however it
 dies), waits for the engine's ``{"ready": true, ...}`` line, and returns an
 :class:`EngineProcess`. If the engine exits or stays silent instead, :class:`EngineStartError`
@@ -26,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EngineError
+from ..core.errors import EngineError
 
 
 class EngineStartError(EngineError):
@@ -34,8 +37,19 @@ class EngineStartError(EngineError):
 
 
 def engine_root() -> str:
-    """The folder containing this ``engine`` package (the engine's working directory)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """The folder containing this ``engine`` package."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _whole_engine_root() -> str | None:
+    """:func:`engine_root` when it holds the whole engine (``python -m engine`` runs from it);
+    None for the extension zip's torch-free part, which must not shadow the installed engine."""
+    root = engine_root()
+    return root if os.path.isfile(os.path.join(root, "engine", "__main__.py")) else None
+
+
+def _child_cwd() -> str:
+    return _whole_engine_root() or tempfile.gettempdir()
 
 
 LOG_KEEP_DAYS = 14
@@ -60,8 +74,9 @@ def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
     for key in ("PYTHONHOME", "PYTHONEXECUTABLE", "PYTHONSTARTUP"):  # Blender's, not the engine's
         env.pop(key, None)
-    root = engine_root()
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    root = _whole_engine_root()
+    if root:
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("CLICKGS_TOKEN", None)  # the token goes through stdin
     env.update(extra or {})
@@ -117,7 +132,7 @@ class EngineProcess:
         return "; ".join(parts)
 
     def connect(self, *, timeout: float = 10.0, heartbeat_s: float = 10.0) -> Any:
-        """An authenticated :class:`engine.client.EngineClient` to this engine."""
+        """An authenticated :class:`engine.link.client.EngineClient` to this engine."""
         from .client import EngineClient
 
         return EngineClient.connect(self.host, self.port, self.token, timeout=timeout,
@@ -170,7 +185,7 @@ def launch_engine(python: str, *, host: str = "127.0.0.1", port: int = 0, log_pa
     """Start ``python -m engine serve`` and wait until it listens. ``python``: the engine's
     interpreter (it needs torch; Blender's own Python does not have it). ``heartbeat_timeout``:
     seconds of client silence after which the engine drops the client (0 = never); the same
-    default as :class:`engine.server.ServerConfig`."""
+    default as :class:`engine.serve.server.ServerConfig`."""
     if not python:
         raise EngineStartError("no engine Python interpreter is configured (set it in the add-on preferences)")
     exe = os.path.expanduser(python)
@@ -195,7 +210,7 @@ def launch_engine(python: str, *, host: str = "127.0.0.1", port: int = 0, log_pa
     else:
         kwargs["start_new_session"] = True  # Ctrl-C in Blender's terminal does not hit the engine
     try:
-        proc = subprocess.Popen(cmd, cwd=engine_root(), env=_child_env(env), stdin=subprocess.PIPE,
+        proc = subprocess.Popen(cmd, cwd=_child_cwd(), env=_child_env(env), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
                                 errors="replace", bufsize=1, **kwargs)
     except OSError as exc:
@@ -251,7 +266,7 @@ def check_interpreter(python: str, timeout: float = 120.0) -> dict[str, Any]:
             "print(json.dumps(out))\n")
     exe = os.path.expanduser(python)
     try:
-        res = subprocess.run([exe, "-c", code], cwd=engine_root(), env=_child_env(None), capture_output=True,
+        res = subprocess.run([exe, "-c", code], cwd=_child_cwd(), env=_child_env(None), capture_output=True,
                              text=True, timeout=timeout)
     except FileNotFoundError:
         raise EngineStartError(f"the engine Python {exe} does not exist") from None
@@ -265,5 +280,5 @@ def check_interpreter(python: str, timeout: float = 120.0) -> dict[str, Any]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-if __name__ == "__main__":  # manual check: python -m engine.launcher [PYTHON]
+if __name__ == "__main__":  # manual check: python -m engine.link.launcher [PYTHON]
     print(json.dumps(check_interpreter(sys.argv[1] if len(sys.argv) > 1 else sys.executable), indent=2))

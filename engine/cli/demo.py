@@ -1,6 +1,6 @@
 """``python -m engine demo [SCENE.ply]`` — the engine's whole pipeline on one scene, with pictures.
 
-Default scene: the project's own procedural tabletop scene (:func:`engine.synth.make_scene`),
+Default scene: the project's own procedural tabletop scene (:func:`engine.bench.evaluation.synth.make_scene`),
 written to ``OUT/scene.ply`` so the Blender workflow can import the same file; any 3DGS .ply
 (e.g. ``../shared/data/fox_cc0.ply``) works too. Steps: views (the synthetic scene's cameras, or
 virtual orbits), built-in two-level masks, Click-Gaussian training (the paper's settings unless
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EngineError
+from ..core.errors import EngineError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,9 +118,9 @@ def _pick_click(image_alpha: np.ndarray, labels: np.ndarray) -> tuple[float, flo
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli_render import write_png
-    from .ply import write_ply
-    from .session import EngineSession
+    from .render import write_png
+    from ..core.formats.ply import write_ply
+    from ..serve.session import EngineSession
 
     if args.views < 1 or not 16 <= args.size <= 4096:
         raise EngineError("--views must be >= 1 and --size within 16..4096")
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cameras = None
     if args.scene is None:
-        from .synth import make_scene
+        from ..bench.evaluation.synth import make_scene
 
         print(f"generating the procedural scene (seed {args.seed})")
         synth = make_scene(args.seed, width=args.size, height=args.size)
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         scene_path = os.path.abspath(args.scene)
     info = session.load_scene(scene_path, load_features=False)
     if cameras is None:
-        from .cameras import orbit_cameras
+        from ..core.cameras import orbit_cameras
 
         cameras = orbit_cameras(session.scene, args.views, args.size, args.size)
     session.set_cameras(cameras)
@@ -201,8 +201,8 @@ def run(args: argparse.Namespace) -> int:
     marked[max(iv - 3, 0):iv + 4, max(iu - 3, 0):iu + 4] = (255, 0, 255)
     if selected.size:
         sub = session.scene.subset(selected)
-        from .gaussians import Gaussians
-        from .render import render
+        from ..render.gaussians import Gaussians
+        from ..render.renderer import render
 
         shown = render(Gaussians.from_scene(sub, session.device), session.camera(0))  # black background
         alone = _to_u8(shown.values.detach().cpu().numpy() + (1.0 - shown.alpha.detach().cpu().numpy())[..., None])

@@ -1,4 +1,4 @@
-"""Torch-side Gaussians, prepared once from a :class:`~engine.scene.GaussianScene` for rendering.
+"""Torch-side Gaussians, prepared once from a :class:`~engine.core.scene.GaussianScene` for rendering.
 
 Activations are applied here (exp of log-scales, sigmoid of logit opacities, unit quaternions),
 so repeated renders of the same scene do no conversion work. Geometry is frozen in
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import EngineError, SceneFormatError
+from ..core.errors import EngineError, SceneFormatError
 
 
 def resolve_device(

@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from .errors import EngineError, TrainingError
+from ..core.errors import EngineError, TrainingError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,13 +75,13 @@ def write_png(path: str, array: np.ndarray) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .cameras import load_cameras, orbit_cameras
-    from .cli_train import parse_size
-    from .features import TrainedFeatures, default_features_path
-    from .gaussians import Gaussians
-    from .ply import read_ply
-    from .render import render
-    from .train import segment_everything
+    from ..core.cameras import load_cameras, orbit_cameras
+    from .train import parse_size
+    from ..core.features import TrainedFeatures, default_features_path
+    from ..render.gaussians import Gaussians
+    from ..core.formats.ply import read_ply
+    from ..render.renderer import render
+    from ..train import segment_everything
 
     scene = read_ply(args.scene)
     feats_path = args.features or default_features_path(args.scene)

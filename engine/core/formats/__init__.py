@@ -1,0 +1,1 @@
+"""Gaussian-splat scene files: .ply (Inria layout), SuperSplat .compressed.ply, antimatter15 .splat."""
