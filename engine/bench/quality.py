@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli.options import parse_size
 from ..core.errors import EngineError
 
 VARIANTS = {
@@ -93,16 +94,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel worker processes (they share a GPU)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default, or cores/jobs)")
     return p
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise EngineError(f"--size must be WxH like 256x256, got {text!r}") from None
-    if not (16 <= w <= 4096 and 16 <= h <= 4096):
-        raise EngineError(f"--size {text} is out of range (16-4096 per side)")
-    return w, h
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -264,7 +255,7 @@ def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures
 
     if threads:
         torch.set_num_threads(threads)
-    width, height = _size(args.size)
+    width, height = parse_size(args.size, high=4096, error=EngineError)
     base = _settings(args)
     device = base.device
     out = Path(args.out)
@@ -316,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
     from .evaluation import metrics as M
     from .evaluation.masksim import noise_level
 
-    width, height = _size(args.size)
+    width, height = parse_size(args.size, high=4096, error=EngineError)
     try:
         noise = noise_level(args.noise)
     except ValueError as exc:

@@ -17,22 +17,14 @@ import argparse
 import os
 import sys
 import time
-from typing import Any
-
 from ..core.errors import EngineError, MaskError
+from .options import add_source_arguments, add_view_arguments, make_source, select_cameras
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scene", help="3DGS .ply scene")
     parser.add_argument("--out", required=True, help="folder for the mask PNGs (created if missing)")
-    parser.add_argument("--cameras", help="cameras of the capture (COLMAP folder, cameras.json, transforms.json, .npz)")
-    parser.add_argument("--images", help="images folder for --cameras")
-    parser.add_argument("--views", type=int, default=None,
-                        help="number of views: orbit views without --cameras (default 32); with --cameras, "
-                             "an evenly spaced subset (default all)")
-    parser.add_argument("--size", default="256x256",
-                        help="orbit view size WxH (default 256x256, as train); with --cameras the longer image "
-                             "side is scaled down to max(W, H)")
+    add_view_arguments(parser, "256x256", ", as train")
     add_source_arguments(parser)
     parser.add_argument("--mask-cache", help="mask cache folder (default <scene>.clickgs.npz.masks, as train)")
     parser.add_argument("--preview", action="store_true", help="also write <view>.preview.png")
@@ -40,31 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
 
 
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """The mask-source options shared by ``masks`` and ``train``."""
-    parser.add_argument("--sam-checkpoint", help="segment-anything checkpoint (vit_h / vit_l / vit_b .pth)")
-    parser.add_argument("--sam-model-type", default=None, help="vit_h, vit_l or vit_b (default: detected)")
-    parser.add_argument("--sam-points", type=int, default=None, help="SAM points per side (default SAM's 32)")
-    parser.add_argument("--masks", help="folder of precomputed masks, one per view (see engine.masks.folder)")
-
-
-def make_source(args: argparse.Namespace) -> Any:
-    """The mask source the options ask for: folder, SAM or the built-in one."""
-    from .. import masks
-
-    if args.masks and args.sam_checkpoint:
-        raise MaskError("give either --masks or --sam-checkpoint, not both")
-    if args.masks:
-        return masks.FolderMaskSource(args.masks)
-    if args.sam_checkpoint:
-        kwargs = {} if args.sam_points is None else {"points_per_side": args.sam_points}
-        return masks.SamMaskSource(args.sam_checkpoint, model_type=args.sam_model_type,
-                                   device=None if args.device == "auto" else args.device, **kwargs)
-    return masks.BuiltinMaskSource()
-
-
 def run(args: argparse.Namespace) -> int:
-    from .train import select_cameras
     from ..core.features import default_features_path
     from ..masks import save_preview, write_view_masks
     from ..core.formats.ply import read_ply

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from ..core.errors import CameraError, EngineError
+from .options import parse_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,17 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background", default="white", help="white, black, or R,G,B in 0..1 (default white)")
     parser.add_argument("--depth", action="store_true", help="also write a depth PNG per view")
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda (default auto)")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x480"`` -> (640, 480); raises :class:`EngineError` naming ``--size``."""
-    try:
-        w, h = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        raise EngineError(f"--size: expected WxH such as 512x512, got {text!r}") from None
-    if not (1 <= w <= 16384 and 1 <= h <= 16384):
-        raise EngineError(f"--size: width and height must be within 1..16384, got {w}x{h}")
-    return w, h
 
 
 def parse_background(text: str) -> tuple[float, float, float]:
@@ -94,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.views is not None and args.views < 1:
         raise EngineError(f"--views: must be at least 1, got {args.views}")
-    size = parse_size(args.size) if args.size else None
+    size = parse_size(args.size, low=1, high=16384, error=EngineError) if args.size else None
     background = parse_background(args.background)
     t0 = time.perf_counter()
     scene = read_ply(args.scene)

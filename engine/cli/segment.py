@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..core.cameras import load_cameras, orbit_cameras
-    from .train import parse_size
+    from .options import parse_size
     from ..core.features import TrainedFeatures, default_features_path
     from ..render.gaussians import Gaussians
     from ..core.formats.ply import read_ply

@@ -21,22 +21,15 @@ import threading
 import time
 from typing import Any
 
-from .masks import add_source_arguments, make_source
 from ..core.errors import Cancelled, TrainingError
 from ..core.schedule import gfl_interval_for, gfl_start_for
+from .options import add_source_arguments, add_view_arguments, make_source, select_cameras
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scene", help="3DGS .ply scene")
-    parser.add_argument("--cameras", help="cameras of the capture (COLMAP folder, cameras.json, transforms.json, .npz)")
-    parser.add_argument("--images", help="images folder for --cameras")
+    add_view_arguments(parser, "256x256", "")
     add_source_arguments(parser)
-    parser.add_argument("--views", type=int, default=None,
-                        help="number of views: orbit views without --cameras (default 32); with --cameras, "
-                             "an evenly spaced subset (default all)")
-    parser.add_argument("--size", default="256x256",
-                        help="orbit view size WxH (default 256x256); with --cameras the longer image side is "
-                             "scaled down to max(W, H)")
     parser.add_argument("--iterations", type=int, default=None, help="training iterations (default 3000, the paper's)")
     parser.add_argument("--pixels", type=int, default=None, help="sampled pixels per iteration (default 10000)")
     parser.add_argument("--gfl-start", type=int, default=None,
@@ -63,16 +56,6 @@ def train_settings(args: argparse.Namespace):
     if args.pixels is not None:
         overrides["pixels_per_iter"] = args.pixels
     return TrainSettings(**overrides)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise TrainingError(f"--size must look like 256x256, got {text!r}") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise TrainingError(f"--size {text} is out of range (16..8192 per side)")
-    return w, h
 
 
 def fmt_time(s: float | None) -> str:
@@ -127,30 +110,6 @@ class ProgressBar:
             self.stream.write(text + "\n")
             self._printed = time.monotonic()
         self.stream.flush()
-
-
-def select_cameras(args: argparse.Namespace, scene: Any, warn: Any) -> list:
-    from ..core.cameras import load_cameras, orbit_cameras
-
-    w, h = parse_size(args.size)
-    if args.views is not None and args.views < 1:
-        raise TrainingError(f"--views must be at least 1, got {args.views}")
-    if not args.cameras:
-        if args.images:
-            raise TrainingError("--images needs --cameras (which camera took which image)")
-        return orbit_cameras(scene, args.views or 32, w, h)
-    cams = load_cameras(args.cameras, args.images, warn=warn)
-    if not cams:
-        raise TrainingError(f"no cameras in {args.cameras}")
-    if args.views is not None and args.views < len(cams):
-        step = len(cams) / args.views
-        cams = [cams[int(i * step)] for i in range(args.views)]
-    longest = max(w, h)
-    out = []
-    for c in cams:
-        s = min(1.0, longest / max(c.width, c.height))
-        out.append(c.scaled(max(1, round(c.width * s)), max(1, round(c.height * s))) if s < 1 else c)
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
