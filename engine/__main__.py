@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "train Click-Gaussian features for a scene",
     "segment": "write segment-everything PNGs for a trained scene",
     "serve": "run the engine server for the Blender extension",
+    "convert": "convert a scene between .ply, .compressed.ply, .splat, .spz and .sog",
 }
 
 
