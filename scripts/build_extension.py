@@ -28,6 +28,10 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from engine.core.atomic import replace_with_copy  # noqa: E402
 ADDON = "click_gaussian_blender"
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", "tests", "*.zip")
 # The engine packages Blender may import (torch-free); the zip bundles exactly these.
@@ -158,8 +162,7 @@ def build(out_dir: Path, wheel_dir: Path | None = None) -> Path:
         partial = Path(tmp) / target.name
         run_tool(tool, "build", "--source-dir", str(staging), "--output-filepath", str(partial))
         run_tool(tool, "validate", str(partial))
-        shutil.copy2(partial, str(target) + ".part")
-        os.replace(str(target) + ".part", target)
+        replace_with_copy(partial, target)
     return target
 
 

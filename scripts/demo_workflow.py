@@ -11,7 +11,7 @@ Everything goes to ``out/demo/`` (``--out``): ``scene.ply`` (the generated scene
 ``before.png`` / ``after.png``, ``workflow.blend``, ``timings.json`` (also printed as
 ``label: value unit`` lines). The clicks go through the add-on's own code path: a Blender camera
 placed at one of the scene's views gives the view/window matrices, :mod:`viewport` turns them
-into the engine camera, :func:`selection.click` selects — the same functions the click tool
+into the engine camera, :func:`ops_click.click` selects — the same functions the click tool
 calls. Where the clicked pixel is: for the procedural scene, the visible object (coarse) and part
 (fine) with the most pixels by ground truth; for a file, the view showing the most red, the
 opaque pixel just above its red region (coarse: on the fox, the statue above its bib; the
@@ -32,6 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from engine.core.atomic import write_text  # noqa: E402  (torch-free: runs in Blender's Python too)
 
 FULL = {}  # TrainSettings defaults: the paper's 3000 iterations at 10k pixels
 QUICK = {"iterations": 150, "pixels_per_iter": 512, "gfl_start": 75, "gfl_interval": 37, "spatial_samples": 5000}
@@ -108,6 +110,7 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     import click_gaussian_blender as cgb
     from click_gaussian_blender import attributes as A
     from click_gaussian_blender import click_props, engine_link, feature_store, io_export, ops_click, ops_train
+    from click_gaussian_blender import mesh_read as MR
     from click_gaussian_blender import selection as S
     from click_gaussian_blender.engine.core.cameras import orbit_cameras
     from click_gaussian_blender.engine.core.formats.ply import read_ply, write_ply
@@ -250,8 +253,8 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
         rep["click"]["engine_count"] = int(np.size(eng["selected"]))
 
     # move and scale it (what G and S do to the selected vertices, about their centre)
-    sel = S.read_selection(splat.data)
-    co = S.vertex_positions(splat.data).astype(np.float64)
+    sel = MR.vertex_selection(splat.data)
+    co = MR.vertex_positions(splat.data).astype(np.float64)
     pivot = co[sel].mean(axis=0)
     offset = np.array([0.25, 0.0, 0.1]) * float(np.ptp(co, axis=0).max())
     co[sel] = (co[sel] - pivot) * 1.3 + pivot + offset
@@ -325,7 +328,7 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     rep["blend_reopen"] = {"features_equal": bool(np.array_equal(before.features, after.features)
                                                   and np.array_equal(before.fine_labels, after.fine_labels))}
     link.stop()
-    (out / "timings.json").write_text(json.dumps(rep, indent=2, default=str))
+    write_text(out / "timings.json", json.dumps(rep, indent=2, default=str))
     for k, v in T.items():
         unit = "ms" if k.endswith("_ms") else "s"
         print(f"{k[:-3] if k.endswith('_ms') else k[:-2]}: {v:.3f} {unit}")

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup_splat_transform.sh  # format cross-checks; they skip without node/npm
 .venv/bin/python -m pytest -q "$@"
 bash scripts/test_blender.sh 4.2
 bash scripts/test_blender.sh 5.2

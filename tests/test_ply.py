@@ -228,7 +228,7 @@ def test_write_into_unwritable_places_fails_with_one_line(fox_path: Path, tmp_pa
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(engine.core.formats.ply.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(engine.core.atomic.tempfile, "mkstemp", refuse)
     target = tmp_path / "out.ply"
     with pytest.raises(SceneFormatError, match="Permission denied") as info:
         write_ply(scene, target)

@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cli.options import parse_size
+from ..core.atomic import write_png, write_text
 from ..core.errors import EngineError
 
 VARIANTS = {
@@ -131,13 +131,8 @@ def _pca_rgb(feat: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 def _save_png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    Image.fromarray(rgb).save(tmp)
-    os.replace(tmp, path)
+    write_png(path, rgb)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -355,10 +350,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, gfl_start, base, jobs=1,

@@ -118,7 +118,7 @@ def _pick_click(image_alpha: np.ndarray, labels: np.ndarray) -> tuple[float, flo
 
 
 def run(args: argparse.Namespace) -> int:
-    from .render import write_png
+    from ..core.atomic import write_png, write_text
     from ..core.formats.ply import write_ply
     from ..serve.session import EngineSession
 
@@ -213,7 +213,6 @@ def run(args: argparse.Namespace) -> int:
           f"(clusters {list(result.clusters)}) in {timings['click_ms']:.2f} ms")
 
     timings["total_s"] = round(time.perf_counter() - t_all, 3)
-    with open(os.path.join(out, "timings.json"), "w", encoding="utf-8") as fh:
-        json.dump(timings, fh, indent=2)
+    write_text(os.path.join(out, "timings.json"), json.dumps(timings, indent=2))
     print(f"wrote views.png, masks.png, segments.png, click.png, timings.json to {out}")
     return 0

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from ..core.errors import CameraError, EngineError
+from ..core.atomic import write_png
 from .options import parse_size
 
 
@@ -44,22 +44,6 @@ def parse_background(text: str) -> tuple[float, float, float]:
     if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
         raise EngineError(f"--background: expected white, black or R,G,B in 0..1, got {text!r}")
     return rgb  # type: ignore[return-value]
-
-
-def write_png(path: str, image: np.ndarray) -> None:
-    """Write uint8 [H, W, 3] or [H, W] to ``path`` atomically (temp file + os.replace)."""
-    from PIL import Image
-
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(np.ascontiguousarray(image)).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def depth_to_uint8(depth: np.ndarray, alpha: np.ndarray) -> np.ndarray:

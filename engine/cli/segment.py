@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
 import numpy as np
 
+from ..core.atomic import write_png
 from ..core.errors import EngineError, TrainingError
 
 
@@ -54,22 +54,6 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, n_clusters: int, strength: floa
     edge[1:, :] |= labels[1:, :] != labels[:-1, :]
     out[edge & m] *= 0.35
     return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def write_png(path: str, array: np.ndarray) -> None:
-    """Atomic PNG write (temp file + os.replace)."""
-    from PIL import Image
-
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:

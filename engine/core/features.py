@@ -30,13 +30,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import TrainingError
 
 FORMAT_VERSION = 1
@@ -179,7 +179,7 @@ class TrainedFeatures:
 
     # ---------------------------------------------------------------- file I/O
     def save(self, path: str | os.PathLike) -> str:
-        """Write the ``.npz`` atomically (temp file + os.replace); returns the path written."""
+        """Write the ``.npz`` atomically (:func:`engine.core.atomic.atomic_write`); returns the path written."""
         path = check_features_target(path)
         folder = os.path.dirname(os.path.abspath(path))
         arrays = {
@@ -193,19 +193,10 @@ class TrainedFeatures:
             "scene_hash": np.array(self.scene_hash),
         }
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+            with atomic_write(path, suffix=".npz") as fh:
+                np.savez(fh, **arrays)
         except OSError as exc:
             raise TrainingError(f"cannot write features to {path}: {exc.strerror or exc}") from None
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException as exc:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise TrainingError(f"cannot write features to {path}: {exc.strerror or exc}") from None
-            raise
         return path
 
     @classmethod

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.atomic import atomic_write
 from ..core.errors import Cancelled, MaskError
 from .area_rule import ViewMasks
 from .source import MaskWarning, check_image, view_masks_from
@@ -93,25 +93,16 @@ class MaskCache:
         return vm if vm.shape == shape else None
 
     def save(self, path: Path, key: str, masks: ViewMasks, fingerprint: dict[str, Any]) -> None:
-        """Write one entry atomically (temporary file in the same folder, then os.replace)."""
+        """Write one entry atomically (:func:`engine.core.atomic.atomic_write`)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(
-                    f,
-                    coarse=masks.coarse,
-                    fine=masks.fine,
-                    key=np.array(key),
-                    source=np.array(json.dumps(fingerprint, sort_keys=True, default=str)),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(path, suffix=".npz") as f:
+            np.savez_compressed(
+                f,
+                coarse=masks.coarse,
+                fine=masks.fine,
+                key=np.array(key),
+                source=np.array(json.dumps(fingerprint, sort_keys=True, default=str)),
+            )
 
 
 def prepare_masks(

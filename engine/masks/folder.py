@@ -238,9 +238,7 @@ def write_view_masks(folder: str | os.PathLike[str], name: str, masks: ViewMasks
     PNGs, value = ID + 1, 0 = unassigned) in ``folder`` (created when missing); atomic writes.
     Returns the two paths. Raises MaskError for IDs above 65533 or existing files unless
     ``overwrite``."""
-    import tempfile
-
-    from PIL import Image
+    from ..core.atomic import write_png
 
     out = Path(folder).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -253,15 +251,5 @@ def write_view_masks(folder: str | os.PathLike[str], name: str, masks: ViewMasks
     for path, ids in zip(paths, (masks.coarse, masks.fine)):
         if ids.size and int(ids.max()) > 65533:
             raise MaskError(f"view {name!r} has segment IDs above 65533; a 16-bit label PNG cannot hold them")
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                Image.fromarray((ids + 1).astype(np.uint16)).save(f, format="PNG")
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_png(path, (ids + 1).astype(np.uint16))
     return paths

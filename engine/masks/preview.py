@@ -6,7 +6,6 @@ numpy only (Pillow to write PNG files).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -51,20 +50,10 @@ def preview(image: np.ndarray, masks: ViewMasks) -> np.ndarray:
 
 
 def save_preview(path: str | os.PathLike[str], image: np.ndarray, masks: ViewMasks) -> Path:
-    """Write :func:`preview` as a PNG (atomic: temporary file + os.replace). Returns the path."""
-    from PIL import Image
+    """Write :func:`preview` as a PNG (atomically). Returns the path."""
+    from ..core.atomic import write_png
 
     p = Path(path).expanduser()
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(preview(image, masks)).save(f, format="PNG")
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_png(p, preview(image, masks))
     return p

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -37,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..core.atomic import atomic_write
 from ..core.errors import Cancelled, TrainingError
 from ..core.features import TrainedFeatures, scene_hash
 from ..render.gaussians import resolve_device
@@ -86,19 +86,12 @@ def _view_for_iteration(seed: int, it: int, n_views: int) -> int:
 
 # ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:
-    """Write a training checkpoint atomically (temp file + os.replace)."""
+    """Write a training checkpoint atomically (:func:`engine.core.atomic.atomic_write`)."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise TrainingError(f"cannot write checkpoint {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, suffix=".pt") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:

@@ -25,8 +25,8 @@ Dropped: extra per-Gaussian properties (a warning names them).
 float32 x3, RGBA uint8 (RGB = ``f_dc * SH_C0 + 0.5`` clipped to [0, 1], A = sigmoid(opacity)),
 quaternion (w, x, y, z) as uint8 ``q * 128 + 128`` of the unit quaternion. Precision: positions
 and scales exact (float32); colour and opacity 0.5/255; components of the re-normalised unit
-quaternion within 0.012 (8 bits each, the largest not derived but stored). Dropped: all higher SH bands and extra properties (warnings say so), colour
-outside [0, 1].
+quaternion within 0.012 (8 bits each, the largest not derived but stored). Dropped: all higher
+SH bands and extra properties (warnings say so), colour outside [0, 1].
 """
 
 from __future__ import annotations

@@ -42,14 +42,13 @@ from __future__ import annotations
 
 import io
 import os
-import stat
-import tempfile
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 import plyfile
 
+from ..atomic import atomic_write
 from ..errors import SceneFormatError
 from ..scene import GaussianScene, PlyLayout, sh_coeffs_for_degree, sh_degree_for_coeffs
 
@@ -798,34 +797,16 @@ def write_ply(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool 
     if not os.path.isdir(folder):
         what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
         raise SceneFormatError(f"{path}: cannot write: {folder} {what}")
-    try:  # the temporary file beside the target (read-only folder, full disk, ... fail here)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise SceneFormatError(f"{path}: cannot write into {folder}: {exc.strerror or exc}") from None
-    try:
-        # mkstemp makes the file private (0600); give it the mode of the file it replaces, or
-        # the usual 0644 for a new one
-        mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0o644
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
+    try:  # read-only folder, full disk, ...: one line naming the target
+        with atomic_write(path, fsync=True) as f:
             f.write(header.encode("ascii", errors="replace") + b"\n")  # PLY headers are ASCII
             for records in _record_chunks(scene, dtype):
                 if fmt == "ascii":
                     _write_ascii_rows(f, records)
                 else:
                     f.write(memoryview(records.view(np.uint8)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise SceneFormatError(f"{path}: cannot write: {exc.strerror or exc}") from None
-        raise
+    except OSError as exc:
+        raise SceneFormatError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def _write_ascii_rows(f, records: np.ndarray) -> None:
