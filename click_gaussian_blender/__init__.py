@@ -15,7 +15,7 @@ _MODULES = [
     "properties",
     "display",
     "operators_io",
-    "click_props", "preferences", "engine_link", "selection", "ops_engine", "ops_train", "ops_click", "panel",
+    "click_props", "preferences", "engine_link", "handlers", "ops_engine", "ops_train", "ops_click", "panel",
     "ops_adopt",
 ]
 

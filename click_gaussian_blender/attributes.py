@@ -111,7 +111,7 @@ def display_colors(scene: GaussianScene) -> np.ndarray:
 
 def coefficient_major(sh_rest: np.ndarray, block: int = 16384) -> np.ndarray:
     """[N, K, 3] -> contiguous float32 [K, N, 3], copied in row blocks that stay in cache
-    (a one-shot transposing copy reads the whole array K times: 2-3x slower at 1M x 15)."""
+    (a one-shot transposing copy reads the whole array K times)."""
     n, k, c = sh_rest.shape
     out = np.empty((k, n, c), np.float32)
     for r0 in range(0, n, block):
@@ -133,15 +133,3 @@ def map_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
             out *= signs
         return out
     return (np.asarray(points, dtype=np.float64) @ lin.T + m[:3, 3]).astype(np.float32)
-
-
-def vertex_selection(mesh) -> np.ndarray:
-    """[N] bool vertex selection of a (non-edit-mode) ``bpy.types.Mesh``, read from Blender's
-    ``.select_vert`` attribute (a bulk copy; ``mesh.vertices.foreach_get("select")`` is a
-    per-vertex path, ~1000x slower at 1M vertices). No attribute = nothing selected."""
-    n = len(mesh.vertices)
-    out = np.zeros(n, bool)
-    attr = mesh.attributes.get(".select_vert")
-    if attr is not None and attr.domain == "POINT" and attr.data_type == "BOOLEAN":
-        attr.data.foreach_get("value", out)
-    return out

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import attributes as A
 from .compat import modifier_input_get, modifier_input_set
+from .mesh_read import vertex_selection
 
 NODE_GROUP = "Gaussian Splats"
 MATERIAL = "Gaussian Splat"
@@ -276,7 +277,7 @@ def selected_vertices(obj: bpy.types.Object) -> np.ndarray:
     """[N] bool current vertex selection (Edit-Mode changes synced first)."""
     if obj.mode == "EDIT":
         obj.update_from_editmode()
-    return A.vertex_selection(obj.data)
+    return vertex_selection(obj.data)
 
 
 class CLICKGS_OT_highlight_selected(bpy.types.Operator):

@@ -22,8 +22,8 @@ estimated from the original positions (stored at import) and the current ones:
 
 Limits: two different edits that coincide on a vertex within ``tol`` can swap that vertex
 between groups (its position is right either way; its orientation is the other group's);
-non-rigid edits keep orientations. numpy only; runs on 1M vertices in well under a second for
-the common cases (one or a few groups).
+non-rigid edits keep orientations. numpy only, vectorised over the vertices of the common cases
+(one or a few groups).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ import numpy as np
 
 from .engine.core.errors import TrainingError
 from .engine.core.features import COARSE_DIM, FEATURE_DIM, TrainedFeatures
+from .mesh_read import attribute_array
 
 FEATURE_ATTRS = tuple(f"gs_feat{i}" for i in range(FEATURE_DIM // 3))
 LABEL_ATTRS = {"coarse": "gs_label_coarse", "fine": "gs_label_fine"}
@@ -40,7 +41,7 @@ PROP_META = "gs_features_meta"
 def has_features(mesh: Any) -> bool:
     """True when the mesh carries a complete set of stored features. Checks the attribute names
     only: looking an attribute up by name makes Blender unshare (copy) its array when the
-    depsgraph shares it with the evaluated mesh (~8 ms for these ten at 1M vertices)."""
+    depsgraph shares it with the evaluated mesh, which a check before each click must not do."""
     if PROP_META not in mesh:
         return False
     names = set(mesh.attributes.keys())
@@ -95,18 +96,15 @@ def _centers(mesh: Any, level: str, count: int, dim: int) -> np.ndarray:
 
 def read_labels(mesh: Any, level: str) -> np.ndarray:
     """[N] int32 labels of a level (-1 = none)."""
-    n = len(mesh.vertices)
-    out = np.empty(n, np.int32)
-    mesh.attributes[LABEL_ATTRS[level]].data.foreach_get("value", out)
-    return out
+    return attribute_array(mesh, LABEL_ATTRS[level], dtype=np.int32)
 
 
 @dataclass
 class MeshFeatures(TrainedFeatures):
     """:class:`TrainedFeatures` read from a mesh, with the clusters' member lists precomputed:
     :meth:`members` of one cluster is a slice of a per-level stable argsort of the labels
-    (built once by :meth:`index_members`, ~70 ms at 1M Gaussians, done with the click index in
-    the background) instead of a scan of every label per click (~1 ms at 1M). The object lives
+    (built once by :meth:`index_members`, with the click index in the background) instead of a
+    scan of every label per click. The object lives
     in the click cache, which is dropped whenever the mesh's vertices change."""
 
     _members: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -141,7 +139,7 @@ def load_features(mesh: Any) -> MeshFeatures:
     feats = np.empty((n, FEATURE_DIM), np.float32)
     col = np.empty(n * 3, np.float32)
     for i, name in enumerate(FEATURE_ATTRS):
-        mesh.attributes[name].data.foreach_get("vector", col)
+        attribute_array(mesh, name, "vector", out=col)
         feats[:, 3 * i:3 * i + 3] = col.reshape(n, 3)
     cc = _centers(mesh, "coarse", int(meta.get("coarse_clusters", 0)), COARSE_DIM)
     fc = _centers(mesh, "fine", int(meta.get("fine_clusters", 0)), FEATURE_DIM)

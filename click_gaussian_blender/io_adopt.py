@@ -34,6 +34,7 @@ from .engine.core.formats.ply import inria_vertex_dtype
 from .engine.core.scene import GaussianScene, PlyLayout, sh_degree_for_coeffs
 from .io_import import (ImportReport, ImportSettings, axis_matrix, resolve_axes, scene_to_mesh,
                         set_splat_properties, setup_splat_display)
+from .mesh_read import attribute_array, vertex_positions
 
 # The attributes Blender's PLY importer makes from the Inria layout's required properties.
 REQUIRED = ("f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
@@ -108,14 +109,6 @@ def refusal(obj: bpy.types.Object | None) -> str | None:
     return None
 
 
-def _floats(mesh: bpy.types.Mesh, name: str, out: np.ndarray | None = None) -> np.ndarray:
-    """[N] float32 values of a FLOAT POINT attribute (into ``out`` when given)."""
-    if out is None:
-        out = np.empty(len(mesh.vertices), np.float32)
-    mesh.attributes[name].data.foreach_get("value", out)
-    return out
-
-
 def mesh_to_scene(mesh: bpy.types.Mesh) -> tuple[GaussianScene, list[str]]:
     """The Gaussians of a mesh Blender's PLY importer made (see the module docstring), in the
     file's frame: means = vertex positions, other arrays from the attributes, ``nx, ny, nz``
@@ -124,13 +117,12 @@ def mesh_to_scene(mesh: bpy.types.Mesh) -> tuple[GaussianScene, list[str]]:
     kept (other types; Blender-internal ``.*`` attributes are not user data and not listed).
     The mesh must have passed :func:`refusal`."""
     n = len(mesh.vertices)
-    means = np.empty(n * 3, np.float32)
-    mesh.attributes["position"].data.foreach_get("vector", means)
+    means = vertex_positions(mesh)
 
     def stacked(names: tuple[str, ...]) -> np.ndarray:
         buf = np.empty((len(names), n), np.float32)
         for row, name in zip(buf, names):
-            _floats(mesh, name, row)
+            attribute_array(mesh, name, out=row)
         return np.ascontiguousarray(buf.T)
 
     k = len(_rest_indices(mesh)) // 3
@@ -138,7 +130,7 @@ def mesh_to_scene(mesh: bpy.types.Mesh) -> tuple[GaussianScene, list[str]]:
     # coefficient-major [K, N, 3] (the order scene_to_mesh copies without another pass)
     rest = np.empty((3, k, n), np.float32)
     for i in range(3 * k):
-        _floats(mesh, f"f_rest_{i}", rest[i // k, i % k])
+        attribute_array(mesh, f"f_rest_{i}", out=rest[i // k, i % k])
     sh_rest = np.ascontiguousarray(rest.transpose(1, 2, 0)).transpose(1, 0, 2)  # [N, K, 3] view
     del rest
 
@@ -146,9 +138,7 @@ def mesh_to_scene(mesh: bpy.types.Mesh) -> tuple[GaussianScene, list[str]]:
     extra: dict[str, np.ndarray] = {}
     has_normal = NORMAL in mesh.attributes
     if has_normal:
-        normals = np.empty(n * 3, np.float32)
-        mesh.attributes[NORMAL].data.foreach_get("vector", normals)
-        normals = normals.reshape(n, 3)
+        normals = attribute_array(mesh, NORMAL, "vector", 3)
         extra.update({p: normals[:, i].copy() for i, p in enumerate(NORMAL_PROPERTIES)})
         used.add(NORMAL)
     extra_types: dict[str, str] = {}
@@ -171,10 +161,10 @@ def mesh_to_scene(mesh: bpy.types.Mesh) -> tuple[GaussianScene, list[str]]:
     fields += [(name, t) for name, t in extra_types.items()]
     layout = PlyLayout(np.dtype(fields), "binary_little_endian", [], [], "ply")
     scene = GaussianScene(
-        means=means.reshape(n, 3),
+        means=means,
         scales=stacked(("scale_0", "scale_1", "scale_2")),
         quats=stacked(("rot_0", "rot_1", "rot_2", "rot_3")),
-        opacities=_floats(mesh, "opacity"),
+        opacities=attribute_array(mesh, "opacity"),
         sh_dc=stacked(("f_dc_0", "f_dc_1", "f_dc_2")),
         sh_rest=sh_rest,
         extra=extra,

@@ -32,6 +32,7 @@ from .engine.core.errors import EngineError, SceneFormatError
 from .engine.core.formats.ply import write_ply
 from .engine.core.scene import GaussianScene
 from .engine.core.transform import apply_affine_groups
+from .mesh_read import attribute_array, readable_mesh, vertex_positions, vertex_selection
 
 
 @dataclass
@@ -54,17 +55,6 @@ def is_splat_object(obj: bpy.types.Object | None) -> bool:
             and A.POSITION in obj.data.attributes)
 
 
-def _get(mesh: bpy.types.Mesh, name: str, key: str, width: int, dtype=np.float32) -> np.ndarray:
-    attr = mesh.attributes.get(name)
-    if attr is None or attr.domain != "POINT":
-        raise SceneFormatError(f"mesh {mesh.name!r} lacks the Gaussian attribute {name!r}; "
-                               "was it imported as a 3D Gaussian Splatting scene?")
-    n = len(mesh.vertices)
-    out = np.empty(n * width, dtype)
-    attr.data.foreach_get(key, out)
-    return out.reshape(n, width) if width > 1 else out
-
-
 def object_to_scene(obj: bpy.types.Object, settings: ExportSettings | None = None,
                     report: ExportReport | None = None) -> GaussianScene:
     """The object's Gaussians, in file axes, with every edit applied."""
@@ -74,16 +64,8 @@ def object_to_scene(obj: bpy.types.Object, settings: ExportSettings | None = Non
         raise SceneFormatError(f"object {obj.name!r} is not an imported Gaussian Splatting scene")
     if obj.mode != "EDIT" and len(obj.data.vertices) == 0:
         raise SceneFormatError(f"object {obj.name!r} has no Gaussians left to export")
-    if obj.mode == "EDIT":
-        # In Edit Mode the mesh's attributes live in the edit-mesh (no "position" layer): sync it
-        # and read from a plain copy of the mesh instead.
-        obj.update_from_editmode()
-        copy = obj.data.copy()
-        try:
-            return _object_to_scene(obj, copy, settings, report)
-        finally:
-            bpy.data.meshes.remove(copy)
-    return _object_to_scene(obj, obj.data, settings, report)
+    with readable_mesh(obj) as mesh:  # (in Edit Mode a synced copy: the edit mesh has no arrays)
+        return _object_to_scene(obj, mesh, settings, report)
 
 
 def _object_to_scene(obj: bpy.types.Object, mesh: bpy.types.Mesh, settings: ExportSettings,
@@ -94,17 +76,15 @@ def _object_to_scene(obj: bpy.types.Object, mesh: bpy.types.Mesh, settings: Expo
     t0 = time.perf_counter()
     axis = np.asarray(obj[A.PROP_AXIS], dtype=np.float64).reshape(4, 4)
     layout = A.layout_from_json(obj.get(A.PROP_LAYOUT, ""))
-    co = np.empty(n * 3, np.float32)
-    mesh.attributes["position"].data.foreach_get("vector", co)
-    co = co.reshape(n, 3)
-    orig_file = _get(mesh, A.POSITION, "vector", 3)
+    co = vertex_positions(mesh)
+    orig_file = attribute_array(mesh, A.POSITION, "vector", 3)
     present = {a.name for a in mesh.attributes}
     ks = [k for k in range(1, 16) if A.sh_name(k) in present]
     if ks != list(range(1, len(ks) + 1)) or len(ks) not in (0, 3, 8, 15):
         raise SceneFormatError(f"mesh {mesh.name!r} has an incomplete set of SH attributes ({len(ks)})")
     sh_buf = np.empty((len(ks), n * 3), np.float32)  # coefficient-major: no strided copies
     for k in ks:
-        mesh.attributes[A.sh_name(k)].data.foreach_get("vector", sh_buf[k - 1])
+        attribute_array(mesh, A.sh_name(k), "vector", out=sh_buf[k - 1])
     sh_rest = sh_buf.reshape(len(ks), n, 3).transpose(1, 0, 2)  # [N, K, 3] view
     extra = {}
     names = layout.vertex_dtype.names if layout is not None else ()
@@ -112,7 +92,7 @@ def _object_to_scene(obj: bpy.types.Object, mesh: bpy.types.Mesh, settings: Expo
         if attr.name.startswith(A.EXTRA_PREFIX) and attr.domain == "POINT":
             pname = attr.name[len(A.EXTRA_PREFIX):]
             is_int = attr.data_type == "INT"
-            vals = _get(mesh, attr.name, "value", 1, np.int32 if is_int else np.float32)
+            vals = attribute_array(mesh, attr.name, "value", 1, np.int32 if is_int else np.float32)
             if pname in names:
                 vals = vals.astype(layout.vertex_dtype.fields[pname][0].newbyteorder("="))
             extra[pname] = vals
@@ -120,10 +100,10 @@ def _object_to_scene(obj: bpy.types.Object, mesh: bpy.types.Mesh, settings: Expo
         extra = {k: extra[k] for k in names if k in extra} | {k: v for k, v in extra.items() if k not in names}
     scene = GaussianScene(
         means=orig_file.copy(),
-        scales=_get(mesh, A.SCALE, "vector", 3),
-        quats=_get(mesh, A.ROTATION, "value", 4),
-        opacities=_get(mesh, A.OPACITY, "value", 1),
-        sh_dc=_get(mesh, A.F_DC, "vector", 3),
+        scales=attribute_array(mesh, A.SCALE, "vector", 3),
+        quats=attribute_array(mesh, A.ROTATION, "value", 4),
+        opacities=attribute_array(mesh, A.OPACITY),
+        sh_dc=attribute_array(mesh, A.F_DC, "vector", 3),
         sh_rest=sh_rest,
         extra=extra,
         layout=layout,
@@ -141,7 +121,7 @@ def _object_to_scene(obj: bpy.types.Object, mesh: bpy.types.Mesh, settings: Expo
     if np.allclose(base, np.eye(4), rtol=0, atol=1e-12):
         base = np.eye(4)
     if moved.any():
-        sel = A.vertex_selection(mesh)
+        sel = vertex_selection(mesh)
         est = estimate_edits(orig_local, co, None, sel, moved=moved)
         mats = np.concatenate([(inv_axis @ world @ e @ axis)[None] for e in est.matrices] + [base[None]])
         groups = np.where(est.groups >= 0, est.groups, len(est.matrices)).astype(np.int32)

@@ -22,6 +22,7 @@ from .engine.core.cameras import estimate_up
 from .engine.core.errors import SceneFormatError
 from .engine.core.formats.ply import read_ply
 from .engine.core.scene import GaussianScene
+from .mesh_read import vertex_positions
 
 AXES = ("X", "Y", "Z", "-X", "-Y", "-Z")
 AUTO = "AUTO"
@@ -123,7 +124,8 @@ def scene_to_mesh(scene: GaussianScene, mesh: bpy.types.Mesh, axis_matrix: np.nd
         color_future = pool.submit(A.display_colors, scene)
         mesh.vertices.add(n)
         co = A.map_points(scene.means, m)
-        # (the position attribute takes a contiguous float32 buffer in one copy; vertices.co is ~100x slower)
+        # (the position attribute takes a contiguous float32 buffer in one copy; vertices.co is a
+        # per-vertex path)
         mesh.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(co).reshape(-1))
         del co
         _set(_new(mesh, A.POSITION, "FLOAT_VECTOR"), "vector", scene.means)
@@ -198,10 +200,7 @@ def set_splat_properties(obj: bpy.types.Object, scene: GaussianScene, axis_matri
 def setup_splat_display(obj: bpy.types.Object, display_ratio: float = 1.0) -> None:
     """Add the splat display to an object whose mesh :func:`scene_to_mesh` filled, with the
     radius cap taken from the extent of its vertices (local units)."""
-    mesh = obj.data
-    co = np.empty(len(mesh.vertices) * 3, np.float32)
-    mesh.attributes["position"].data.foreach_get("vector", co)
-    display.setup_display(obj, display.robust_extent(co.reshape(-1, 3)), display_ratio=display_ratio)
+    display.setup_display(obj, display.robust_extent(vertex_positions(obj.data)), display_ratio=display_ratio)
 
 
 def _object_name(path: str) -> str:

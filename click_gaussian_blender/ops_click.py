@@ -1,4 +1,14 @@
-"""The click tool (modal) and the selection-list actions: adapters over :mod:`.selection`.
+"""The click handler, the click tool (modal) and the selection-list actions.
+
+The click handler (:func:`click`, a plain function that tests and the benchmark call):
+
+1. The viewport camera (:mod:`.viewport`) sees the scene in the file's coordinates.
+2. :func:`engine.core.click.click_query` (numpy, the same code the engine serves) blends the
+   stored per-Gaussian features at the clicked pixel and matches the global clusters of the
+   chosen level; every Gaussian whose stored label is that cluster is selected (the click data:
+   :func:`.selection.click_data`).
+3. The selection is written to Blender as the vertex selection and a vertex group named after
+   the granularity and cluster (:func:`.selection.write_selection`).
 
 Click tool (3D viewport): left-click selects the clicked object (coarse) or part (fine) as a
 vertex group + the vertex selection; Shift+click adds, Ctrl+click removes, F toggles coarse /
@@ -10,6 +20,8 @@ Shift+D act on the selection (in Edit Mode) while the tool runs.
 from __future__ import annotations
 
 import functools
+import time
+from dataclasses import dataclass, field
 
 import bpy
 import numpy as np
@@ -17,8 +29,83 @@ from bpy.props import EnumProperty, StringProperty
 
 from . import attributes as A
 from . import click_props, feature_store, io_export, selection, vertex_order, viewport
+from .engine.core.click import click_query
+from .engine.core.errors import EngineError
 
 HELP = "Click: select   Shift: add   Ctrl: remove   F: coarse/fine   Esc: done"
+
+
+@dataclass
+class ClickOutcome:
+    """What one click did. ``selected``: vertex indices of the clicked cluster(s) (int64);
+    ``total_selected``: vertices selected after the click; ``timings`` in milliseconds:
+    ``prepare_ms`` (click cache check), ``query_ms``, ``write_ms`` = ``select_ms`` +
+    ``group_ms`` (see :func:`.selection.write_selection`), ``total_ms``."""
+
+    ok: bool
+    message: str
+    level: str
+    mode: str
+    clusters: list[int] = field(default_factory=list)
+    similarity: float = float("nan")
+    selected: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    group: str | None = None
+    total_selected: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def click(obj, view: viewport.ViewCamera, u: float, v: float, *, level: str = "coarse", mode: str = "replace",
+          min_similarity: float = 0.0) -> ClickOutcome:
+    """The whole click handler: pixel (u, v) of ``view`` (engine pixel coordinates, see
+    :func:`.viewport.region_to_pixel`) -> selection on ``obj`` (see the module docstring).
+    Never raises for the user's mistakes: the outcome's ``ok``/``message`` say what happened."""
+    t0 = time.perf_counter()
+    out = ClickOutcome(False, "", level, mode)
+    if level not in ("coarse", "fine"):
+        out.message = f"granularity must be coarse or fine, got {level!r}"
+        return out
+    try:
+        index, trained = selection.click_data(obj)
+    except EngineError as exc:
+        out.message = str(exc)
+        return out
+    t1 = time.perf_counter()
+    cam = view.camera
+    if not (0 <= u <= cam.width and 0 <= v <= cam.height):
+        out.message = f"the click at ({u:.0f}, {v:.0f}) is outside the {cam.width}x{cam.height} view"
+        return out
+    try:
+        res = click_query(index, trained, cam, u, v, level=level)
+    except (EngineError, ValueError) as exc:
+        out.message = f"click failed: {exc}"
+        return out
+    t2 = time.perf_counter()
+    out.clusters = [int(c) for c in (res.clusters or [])]
+    out.similarity = float(res.similarity) if res.similarity is not None else float("nan")
+    sel = np.asarray(res.selected, dtype=np.int64)
+    if not out.clusters or sel.size == 0:
+        reason = getattr(res, "reason", "") or "no Gaussians there"
+        out.message = f"Nothing selected: {reason}"
+        out.timings = {"prepare_ms": (t1 - t0) * 1e3, "query_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}
+        return out
+    if min_similarity > 0 and out.similarity < min_similarity:
+        out.message = (f"Nothing selected: the best {level} cluster is only {out.similarity:.2f} similar "
+                       f"(threshold {min_similarity:.2f})")
+        out.timings = {"prepare_ms": (t1 - t0) * 1e3, "query_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}
+        return out
+    out.group = selection.group_name(level, out.clusters) if mode != "remove" else None
+    out.selected = sel
+    parts: dict[str, float] = {}
+    out.total_selected = selection.write_selection(obj, sel, mode, out.group, timings=parts)
+    t3 = time.perf_counter()
+    out.ok = True
+    verb = {"replace": "Selected", "add": "Added", "remove": "Removed"}[mode]
+    out.timings = {"prepare_ms": (t1 - t0) * 1e3, "query_ms": (t2 - t1) * 1e3, "write_ms": (t3 - t2) * 1e3,
+                   **parts, "total_ms": (t3 - t0) * 1e3}
+    what = out.group or selection.group_name(level, out.clusters)
+    out.message = (f"{verb} {sel.size:,} Gaussians ({what}, similarity {out.similarity:.2f}); "
+                   f"{out.total_selected:,} selected; {out.timings['total_ms']:.1f} ms")
+    return out
 
 
 def view_under_mouse(context, event):
@@ -42,12 +129,12 @@ def view_of(obj, region, rv3d, *, ortho_center=None) -> viewport.ViewCamera:
                                 np.asarray(obj[A.PROP_AXIS], np.float64).reshape(4, 4), ortho_center=ortho_center)
 
 
-def click_at(context, obj, view: viewport.ViewCamera, u: float, v: float, mode: str) -> selection.ClickOutcome:
+def click_at(context, obj, view: viewport.ViewCamera, u: float, v: float, mode: str) -> ClickOutcome:
     """One click through the panel's settings, in the object's current mode (plain function:
     tests). In Edit Mode the selection is written into the edit mesh, so G / R / S / X / Shift+D
-    act on it at once, without an Edit/Object Mode round trip (~0.5 s at 1M Gaussians)."""
+    act on it at once, without an Edit/Object Mode round trip (a whole mesh conversion each way)."""
     props = click_props.get(context.scene)
-    out = selection.click(obj, view, u, v, level=props.level, mode=mode, min_similarity=props.min_similarity)
+    out = click(obj, view, u, v, level=props.level, mode=mode, min_similarity=props.min_similarity)
     props.message = out.message
     return out
 

@@ -1,48 +1,42 @@
-"""A click in the viewport -> a selection of Gaussians (mesh vertices), in plain functions that
-tests and the benchmark call directly (the modal operator in :mod:`.ops_click` only adapts).
+"""The click tool's click cache and selection writer, in plain functions that the click handler
+(:func:`.ops_click.click`), tests and the benchmark call directly.
 
-1. The viewport camera (:mod:`.viewport`) sees the scene in the file's coordinates.
-2. :func:`engine.click.click_query` (numpy, the same code the engine serves) blends the stored
-   per-Gaussian features at the clicked pixel and matches the global clusters of the chosen
-   level; every Gaussian whose stored label is that cluster is selected (member lists
-   precomputed per cluster: :class:`.feature_store.MeshFeatures`).
-3. The selection is written to Blender: a vertex group named after the granularity and cluster
-   (``CG coarse 3``; several clusters ``CG fine 4+7``), weight 1, and the vertex selection.
+**The click cache** (:func:`click_data`): per mesh, the click index
+(:class:`engine.core.click.ClickIndex`) and the features read from the mesh
+(:class:`.feature_store.MeshFeatures`, member lists precomputed per cluster). What is clicked
+on is the mesh's current vertices, mapped back to the file's axes (so Gaussians moved in Edit
+Mode are found where they are now; their covariances keep their original orientation: exact for
+moves, an approximation for rotated parts). The index is built in a worker thread when training
+results arrive (:func:`prepare`). The depsgraph handler (:mod:`.handlers`) marks an entry stale
+on any geometry update of its mesh (:func:`mark_stale`); a stale entry is compared with the
+current positions (Object Mode: read through the ``position`` attribute; Edit Mode: after one
+sync of the edit mesh) and rebuilt only when they differ. The clicks' own Edit-Mode writes tag
+only the selection, so clicking never makes the cache stale; G / X / Shift+D / undo do.
 
-Modes: ``replace`` (the selection becomes the clicked cluster), ``add`` (Shift), ``remove``
-(Ctrl: the cluster's Gaussians are deselected; no group is written).
-
-Where it is written — the object's current mode, never switched per click:
+**The selection writer** (:func:`write_selection`): a click's vertex indices become the vertex
+selection and a vertex group named after the granularity and cluster (``CG coarse 3``; several
+clusters ``CG fine 4+7``), weight 1. Modes: ``replace`` (the selection becomes the clicked
+cluster), ``add`` (Shift), ``remove`` (Ctrl: the cluster's Gaussians are deselected; no group is
+written). It writes in the object's current mode, never switched per click:
 
 - Edit Mode (the click tool's mode, :func:`enter_click_mode`): into the edit bmesh, so
-  G / R / S / X / Shift+D act on the selection at once (see :func:`_write_edit_mode`), with no
-  Edit/Object Mode round trip per click (a whole mesh conversion each way).
+  G / R / S / X / Shift+D act on the selection at once, with no Edit/Object Mode round trip per
+  click (a whole mesh conversion each way). Edit Mode has no bulk write: each member's select
+  flag and group weight is written through the bmesh API, one vertex at a time, so a click costs
+  in proportion to the clicked cluster, and little when the cluster's vertices are next to each
+  other, which training results arrange (:mod:`.vertex_order`; members spread over the rows, as
+  in a .ply, each miss the cache). A replace click deselects only what the previous clicks
+  selected, not every vertex (:func:`_deselect_hinted`), and tags the redraw without a pass over
+  the vertices (:func:`_tag_edit_selection`). The tool's start makes the vertex wrappers the
+  clicks write through (:func:`wrap_vertices`), so the first click costs about what the others do.
 - Object Mode: the ``.select_vert`` attribute (bulk ``foreach_set``), one ``VertexGroup.add``,
-  and the splat display's highlight (Object Mode draws no vertex selection).
+  and the splat display's highlight (Object Mode draws no vertex selection). ``VertexGroup.add``
+  dominates: the deform layer is shared with the evaluated mesh and copied on the first write
+  after each evaluation.
 
-Where the time goes (figures per Blender version: the README, ``python -m engine.bench
-blender_click``). Edit Mode has no bulk write: each member's select flag and group weight is
-written through the bmesh API, one vertex at a time, so a click costs in proportion to the
-clicked cluster, and little when the cluster's vertices are next to each other, which training
-results arrange (:mod:`.vertex_order`; members spread over the rows, as in a .ply, each miss the
-cache). A replace click deselects only what the previous clicks selected, not every vertex
-(:func:`_deselect_hinted`), and tags the redraw without a pass over the vertices
-(:func:`_tag_edit_selection`). The click index is built in a worker thread when training
-results arrive (:func:`prepare`), and the tool's start makes what the clicks write through
-(:func:`enter_click_mode`, :func:`wrap_vertices`), so the first click costs about what the
-others do. Object Mode: ``VertexGroup.add`` dominates (the deform layer is shared with the
-evaluated mesh and copied on the first write after each evaluation). Blender's undo step that
-the tool pushes after each click is not part of the handler: in Edit Mode it copies the whole
-edit mesh, every attribute of every vertex, whatever the click changed.
-
-What is clicked on: the mesh's current vertices, mapped back to the file's axes (so Gaussians
-moved in Edit Mode are found where they are now; their covariances keep their original
-orientation — exact for moves, an approximation for rotated parts). The click index and the
-features read from the mesh are cached per mesh. A depsgraph handler marks the cache stale on
-any geometry update of the mesh; a stale entry is compared with the current positions (Object
-Mode: read through the ``position`` attribute; Edit Mode: after one sync of the edit mesh) and
-rebuilt only when they differ. The clicks' own Edit-Mode writes tag only the selection, so
-clicking never makes the cache stale; G / X / Shift+D / undo do.
+Blender's undo step that the tool pushes after each click is not part of the writer: in Edit
+Mode it copies the whole edit mesh, every attribute of every vertex, whatever the click changed.
+What each part costs, per Blender version: the README (``python -m engine.bench blender_click``).
 """
 
 from __future__ import annotations
@@ -52,16 +46,27 @@ import concurrent.futures
 import itertools
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
+import bpy
 import numpy as np
+from bmesh.types import BMVert
 
 from . import attributes as A
 from . import feature_store as FS
+from .display import HIGHLIGHT_ATTR, set_highlight
+from .engine.core.click import ClickIndex
 from .engine.core.errors import EngineError, TrainingError
 from .engine.core.scene import GaussianScene
-from .viewport import ViewCamera, local_to_file
+from .mesh_read import (SELECT_ATTR, attribute_array, edit_bmesh, readable_mesh, vertex_count, vertex_positions,
+                        vertex_selection)
+from .viewport import local_to_file
+
+try:
+    from _bpy import ops as _BPY_OPS  # the module bpy.ops itself calls (see _call_op)
+except ImportError:  # pragma: no cover - every Blender 4.2-5.2 has it
+    _BPY_OPS = None
 
 GROUP_PREFIX = "CG"
 MODES = ("replace", "add", "remove")
@@ -69,25 +74,6 @@ MODES = ("replace", "add", "remove")
 
 class ClickError(EngineError):
     """A click that cannot be answered (message for the user)."""
-
-
-@dataclass
-class ClickOutcome:
-    """What one click did. ``selected``: vertex indices of the clicked cluster(s) (int64);
-    ``total_selected``: vertices selected after the click; ``timings`` in milliseconds:
-    ``prepare_ms`` (click cache check), ``query_ms``, ``write_ms`` = ``select_ms`` +
-    ``group_ms`` (see :func:`write_selection`), ``total_ms``."""
-
-    ok: bool
-    message: str
-    level: str
-    mode: str
-    clusters: list[int] = field(default_factory=list)
-    similarity: float = float("nan")
-    selected: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    group: str | None = None
-    total_selected: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def group_name(level: str, clusters: list[int]) -> str:
@@ -99,45 +85,22 @@ def is_click_group(name: str) -> bool:
     return name.startswith(GROUP_PREFIX + " coarse ") or name.startswith(GROUP_PREFIX + " fine ")
 
 
-# ---------------------------------------------------------------------- mesh -> click data
-
-def _get(mesh: Any, name: str, key: str, width: int) -> np.ndarray:
-    attr = mesh.attributes.get(name)
-    if attr is None:
-        raise ClickError(f"{mesh.name!r} lacks the Gaussian attribute {name!r}: import the scene with "
-                         "File > Import > 3D Gaussian Splatting")
-    n = len(mesh.vertices)
-    out = np.empty(n * width, np.float32)
-    attr.data.foreach_get(key, out)
-    return out.reshape(n, width) if width > 1 else out
-
-
-def vertex_positions(mesh: Any) -> np.ndarray:
-    """[N, 3] float32 current vertex positions (object local), read from the ``position``
-    attribute (1.2 ms at 1M vertices; ``mesh.vertices.foreach_get("co")`` takes ~85 ms)."""
-    co = np.empty(len(mesh.vertices) * 3, np.float32)
-    attr = mesh.attributes.get("position")
-    if attr is not None and attr.data_type == "FLOAT_VECTOR" and attr.domain == "POINT":
-        attr.data.foreach_get("vector", co)
-    else:
-        mesh.vertices.foreach_get("co", co)
-    return co.reshape(-1, 3)
-
+# ---------------------------------------------------------------------- the click cache
 
 def mesh_scene(obj: Any, co: np.ndarray | None = None, mesh: Any = None) -> GaussianScene:
     """The object's Gaussians for clicking: current vertex positions mapped back to the file's
     axes, the stored scales / rotations / opacities / DC colours (no higher SH: a click needs
-    no colour). ``mesh``: where to read them (default ``obj.data``; see :func:`readable_mesh`)."""
+    no colour). ``mesh``: where to read them (default ``obj.data``; see :func:`.mesh_read.readable_mesh`)."""
     mesh = obj.data if mesh is None else mesh
     axis = np.asarray(obj[A.PROP_AXIS], np.float64).reshape(4, 4)
     co = vertex_positions(mesh) if co is None else co
     n = len(co)
     return GaussianScene(
         means=local_to_file(co, axis).astype(np.float32),
-        scales=_get(mesh, A.SCALE, "vector", 3),
-        quats=_get(mesh, A.ROTATION, "value", 4),
-        opacities=_get(mesh, A.OPACITY, "value", 1),
-        sh_dc=_get(mesh, A.F_DC, "vector", 3),
+        scales=attribute_array(mesh, A.SCALE, "vector", 3),
+        quats=attribute_array(mesh, A.ROTATION, "value", 4),
+        opacities=attribute_array(mesh, A.OPACITY),
+        sh_dc=attribute_array(mesh, A.F_DC, "vector", 3),
         sh_rest=np.zeros((n, 0, 3), np.float32),
     )
 
@@ -164,36 +127,6 @@ def _key(mesh: Any, count: int | None = None) -> tuple:
     return (mesh.as_pointer(), mesh.name, n, mesh.get(FS.PROP_META, ""))
 
 
-def _edit_bmesh(obj: Any) -> Any:
-    import bmesh
-
-    return bmesh.from_edit_mesh(obj.data)
-
-
-def vertex_count(obj: Any) -> int:
-    """Number of vertices (Gaussians) of a mesh object now, Edit Mode included (the edit bmesh's
-    count, O(1); ``mesh.vertices`` lags behind until Edit Mode is synced)."""
-    return len(_edit_bmesh(obj).verts) if obj.mode == "EDIT" else len(obj.data.vertices)
-
-
-@contextmanager
-def readable_mesh(obj: Any):
-    """A mesh whose attribute arrays can be read now: ``obj.data`` in Object Mode; in Edit Mode
-    (where the attribute API sees the bmesh and its arrays are empty) the edit mesh is synced
-    and a temporary copy is read (its arrays are shared with the mesh, not copied)."""
-    if obj.mode != "EDIT":
-        yield obj.data
-        return
-    import bpy
-
-    obj.update_from_editmode()
-    tmp = obj.data.copy()
-    try:
-        yield tmp
-    finally:
-        bpy.data.meshes.remove(tmp)
-
-
 def invalidate(mesh: Any | None = None) -> None:
     """Forget the cached click data of a mesh (all meshes when None)."""
     if mesh is None:
@@ -201,11 +134,21 @@ def invalidate(mesh: Any | None = None) -> None:
     else:
         _CACHE.pop(mesh.as_pointer(), None)
 
+def mark_stale(ptr: int) -> None:
+    """A geometry update of the mesh at pointer ``ptr`` (the depsgraph handler, :mod:`.handlers`):
+    its cache entry is verified before the next use, unless the update is this module's own."""
+    entry = _CACHE.get(ptr)
+    if entry is not None and ptr not in _SETTLING:
+        entry.stale = True
+
+
+def has_entries() -> bool:
+    """Whether any mesh has click data cached (the depsgraph handler returns at once when not)."""
+    return bool(_CACHE)
+
 
 def _build(scene: GaussianScene, trained: Any) -> Any:
     """Worker-thread part of the cache (numpy only): the click index and the member lists."""
-    from .engine.core.click import ClickIndex
-
     index = ClickIndex.build(scene)
     trained.index_members()
     return index
@@ -250,12 +193,12 @@ def click_data(obj: Any) -> tuple[Any, Any]:
 
     Edit Mode: a valid cache entry is used as is (nothing is synced: the depsgraph handler marks
     the entry stale on any geometry change of the mesh, and the click's own writes change only
-    the selection and vertex groups); a stale one costs one Edit Mode sync (~0.1 s at 1M) and a
-    position comparison, and a rebuild only if the positions differ."""
+    the selection and vertex groups); a stale one costs one Edit Mode sync (a whole mesh
+    conversion) and a position comparison, and a rebuild only if the positions differ."""
     entry = _cached(obj)  # its key holds the feature metadata: valid means the features are there
     if entry is None:
-        # (checked only here: ~8 ms at 1M vertices with a few vertex groups, each attribute
-        # lookup by name walks Blender's attribute list)
+        # (checked only here, not per click: each attribute lookup by name walks Blender's
+        # attribute list)
         if not FS.has_features(obj.data):
             raise TrainingError(f"{obj.name!r} has no trained features yet: train it first "
                                 "(Click-Gaussian panel > Train)")
@@ -272,7 +215,7 @@ def _settle(obj: Any, entry: _Entry) -> None:
     """Mark a verified entry valid. In Edit Mode the sync that read the mesh
     (``update_from_editmode``) tagged its geometry for update, which would mark the entry stale
     again at the next redraw: the depsgraph is evaluated here, with that update ignored (the
-    redraw would evaluate it anyway; only after real edits, ~0.1 s at 1M Gaussians)."""
+    redraw would evaluate it anyway; only after real edits)."""
     entry.stale = False
     if obj.mode == "EDIT":
         _evaluate_own_update(obj)
@@ -294,8 +237,6 @@ def _own_updates(obj: Any):
 def _evaluate_own_update(obj: Any) -> None:
     """Evaluate the depsgraph now, ignoring the geometry update of ``obj``'s mesh that this
     module just caused."""
-    import bpy
-
     with _own_updates(obj):
         bpy.context.view_layer.update()
 
@@ -316,41 +257,11 @@ def prepare(obj: Any) -> bool:
     return isinstance(entry.index, concurrent.futures.Future)  # a build started (or still running)
 
 
-def _on_depsgraph_update(scene: Any, depsgraph: Any) -> None:
-    if not _CACHE:
-        return
-    for upd in depsgraph.updates:
-        if not upd.is_updated_geometry:
-            continue
-        idd = upd.id.original if hasattr(upd.id, "original") else upd.id
-        data = getattr(idd, "data", idd)
-        try:
-            ptr = data.as_pointer()
-        except (AttributeError, ReferenceError):
-            continue
-        entry = _CACHE.get(ptr)
-        if entry is not None and ptr not in _SETTLING:
-            entry.stale = True
-
-
 # ---------------------------------------------------------------------- selection writing
 
-SELECT_ATTR = ".select_vert"  # Blender 4+ stores the vertex selection as this BOOLEAN attribute
-
-
-def read_selection(mesh: Any) -> np.ndarray:
-    """[N] bool vertex selection (Object Mode data). Read from the ``.select_vert`` attribute
-    (0.1 ms at 1M vertices; ``mesh.vertices.foreach_get("select")`` takes ~400 ms)."""
-    sel = np.zeros(len(mesh.vertices), bool)
-    attr = mesh.attributes.get(SELECT_ATTR)
-    if attr is not None:
-        attr.data.foreach_get("value", sel)
-    return sel
-
-
 def _set_selection(mesh: Any, sel: np.ndarray) -> None:
-    """Write the vertex selection through ``.select_vert`` (measured 0.3 ms at 1M vertices vs
-    ~700 ms for ``mesh.vertices.foreach_set("select")``)."""
+    """Write the vertex selection through ``.select_vert`` (a bulk copy; ``mesh.vertices``'
+    ``foreach_set("select")`` is a per-vertex path)."""
     attr = mesh.attributes.get(SELECT_ATTR)
     if attr is None:
         attr = mesh.attributes.new(SELECT_ATTR, "BOOLEAN", "POINT")
@@ -376,20 +287,18 @@ def _write_object_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, 
     if mode == "replace":
         sel = np.zeros(len(mesh.vertices), bool)
     else:
-        sel = read_selection(mesh)
+        sel = vertex_selection(mesh)
     sel[idx] = mode != "remove"
     _set_selection(mesh, sel)
     if highlight:  # Object Mode shows no vertex selection: the splat display highlights it
-        from .display import set_highlight
-
         set_highlight(obj, sel)
     t1 = time.perf_counter()
     if group and mode != "remove" and len(idx):
         vg = _group(obj, group)
-        # one bulk call; the list conversion is ~1 ms of it at 50k members. Measured at 1M
-        # vertices, 50k scattered members: ~8 ms, ~30 ms when the depsgraph has evaluated the
-        # mesh since the last write (the deform layer is shared with the evaluated copy and is
-        # copied on write). attribute_convert of a float attribute: ~60 ms.
+        # one bulk call (the list conversion is a small part of it); slower when the depsgraph
+        # has evaluated the mesh since the last write (the deform layer is shared with the
+        # evaluated copy and is copied on write); attribute_convert of a float attribute is
+        # slower still
         vg.add(idx.tolist(), 1.0, "REPLACE")
         _make_active(obj, vg)
     mesh.update_tag()
@@ -400,7 +309,7 @@ def _write_object_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, 
 def _edit_verts(obj: Any) -> tuple[Any, list]:
     """(bmesh, every BMVert wrapper by index) of an object in Edit Mode, cached with its click
     data: wrapping every vertex once is far cheaper than looking the members up at each click."""
-    bm = _edit_bmesh(obj)
+    bm = edit_bmesh(obj)
     bm.verts.layers.deform.verify()  # before wrapping: adding a bmesh layer invalidates wrappers
     entry = _cached(obj)
     if (entry is not None and entry.bm is bm and entry.verts is not None and len(entry.verts) == len(bm.verts)
@@ -415,14 +324,9 @@ def _edit_verts(obj: Any) -> tuple[Any, list]:
 
 def _call_op(idname: str, **props: Any) -> bool:
     """Run an operator in the current context without the depsgraph evaluations ``bpy.ops``
-    wraps every call in (``view_layer.update()`` before and after: ~80 ms at 1M Gaussians in Edit
-    Mode, and the redraw evaluates the depsgraph anyway). Returns False when its poll fails."""
-    import bpy
-
-    try:
-        from _bpy import ops as _ops  # the module bpy.ops itself calls
-    except ImportError:  # pragma: no cover - every Blender 4.2-5.0 has it
-        _ops = None
+    wraps every call in (``view_layer.update()`` before and after: a whole depsgraph evaluation
+    each, and the redraw evaluates the depsgraph anyway). Returns False when its poll fails."""
+    _ops = _BPY_OPS
     if _ops is not None and hasattr(_ops, "call") and hasattr(_ops, "poll"):
         if not _ops.poll(idname, "EXEC_DEFAULT"):
             return False
@@ -435,8 +339,8 @@ def _call_op(idname: str, **props: Any) -> bool:
 def member_verts(verts: list, idx: np.ndarray) -> Iterable[Any]:
     """The items of ``verts`` at indices ``idx`` (int [S], ascending). Runs of consecutive
     indices — a cluster of a mesh in cluster order (:mod:`.vertex_order`) is one or a few — are
-    taken as slices of the list, without a lookup or a Python int per member (50k members at 1M
-    vertices: ~1 ms saved); scattered indices are looked up one by one."""
+    taken as slices of the list, without a lookup or a Python int per member; scattered indices
+    are looked up one by one."""
     if idx.size == 0:
         return ()
     breaks = np.flatnonzero(np.diff(idx) != 1) + 1
@@ -470,8 +374,6 @@ def _deselect_hinted(obj: Any, verts: list, hint: list) -> bool:
     mesh counts its selected vertices (``Mesh.total_vert_sel``, kept by every select path,
     Python's included), so a selection made elsewhere since the last click (box select, select
     all, a script, undo) shows there and the caller deselects everything instead."""
-    from bmesh.types import BMVert
-
     for c in hint:
         collections.deque(map(BMVert.select_set, member_verts(verts, c), itertools.repeat(False)), 0)
     return int(obj.data.total_vert_sel) == 0
@@ -484,8 +386,6 @@ def _tag_edit_selection() -> None:
     select mode (its current value) runs its RNA update, which tags every mesh in Edit Mode and
     flushes the vertex selection to edges and faces (a point cloud has none). The per-vertex
     writes of the bmesh API tag nothing, and ``bmesh.update_edit_mesh`` tags the geometry."""
-    import bpy
-
     ts = bpy.context.tool_settings
     ts.mesh_select_mode = tuple(ts.mesh_select_mode)
 
@@ -509,8 +409,6 @@ def _write_edit_mode(obj: Any, idx: np.ndarray, mode: str, group: str | None, ti
     edges and faces: replace runs deselect-all; add / remove run a select operator for its
     redraw tag ("select sharp edges" selects nothing without faces; otherwise the selection is
     inverted twice), and the selection is flushed to edges and faces after the writes."""
-    from bmesh.types import BMVert
-
     t0 = time.perf_counter()
     bm, verts = _edit_verts(obj)
     entry = _cached(obj)
@@ -571,13 +469,13 @@ def write_selection(obj: Any, indices: np.ndarray, mode: str, group: str | None,
     if obj.mode != "EDIT":
         return _write_object_mode(obj, idx, mode, group, highlight, timings)
     if highlight:
-        from .display import HIGHLIGHT_ATTR, set_highlight
-
         if HIGHLIGHT_ATTR in obj.data.attributes.keys():  # (by name: no lookup, no unsharing)
             set_highlight(obj, None)  # once; it tags the geometry, which moves no vertex
             _evaluate_own_update(obj)
     return _write_edit_mode(obj, idx, mode, group, timings)
 
+
+# ---------------------------------------------------------------------- the click tool's mode
 
 _DEFORM_PROBE = ".CG deform layer"  # temporary vertex group of enter_click_mode
 
@@ -615,14 +513,10 @@ def enter_click_mode(obj: Any, timings: dict[str, float] | None = None, *, wrap:
     milliseconds: ``edit_mode_ms`` (the conversion and the depsgraph evaluation after it, which
     the redraw would do otherwise) and ``wrap_ms``.
     Raises RuntimeError (Blender's message) when the object cannot enter Edit Mode."""
-    import bpy
-
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     if obj.mode != "EDIT":
         bpy.context.view_layer.update()  # pending changes judged as usual first
-        from .display import HIGHLIGHT_ATTR, set_highlight
-
         if HIGHLIGHT_ATTR in obj.data.attributes.keys():  # (by name: no lookup, no unsharing)
             set_highlight(obj, None)  # Edit Mode shows the selection itself; cheaper removed here
             bpy.context.view_layer.update()
@@ -663,8 +557,6 @@ def object_mode(obj: Any):
     """Run the body with ``obj`` in Object Mode (mesh data writable), restoring Edit Mode after.
     Works from any context (a timer, an operator on another object): the mode switches are run
     with ``obj`` as the context's object."""
-    import bpy
-
     was_edit = obj.mode == "EDIT"
     if was_edit:
         with bpy.context.temp_override(object=obj, active_object=obj):
@@ -675,62 +567,6 @@ def object_mode(obj: Any):
         if was_edit:
             with bpy.context.temp_override(object=obj, active_object=obj):
                 bpy.ops.object.mode_set(mode="EDIT")
-
-
-def click(obj: Any, view: ViewCamera, u: float, v: float, *, level: str = "coarse", mode: str = "replace",
-          min_similarity: float = 0.0) -> ClickOutcome:
-    """The whole click handler: pixel (u, v) of ``view`` (engine pixel coordinates, see
-    :func:`.viewport.region_to_pixel`) -> selection on ``obj`` (see the module docstring).
-    Never raises for the user's mistakes: the outcome's ``ok``/``message`` say what happened."""
-    t0 = time.perf_counter()
-    out = ClickOutcome(False, "", level, mode)
-    if level not in ("coarse", "fine"):
-        out.message = f"granularity must be coarse or fine, got {level!r}"
-        return out
-    try:
-        index, trained = click_data(obj)
-    except EngineError as exc:
-        out.message = str(exc)
-        return out
-    from .engine.core.click import click_query
-
-    t1 = time.perf_counter()
-    cam = view.camera
-    if not (0 <= u <= cam.width and 0 <= v <= cam.height):
-        out.message = f"the click at ({u:.0f}, {v:.0f}) is outside the {cam.width}x{cam.height} view"
-        return out
-    try:
-        res = click_query(index, trained, cam, u, v, level=level)
-    except (EngineError, ValueError) as exc:
-        out.message = f"click failed: {exc}"
-        return out
-    t2 = time.perf_counter()
-    out.clusters = [int(c) for c in (res.clusters or [])]
-    out.similarity = float(res.similarity) if res.similarity is not None else float("nan")
-    sel = np.asarray(res.selected, dtype=np.int64)
-    if not out.clusters or sel.size == 0:
-        reason = getattr(res, "reason", "") or "no Gaussians there"
-        out.message = f"Nothing selected: {reason}"
-        out.timings = {"prepare_ms": (t1 - t0) * 1e3, "query_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}
-        return out
-    if min_similarity > 0 and out.similarity < min_similarity:
-        out.message = (f"Nothing selected: the best {level} cluster is only {out.similarity:.2f} similar "
-                       f"(threshold {min_similarity:.2f})")
-        out.timings = {"prepare_ms": (t1 - t0) * 1e3, "query_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}
-        return out
-    out.group = group_name(level, out.clusters) if mode != "remove" else None
-    out.selected = sel
-    parts: dict[str, float] = {}
-    out.total_selected = write_selection(obj, sel, mode, out.group, timings=parts)
-    t3 = time.perf_counter()
-    out.ok = True
-    verb = {"replace": "Selected", "add": "Added", "remove": "Removed"}[mode]
-    out.timings = {"prepare_ms": (t1 - t0) * 1e3, "query_ms": (t2 - t1) * 1e3, "write_ms": (t3 - t2) * 1e3,
-                   **parts, "total_ms": (t3 - t0) * 1e3}
-    what = out.group or group_name(level, out.clusters)
-    out.message = (f"{verb} {sel.size:,} Gaussians ({what}, similarity {out.similarity:.2f}); "
-                   f"{out.total_selected:,} selected; {out.timings['total_ms']:.1f} ms")
-    return out
 
 
 # ---------------------------------------------------------------------- selection-list actions
@@ -752,28 +588,3 @@ def group_members(obj: Any, group: str) -> np.ndarray:
     mesh = obj.data
     out = [v.index for v in mesh.vertices if any(g.group == gi and g.weight > 0 for g in v.groups)]
     return np.asarray(out, dtype=np.int64)
-
-
-def _on_load(*_args: Any) -> None:
-    _CACHE.clear()  # another .blend: every cached mesh pointer is gone
-
-
-def register() -> None:
-    import bpy
-
-    # persistent: the handlers must survive opening another .blend
-    for handlers, fn in ((bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update),
-                         (bpy.app.handlers.load_post, _on_load)):
-        bpy.app.handlers.persistent(fn)
-        if fn not in handlers:
-            handlers.append(fn)
-
-
-def unregister() -> None:
-    import bpy
-
-    for handlers, fn in ((bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update),
-                         (bpy.app.handlers.load_post, _on_load)):
-        if fn in handlers:
-            handlers.remove(fn)
-    _CACHE.clear()

@@ -4,15 +4,16 @@ Why: a click in the click tool (Edit Mode) writes every selected Gaussian's sele
 vertex-group weight through the bmesh API, one vertex at a time (Edit Mode has no bulk write).
 Those writes are bound by memory latency when a cluster's members are spread over the mesh (a
 real .ply lists its Gaussians in training order, so an object's Gaussians are scattered over all
-its rows): measured at 1M Gaussians, 50k selected (``python -m engine.bench blender_click``,
-2 cores): ~28 ms for scattered members against ~5 ms for contiguous ones. So when training results
-arrive the mesh's vertices are sorted by (coarse cluster, fine cluster) once (:func:`order_by_clusters`).
+its rows): each member's memory is a cache miss, where contiguous members are walked in order
+(``python -m engine.bench blender_click --order shuffled`` times the scattered case). So when
+training results arrive the mesh's vertices are sorted by (coarse cluster, fine cluster) once
+(:func:`order_by_clusters`).
 
 How: Blender's own Geometry Nodes *Sort Elements* node in a temporary modifier that is applied.
 It moves every point attribute, vertex group (Blender 5.0+), edge and face with the vertices
 (Blender does the bookkeeping, so nothing the user added to the mesh is lost) and keeps the
-mesh datablock and its custom properties. Measured once per training result at 1M Gaussians:
-0.56 s (SH degree 0), 0.76 s (SH degree 3) (``python -m engine.bench blender_click [--sh-degree 3]``, ``reorder``).
+mesh datablock and its custom properties. Its cost, once per training result, is the
+benchmark's ``reorder`` line (``python -m engine.bench blender_click [--sh-degree 3]``).
 
 Nothing depends on the order: the features are stored per vertex (they move with it), the
 source row of each Gaussian stays in ``gs_index``, and export writes the current vertices.
@@ -22,7 +23,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import bpy
 import numpy as np
+
+from . import feature_store as FS
+from .compat import sort_keeps_vertex_groups
 
 # Temporary point attributes giving each vertex's new position ``key`` to Sort Elements, which
 # takes an integer group id (groups ordered by id) and a float weight (exact for integers below
@@ -45,7 +50,7 @@ def cluster_order(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
 
 def is_cluster_ordered(coarse: np.ndarray, fine: np.ndarray) -> bool:
     """True when :func:`cluster_order` would leave every vertex where it is (one vectorised pass,
-    ~5 ms at 1M; no sort)."""
+    no sort)."""
     coarse = np.asarray(coarse, np.int64).reshape(-1)
     fine = np.asarray(fine, np.int64).reshape(-1)
     if coarse.size < 2:
@@ -81,10 +86,6 @@ def reorder_vertices(obj: Any, perm: np.ndarray, *, weight_bits: int = WEIGHT_BI
     ``perm[i]`` (see the module docstring). Returns "" when done, else why the order was left as
     it was (a one-line reason; the mesh is then unchanged): shape keys, a mesh shared with other
     objects, or a Blender without the Sort Elements node (before 4.1)."""
-    import bpy
-
-    from .compat import sort_keeps_vertex_groups
-
     mesh = obj.data
     n = len(mesh.vertices)
     perm = np.asarray(perm, np.int64).reshape(-1)
@@ -151,8 +152,6 @@ def order_by_clusters(obj: Any) -> str:
     """Sort the trained mesh object's vertices by cluster (:func:`cluster_order` of its stored
     labels) unless they already are. Returns "" when the mesh is in cluster order afterwards,
     else the reason it is not (clicks then work the same, only slower; see the module doc)."""
-    from . import feature_store as FS
-
     mesh = obj.data
     coarse, fine = FS.read_labels(mesh, "coarse"), FS.read_labels(mesh, "fine")
     if is_cluster_ordered(coarse, fine):

@@ -250,6 +250,8 @@ def test_failure_while_building_leaves_the_object_as_it_was(bpy, fox_path: Path,
 
 def test_click_on_an_adopted_fox(bpy, fox_path: Path) -> None:
     from click_gaussian_blender import feature_store as FS
+    from click_gaussian_blender import mesh_read as MR
+    from click_gaussian_blender import ops_click
     from click_gaussian_blender import selection as S
     from click_gaussian_blender.engine.core.cameras import Camera, look_at_viewmat
     from click_gaussian_blender.engine.core.click import ClickIndex, click_query
@@ -278,10 +280,10 @@ def test_click_on_an_adopted_fox(bpy, fox_path: Path) -> None:
             break
     else:
         pytest.fail("no pixel of the view hits the fox")
-    out = S.click(obj, view, u, v, level="coarse", mode="replace")
+    out = ops_click.click(obj, view, u, v, level="coarse", mode="replace")
     assert out.ok, out.message
     assert np.array_equal(S.group_members(obj, out.group), want.selected)
-    assert np.array_equal(np.flatnonzero(S.read_selection(obj.data)), want.selected)
+    assert np.array_equal(np.flatnonzero(MR.vertex_selection(obj.data)), want.selected)
 
 
 def test_conversion_is_offered_where_it_fits(bpy, fox_path: Path) -> None:

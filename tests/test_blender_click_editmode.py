@@ -61,6 +61,7 @@ def _edit_selection(obj) -> np.ndarray:
 
 
 def test_edit_mode_click_writes_selection_and_group_in_place(bpy, fox_path):
+    from click_gaussian_blender import mesh_read as MR
     from click_gaussian_blender import ops_click
     from click_gaussian_blender import selection as S
 
@@ -85,7 +86,7 @@ def test_edit_mode_click_writes_selection_and_group_in_place(bpy, fox_path):
     assert [g.name for g in S.click_groups(obj)] == ["CG coarse 0", "CG coarse 1"]
     # the groups and the selection are real mesh data once Edit Mode is left
     bpy.ops.object.mode_set(mode="OBJECT")
-    assert np.array_equal(S.read_selection(obj.data), right)
+    assert np.array_equal(MR.vertex_selection(obj.data), right)
     assert np.array_equal(S.group_members(obj, "CG coarse 0"), np.flatnonzero(left))
     assert np.array_equal(S.group_members(obj, "CG coarse 1"), np.flatnonzero(right))
     weights = [g.weight for g in obj.data.vertices[int(np.flatnonzero(left)[0])].groups]
@@ -129,6 +130,7 @@ def test_edit_tools_act_on_the_click_at_once(bpy, fox_path):
     """G moves exactly the clicked Gaussians, and the next click finds them where they are now;
     Shift+D duplicates them with their group and features; X deletes them; clicking goes on."""
     from click_gaussian_blender import feature_store as FS
+    from click_gaussian_blender import mesh_read as MR
     from click_gaussian_blender import ops_click
     from click_gaussian_blender import selection as S
 
@@ -137,7 +139,7 @@ def test_edit_tools_act_on_the_click_at_once(bpy, fox_path):
     left = tf.coarse_labels == 0
     m = int(left.sum())
     u0, v0, _ = _pixel_of_cluster(index, tf, cam, scene, "coarse", 0)
-    before = S.vertex_positions(obj.data).copy()
+    before = MR.vertex_positions(obj.data).copy()
     assert ops_click.click_at(bpy.context, obj, view, u0, v0, "replace").ok
     # G: move the selection far out of the view (local +x)
     bpy.ops.transform.translate(value=(100.0, 0.0, 0.0))
@@ -145,7 +147,7 @@ def test_edit_tools_act_on_the_click_at_once(bpy, fox_path):
     out = ops_click.click_at(bpy.context, obj, view, u0, v0, "replace")
     assert not (out.ok and out.clusters == [0]), "the moved cluster must no longer be under the cursor"
     bpy.ops.object.mode_set(mode="OBJECT")
-    after = S.vertex_positions(obj.data)
+    after = MR.vertex_positions(obj.data)
     np.testing.assert_allclose(after[left] - before[left], np.tile([100.0, 0.0, 0.0], (m, 1)), atol=1e-3)
     np.testing.assert_array_equal(after[~left], before[~left])
     # move it back, then Shift+D and X on a fresh click
@@ -260,6 +262,7 @@ def test_replace_clicks_on_a_sorted_mesh_select_exactly_the_cluster(bpy, fox_pat
     import bmesh
 
     from click_gaussian_blender import feature_store as FS
+    from click_gaussian_blender import mesh_read as MR
     from click_gaussian_blender import ops_click
     from click_gaussian_blender import selection as S
     from click_gaussian_blender.engine.core.cameras import Camera, look_at_viewmat
@@ -314,7 +317,7 @@ def test_replace_clicks_on_a_sorted_mesh_select_exactly_the_cluster(bpy, fox_pat
     click(u0, v0, "remove", five, False)
     click(u0, v0, "replace", two, False)
     bpy.ops.object.mode_set(mode="OBJECT")
-    assert np.array_equal(S.read_selection(obj.data), two)
+    assert np.array_equal(MR.vertex_selection(obj.data), two)
     assert [g.name for g in S.click_groups(obj)] == ["CG coarse 2", "CG coarse 5"]
     assert np.array_equal(S.group_members(obj, "CG coarse 2"), np.flatnonzero(two))
     assert np.array_equal(S.group_members(obj, "CG coarse 5"), np.flatnonzero(five))

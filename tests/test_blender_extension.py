@@ -53,7 +53,7 @@ def test_zip_installs_enables_and_imports(built_zip: Path, fox_path: Path) -> No
     try:
         assert result == {"FINISHED"}
         installed = user / "extensions" / "user_default" / "click_gaussian_blender"
-        assert (installed / "engine" / "ply.py").is_file()
+        assert (installed / "engine" / "core" / "formats" / "ply.py").is_file()
         assert module in {a.module for a in bpy.context.preferences.addons}
         mod = sys.modules[module]
         assert Path(mod.__file__).resolve().parent == installed.resolve()

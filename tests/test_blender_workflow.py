@@ -80,6 +80,7 @@ def test_store_refuses_a_changed_mesh(bpy, fox_path):
 
 
 def test_write_selection_modes_and_group(bpy, fox_path):
+    from click_gaussian_blender import mesh_read as MR
     from click_gaussian_blender import selection as S
 
     obj = _import(bpy, fox_path)
@@ -88,7 +89,7 @@ def test_write_selection_modes_and_group(bpy, fox_path):
     assert S.write_selection(obj, a, "replace", S.group_name("coarse", [2])) == 100
     assert S.write_selection(obj, b, "add", S.group_name("fine", [4, 7])) == 300
     assert S.write_selection(obj, np.arange(0, 10), "remove", None) == 290
-    sel = S.read_selection(obj.data)
+    sel = MR.vertex_selection(obj.data)
     assert sel.sum() == 290 and not sel[:10].any() and sel[10:300].all() and not sel[300:].any()
     assert [g.name for g in S.click_groups(obj)] == ["CG coarse 2", "CG fine 4+7"]
     assert np.array_equal(S.group_members(obj, "CG fine 4+7"), b)
@@ -96,16 +97,18 @@ def test_write_selection_modes_and_group(bpy, fox_path):
 
 
 def test_click_before_training_says_so(bpy, fox_path):
+    from click_gaussian_blender import mesh_read as MR
+    from click_gaussian_blender import ops_click
     from click_gaussian_blender import selection as S
     from click_gaussian_blender import viewport as VP
 
     obj = _import(bpy, fox_path)
     view = VP.view_camera(np.eye(4) + _translate(0, 0, -5), _persp(), 64, 64, np.array(obj.matrix_world), np.asarray(obj["gs_axis_matrix"]).reshape(4, 4))
-    before = S.read_selection(obj.data)
-    out = S.click(obj, view, 32, 32)
+    before = MR.vertex_selection(obj.data)
+    out = ops_click.click(obj, view, 32, 32)
     assert not out.ok
     assert "no trained features" in out.message and "train it first" in out.message
-    assert np.array_equal(S.read_selection(obj.data), before) and not S.click_groups(obj)
+    assert np.array_equal(MR.vertex_selection(obj.data), before) and not S.click_groups(obj)
 
 
 def _translate(x, y, z):
@@ -164,6 +167,8 @@ def _fox_with_features(bpy, fox_path):
 
 
 def test_click_selects_clusters_as_vertex_groups(bpy, fox_path):
+    from click_gaussian_blender import mesh_read as MR
+    from click_gaussian_blender import ops_click
     from click_gaussian_blender import selection as S
     from click_gaussian_blender.engine.core.click import ClickIndex, click_query
 
@@ -185,25 +190,25 @@ def test_click_selects_clusters_as_vertex_groups(bpy, fox_path):
             break
     assert set(picks) == {0, 1}
     u0, v0, r0 = picks[0]
-    out = S.click(obj, view, u0, v0, level="coarse", mode="replace")
+    out = ops_click.click(obj, view, u0, v0, level="coarse", mode="replace")
     assert out.ok, out.message
     assert out.group == "CG coarse 0" and "Selected" in out.message and "ms" in out.message
     assert np.array_equal(S.group_members(obj, out.group), r0.selected)
-    assert np.array_equal(np.flatnonzero(S.read_selection(obj.data)), np.flatnonzero(left))
+    assert np.array_equal(np.flatnonzero(MR.vertex_selection(obj.data)), np.flatnonzero(left))
     hl = np.empty(len(left), bool)
     obj.data.attributes["gs_highlight"].data.foreach_get("value", hl)
     assert np.array_equal(hl, left)  # visible in Object Mode through the splat display
     u1, v1, _ = picks[1]
-    out = S.click(obj, view, u1, v1, level="coarse", mode="add")
+    out = ops_click.click(obj, view, u1, v1, level="coarse", mode="add")
     assert out.ok and out.total_selected == len(scene.means)
-    out = S.click(obj, view, u0, v0, level="coarse", mode="remove")
-    assert out.ok and np.array_equal(S.read_selection(obj.data), ~left)
+    out = ops_click.click(obj, view, u0, v0, level="coarse", mode="remove")
+    assert out.ok and np.array_equal(MR.vertex_selection(obj.data), ~left)
     assert [g.name for g in S.click_groups(obj)] == ["CG coarse 0", "CG coarse 1"]
     # fine level from Edit Mode: the helper switches to Object Mode and back
     bpy.context.view_layer.objects.active = obj
     bpy.ops.object.mode_set(mode="EDIT")
     with S.object_mode(obj):
-        out = S.click(obj, view, u0, v0, level="fine", mode="replace")
+        out = ops_click.click(obj, view, u0, v0, level="fine", mode="replace")
     assert obj.mode == "EDIT"
     bpy.ops.object.mode_set(mode="OBJECT")
     assert out.ok and out.group.startswith("CG fine ")
@@ -224,37 +229,40 @@ def test_prepared_index_is_used_by_the_first_click(bpy, fox_path):
 
 
 def test_click_empty_space_and_outside(bpy, fox_path):
+    from click_gaussian_blender import mesh_read as MR
+    from click_gaussian_blender import ops_click
     from click_gaussian_blender import selection as S
     from click_gaussian_blender.engine.core.cameras import Camera, look_at_viewmat
 
     obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
     axis = np.asarray(obj["gs_axis_matrix"]).reshape(4, 4)
-    before = S.read_selection(obj.data)
+    before = MR.vertex_selection(obj.data)
     away = Camera(look_at_viewmat(cam.center, 2 * cam.center - np.median(scene.means, axis=0), np.array([0.0, -1.0, 0.0])),
                   cam.K, 128, 128)
-    out = S.click(obj, _view_of_camera(away, axis), 64.5, 64.5)
+    out = ops_click.click(obj, _view_of_camera(away, axis), 64.5, 64.5)
     assert not out.ok and out.message.startswith("Nothing selected") and "empty space" in out.message
-    out = S.click(obj, _view_of_camera(cam, axis), 500.0, 64.5)
+    out = ops_click.click(obj, _view_of_camera(cam, axis), 500.0, 64.5)
     assert not out.ok and "outside" in out.message
-    assert np.array_equal(S.read_selection(obj.data), before) and not S.click_groups(obj)
+    assert np.array_equal(MR.vertex_selection(obj.data), before) and not S.click_groups(obj)
 
 
 def test_click_follows_moved_gaussians(bpy, fox_path):
     """After an edit moves the whole object's vertices, the cached click index is rebuilt and
     the click finds the Gaussians where they are now."""
-    from click_gaussian_blender import selection as S
+    from click_gaussian_blender import mesh_read as MR
+    from click_gaussian_blender import ops_click
 
     obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
     axis = np.asarray(obj["gs_axis_matrix"]).reshape(4, 4)
     view = _view_of_camera(cam, axis)
     uv, _ = cam.project(np.median(scene.means, axis=0)[None])
     u, v = np.floor(uv[0]) + 0.5
-    assert S.click(obj, view, u, v).ok
-    co = S.vertex_positions(obj.data) + np.array([50.0, 0.0, 0.0], np.float32)  # far out of view
+    assert ops_click.click(obj, view, u, v).ok
+    co = MR.vertex_positions(obj.data) + np.array([50.0, 0.0, 0.0], np.float32)  # far out of view
     obj.data.vertices.foreach_set("co", co.reshape(-1))
     obj.data.update()
     bpy.context.view_layer.update()  # depsgraph update: the cache is marked stale
-    out = S.click(obj, view, u, v)
+    out = ops_click.click(obj, view, u, v)
     assert not out.ok and "empty space" in out.message
 
 
