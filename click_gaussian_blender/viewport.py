@@ -39,10 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine.core.cameras import Camera
+from .engine.core.cameras import GL_FLIP as GL_TO_CV, Camera  # GL_TO_CV: flips camera y and z
 from .engine.core.errors import CameraError
 
-GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # flips camera y and z (its own inverse)
 ORTHO_DISTANCE_FACTOR = 1000.0
 
 

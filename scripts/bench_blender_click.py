@@ -99,7 +99,7 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
     import bpy
 
     from click_gaussian_blender import ops_click, viewport
-    from click_gaussian_blender.engine.core.cameras import Camera, look_at_viewmat
+    from click_gaussian_blender.engine.core.cameras import GL_FLIP, Camera, look_at_viewmat
 
     w = h = 512
     K = np.array([[500.0, 0, w / 2], [0, 500.0, h / 2], [0, 0, 1]])
@@ -115,7 +115,7 @@ def _clicks(obj, n_tiles: int, side: int, ext: float, centre: np.ndarray, axis: 
         eye = target + np.array([0.0, -0.4, -2.2]) * ext / 1.2
         cam = Camera(look_at_viewmat(eye, target, np.array([0.0, -1.0, 0.0])), K, w, h)
         # the Blender view of that camera (what the viewport hands the click tool)
-        gl_view = np.diag([1.0, -1.0, -1.0, 1.0]) @ cam.viewmat @ np.linalg.inv(axis)
+        gl_view = GL_FLIP @ cam.viewmat @ np.linalg.inv(axis)
         if evaluate:  # what the redraw after the previous click does (not timed)
             bpy.context.view_layer.update()
         t0 = time.perf_counter()

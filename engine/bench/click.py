@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.cameras import Camera
 from ..core.click import ClickIndex, click_query
-from ..core.features import TrainedFeatures, normalize_rows, scene_hash
+from ..core.features import LEVELS, TrainedFeatures, normalize_rows, scene_hash
 from ..core.scene import GaussianScene
 
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         index = ClickIndex.build(scene)
         build = time.perf_counter() - t
         tf = random_features(scene, args.seed)
-        for lvl in ("coarse", "fine"):
+        for lvl in LEVELS:
             click_query(index, tf, cam, *pts[0], level=lvl)  # warm-up
             times, cands, sel = [], [], []
             for u, v in pts:

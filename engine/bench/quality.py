@@ -44,6 +44,7 @@ import numpy as np
 from ..cli.options import parse_size
 from ..core.atomic import write_png, write_text
 from ..core.errors import EngineError
+from ..core.features import LEVELS
 
 VARIANTS = {
     "full": {},
@@ -150,7 +151,7 @@ def evaluate(synth, test_views, trained, gaussians, click_index=None, pictures: 
     feats_render: dict[str, list[np.ndarray]] = {"coarse": [], "fine": []}
     for v in test_views:
         dense = v.contributors.to_dense()
-        for level in ("coarse", "fine"):
+        for level in LEVELS:
             f = dense.render(torch.from_numpy(trained.level_features(level)).to(dense.ids.device)).cpu().numpy()
             maps[level].append(M.assign_clusters(f, trained.centers(level), alpha=v.alpha))
             if len(feats_render[level]) < pictures:
@@ -160,7 +161,7 @@ def evaluate(synth, test_views, trained, gaussians, click_index=None, pictures: 
     ids_of = {"coarse": synth.object_id, "fine": synth.part_id}
     opac = synth.scene.activated_opacities()
     results = []
-    for level in ("coarse", "fine"):
+    for level in LEVELS:
         n_targets = synth.num_objects if level == "coarse" else synth.num_parts
         for t in range(1, n_targets + 1):
             r = M.propagation_scores(gt[level], maps[level], t)
@@ -183,14 +184,14 @@ def evaluate(synth, test_views, trained, gaussians, click_index=None, pictures: 
         for i in range(min(pictures, len(test_views))):
             v = test_views[i]
             panels = [v.image, _colorize(v.object_map), _colorize(v.part_map)]
-            for level in ("coarse", "fine"):
+            for level in LEVELS:
                 f = feats_render[level][i]
                 c = trained.centers(level)
                 seg = np.full(v.alpha.shape, -1, np.int32)
                 if len(c):
                     seg = M.assign_clusters(f, c, alpha=v.alpha, threshold=-1.0)  # segment everything: argmax
                 panels.append(_colorize(seg))
-            for level in ("coarse", "fine"):
+            for level in LEVELS:
                 panels.append(_pca_rgb(feats_render[level][i], v.alpha))
             rows.append(np.concatenate(panels, axis=1))
         _save_png(picture_path, np.concatenate(rows, axis=0))

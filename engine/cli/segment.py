@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.atomic import write_png
 from ..core.errors import EngineError, TrainingError
+from ..core.features import LEVELS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=int, default=4, help="number of views (default 4)")
     parser.add_argument("--size", default="384x384", help="orbit view size WxH (default 384x384)")
     parser.add_argument("--cameras", help="use the capture's cameras instead of orbit views")
-    parser.add_argument("--level", choices=("coarse", "fine", "both"), default="both")
+    parser.add_argument("--level", choices=(*LEVELS, "both"), default="both")
     parser.add_argument("--device", default="auto")
 
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
     g = Gaussians.from_scene(scene, device)
-    levels = ("coarse", "fine") if args.level == "both" else (args.level,)
+    levels = LEVELS if args.level == "both" else (args.level,)
     written = 0
     for i, cam in enumerate(cams):
         rgb = render(g, cam).values[..., :3].clamp(0, 1).mul(255).round().byte().cpu().numpy()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CameraError
+from .quaternion import quat_to_matrix
 
 if TYPE_CHECKING:
     from .scene import GaussianScene
@@ -125,14 +126,15 @@ def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
 
 
-_GL_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
+#: flips a camera's y and z axes: OpenGL/Blender camera axes <-> OpenCV ones (its own inverse)
+GL_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def opengl_to_opencv(c2w: np.ndarray) -> np.ndarray:
     """Camera-to-world [4, 4] (or [..., 4, 4]) between the OpenGL/Blender camera axes (x right,
     y up, z back) and the OpenCV ones (x right, y down, z forward): flips the camera's y and z
     axes. The same flip converts in both directions."""
-    return np.asarray(c2w, dtype=np.float64) @ _GL_FLIP
+    return np.asarray(c2w, dtype=np.float64) @ GL_FLIP
 
 
 def look_at_viewmat(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -390,13 +392,8 @@ def _colmap_intrinsics(model: str, params: np.ndarray, where: str, warn: Warn) -
 
 
 def qvec_to_rotmat(q: np.ndarray) -> np.ndarray:
-    """[3, 3] rotation of a quaternion (w, x, y, z) (normalised first)."""
-    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+    """[3, 3] rotation of a COLMAP quaternion (w, x, y, z) (normalised first)."""
+    return quat_to_matrix(q)
 
 
 def load_colmap(model_dir: str | os.PathLike, images_dir: str | os.PathLike | None = None, *,

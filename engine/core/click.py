@@ -25,7 +25,7 @@ Algorithm (per click, after a one-off :meth:`ClickIndex.build` of the scene):
    settings). Otherwise nothing is selected and ``reason`` says why.
 4. Selection: every Gaussian whose precomputed label (``TrainedFeatures.*_labels``: the cluster
    that gets most of the Gaussian's blending weight in the training views) is one of the
-   selected clusters (``np.flatnonzero``: ~1 ms at 1M).
+   selected clusters (``np.flatnonzero`` over the labels).
 
 Click position convention: continuous image coordinates (u right, v down, pixels), so the centre
 of pixel (i, j) is ``(i + 0.5, j + 0.5)`` — the renderer's pixel centres.
@@ -40,11 +40,9 @@ import numpy as np
 from .cameras import Camera
 from .errors import EngineError, TrainingError
 from .features import COARSE_DIM, TrainedFeatures, level_dim
+from .projection import ALPHA_MAX, ALPHA_MIN, EPS2D, T_MIN
+from .quaternion import unit_quat_to_matrix
 
-ALPHA_MAX = 0.99  # the renderer's (3DGS) alpha clamp
-ALPHA_MIN = 1.0 / 255.0
-T_MIN = 1e-4
-EPS2D = 0.3  # px^2 low-pass dilation (3DGS / gsplat)
 CULL_SIGMAS = 4.0  # > the renderer's 3.33-sigma extent
 CULL_PIXELS = 2.5  # footprint margin, > 3.33 * sqrt(0.3 px^2) of the low-pass
 MATCH_COS = 0.9  # clusters at least this similar to the clicked feature are selected (paper: 0.9)
@@ -56,9 +54,8 @@ DEFAULT_MIN_COS = {"coarse": 0.5, "fine": 0.75}
 
 CHUNK = 128  # Gaussians per culling chunk (Morton order: spatially compact chunks)
 # Gaussians per sub-chunk: a chunk's sphere is as large as its largest splat's reach, so a ray
-# meets many chunks it misses by far (1M Gaussians, click benchmark: 444 chunks hit, 57k
-# Gaussians tested, 900 kept); testing the hit chunks' sub-chunk spheres first cuts the
-# per-Gaussian test to a few thousand (measured: ray cull 0.9 -> 0.3 ms)
+# meets many chunks it misses by far; testing the hit chunks' sub-chunk spheres first cuts the
+# per-Gaussian test to the few sub-chunks the ray really passes (``python -m engine.bench click``)
 SUB_CHUNK = 16
 
 
@@ -132,17 +129,7 @@ class ClickIndex:
         means = np.ascontiguousarray(scene.means, dtype=np.float32)
         s = scene.activated_scales().astype(np.float32)
         q = scene.unit_quats().astype(np.float32)
-        w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-        r = np.empty((n, 3, 3), np.float32)
-        r[:, 0, 0] = 1 - 2 * (y * y + z * z)
-        r[:, 0, 1] = 2 * (x * y - w * z)
-        r[:, 0, 2] = 2 * (x * z + w * y)
-        r[:, 1, 0] = 2 * (x * y + w * z)
-        r[:, 1, 1] = 1 - 2 * (x * x + z * z)
-        r[:, 1, 2] = 2 * (y * z - w * x)
-        r[:, 2, 0] = 2 * (x * z - w * y)
-        r[:, 2, 1] = 2 * (y * z + w * x)
-        r[:, 2, 2] = 1 - 2 * (x * x + y * y)
+        r = unit_quat_to_matrix(q)  # float32, as the rest of the index
         rs = r * s[:, None, :]  # R diag(s)
         cov = np.einsum("nij,nkj->nik", rs, rs)  # R S S^T R^T
         iu = ([0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2])

@@ -38,77 +38,10 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import EngineError
+from .quaternion import matrix_to_quat, quat_multiply, quat_to_matrix
 from .scene import GaussianScene
 
 SIMILARITY_RTOL = 1e-6  # A^T A within this relative tolerance of c^2 I counts as a similarity
-
-
-# ----------------------------------------------------------------------------------------------
-# Quaternions (w, x, y, z)
-
-
-def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product ``a * b`` of wxyz quaternions, broadcasting over leading dims
-    ([..., 4] x [..., 4] -> [..., 4], float64). Rotating by ``a * b`` = rotate by b, then by a."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    )
-
-
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Rotation matrices [..., 3, 3] (float64) from wxyz quaternions [..., 4] (normalised here;
-    a zero quaternion gives the identity)."""
-    q = np.asarray(q, dtype=np.float64)
-    n = np.linalg.norm(q, axis=-1, keepdims=True)
-    q = np.where(n > 1e-12, q / np.where(n > 1e-12, n, 1.0), np.array([1.0, 0.0, 0.0, 0.0]))
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        axis=-2,
-    )
-
-
-def matrix_to_quat(m: np.ndarray) -> np.ndarray:
-    """Unit wxyz quaternions [..., 4] (float64, w >= 0) from proper rotation matrices
-    [..., 3, 3] (Shepperd's method: the largest of w, x, y, z is computed first, so it is
-    accurate for every rotation)."""
-    m = np.asarray(m, dtype=np.float64)
-    shape = m.shape[:-2]
-    m = m.reshape(-1, 3, 3)
-    m00, m11, m22 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
-    cand = np.stack([m00 + m11 + m22, m00 - m11 - m22, -m00 + m11 - m22, -m00 - m11 + m22], 1)
-    pick = np.argmax(cand, axis=1)
-    r = np.sqrt(np.maximum(1.0 + cand[np.arange(len(m)), pick], 1e-300))
-    s = 0.5 / r
-    q = np.empty((len(m), 4))
-    d21, d02, d10 = m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]
-    s21, s02, s10 = m[:, 2, 1] + m[:, 1, 2], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 0] + m[:, 0, 1]
-    rows = [
-        (0.5 * r, d21 * s, d02 * s, d10 * s),
-        (d21 * s, 0.5 * r, s10 * s, s02 * s),
-        (d02 * s, s10 * s, 0.5 * r, s21 * s),
-        (d10 * s, s02 * s, s21 * s, 0.5 * r),
-    ]
-    for k, row in enumerate(rows):
-        sel = pick == k
-        if sel.any():
-            q[sel] = np.stack([c[sel] for c in row], 1)
-    q *= np.where(q[:, :1] < 0, -1.0, 1.0)
-    return q.reshape(*shape, 4)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ vit_h 1280/32) or checked against the one given. The checkpoint is loaded with
 so constructing a source is quick and validates everything (weights and generator settings);
 the network is built (``sam_model_registry`` on the meta device, then the checkpoint's tensors
 assigned: no random initialisation) and moved to the device on first use. Runs on CUDA when
-available. On a CPU SAM costs tens of seconds per view (vit_b: ~15 s for the image embedding,
-plus the prompt batches; ``points_per_side=16`` quarters the latter): masks are cached by
+available. On a CPU SAM is slow per view (the image embedding, plus the prompt batches;
+``points_per_side=16`` quarters the latter): masks are cached by
 :func:`engine.masks.prepare_masks`.
 
 torch and segment_anything are imported only when this module is.

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..core.errors import EngineError, SceneFormatError
+from ..core.quaternion import rotation_entries
 
 
 def resolve_device(
@@ -138,17 +139,9 @@ class Gaussians:
 
 
 def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """[..., 4] unit quaternions (wxyz) -> [..., 3, 3] rotation matrices."""
-    w, x, y, z = quats.unbind(-1)
-    r = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    )  # fmt: skip
-    return r.reshape(quats.shape[:-1] + (3, 3))
+    """[..., 4] unit quaternions (wxyz) -> [..., 3, 3] rotation matrices (the formula of
+    :func:`engine.core.quaternion.rotation_entries`)."""
+    return torch.stack(rotation_entries(*quats.unbind(-1)), dim=-1).reshape(quats.shape[:-1] + (3, 3))
 
 
 def covariance_from_quat_scale(quats: Tensor, scales: Tensor) -> Tensor:

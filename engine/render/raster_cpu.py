@@ -12,7 +12,7 @@ Blending follows the 3DGS rasterizer: per pixel, Gaussians front to back (global
 y+0.5)``, skipped when ``alpha < 1/255``, weight ``w = alpha * T`` with ``T`` the transmittance
 before it, and a pixel stops before the Gaussian that would bring ``T`` to ``<= 1e-4``.
 
-How it is fast on a 2-core CPU (see /work/shared/paper/PERFORMANCE-NOTES.md):
+How it is fast on a CPU:
 
 - Gaussian/tile pairs (8x8 tiles) are expanded from each Gaussian's box, pairs whose tile the
   alpha >= 1/255 ellipse misses are dropped (exact, ~30% of the fox's pairs), and the rest sorted
@@ -22,18 +22,17 @@ How it is fast on a 2-core CPU (see /work/shared/paper/PERFORMANCE-NOTES.md):
   round is one batched matmul of per-pixel polynomial terms ``[x^2, xy, y^2, x, y, 1]`` (tile-local,
   centred coordinates) against per-Gaussian conic coefficients with ``-log(opacity)`` folded into
   the constant, so ``alpha = exp(-power)`` directly. The exponent is clamped before ``exp``
-  (``exp`` of very negative numbers is ~10x slower on CPU).
+  (``exp`` of very negative numbers is much slower on CPU).
 - Transmittance within a round is a cumulative product; the 1e-4 stop is a threshold on it.
 - As tiles finish (list exhausted or all pixels saturated) ``G`` grows, so the work per round and
   the memory stay bounded by ``budget`` slots (temporaries of ~2 MiB, cache-sized).
 - Top-K contributors: a pixel's positive weights are appended in order while it has fewer than K
-  (most pixels: ~18 of 32 slots are used on the fox at 512x512); only pixels that overflow go
+  (most pixels use fewer than K slots); only pixels that overflow go
   through a top-K selection, and only they are re-sorted front to back at the end.
 - Parallelism: tiles are split between worker threads that each run torch with ONE intra-op
   thread (see :func:`single_threaded`), instead of OpenMP inside every small op.
 
-Measured on the fox (50k Gaussians, 512x512 orbit view, one worker, CPU time under shared load):
-RGB ~0.11 s, RGB + top-32 contributors ~0.39 s; ``python -m engine.bench render`` prints more.
+``python -m engine.bench render`` measures it (figures in README).
 
 Everything here runs under ``torch.no_grad()``: geometry is frozen in Click-Gaussian; gradients
 with respect to rendered values go through :func:`engine.render.renderer.blend`.
@@ -51,14 +50,10 @@ import torch
 from torch import Tensor
 
 from ..core.errors import Cancelled
+from ..core.projection import ALPHA_MAX, ALPHA_MIN, EPS2D, EXTENT_SIGMA, T_MIN
 from .gaussians import covariance_from_quat_scale
 
-TILE = 8  # 8x8 tiles: the fox's Gaussians are ~3 px in radius; measured 1.6x faster than 16x16
-ALPHA_MAX = 0.99  # 3DGS (Inria) clamp; gsplat's CUDA kernels use 0.999
-ALPHA_MIN = 1.0 / 255.0
-T_MIN = 1e-4
-EPS2D = 0.3
-EXTENT_SIGMA = 3.33  # gsplat's box half-size in standard deviations
+TILE = 8  # 8x8 tiles: typical splats are a few px in radius, so smaller tiles waste fewer pairs
 _POWER_LO = -math.log(ALPHA_MAX)  # exponent below this means alpha > ALPHA_MAX
 _POWER_HI = 6.0  # exp(-6) < 1/255: clamping here changes nothing and keeps exp fast
 _SENTINEL_POWER = 1.0e4
@@ -295,8 +290,7 @@ def rasterize(
             contributors only).
         contributors_k: keep the K largest weights per pixel (0 = none).
         budget: Gaussian-tile slots per batched step and worker (each temporary is
-            ``budget * 64 * 4`` bytes: 8192 -> 2 MiB, which stays in cache; measured faster
-            than 4x larger temporaries on the fox).
+            ``budget * 64 * 4`` bytes: 8192 -> 2 MiB, which stays in cache).
         progress: called with the fraction of tiles finished (from worker threads, one at a
             time); returning False cancels.
         cancel: set it (from any thread) to stop; :class:`~engine.core.errors.Cancelled` is raised.
@@ -439,8 +433,7 @@ def single_threaded(device: torch.device):
     """Run the enclosed torch ops of this thread with one intra-op thread on CPU (thread-local;
     restored afterwards). The renderer's ops are small and memory-bound; on a 2-core machine
     OpenMP's fork/join per op costs more than it gains, and much more when other processes
-    compete for the cores (measured: 0.2 s CPU single-threaded vs 0.5-4 s CPU with two OpenMP
-    threads for the same fox view under load). Parallelism comes from the tile workers instead."""
+    compete for the cores. Parallelism comes from the tile workers instead."""
     if device.type != "cpu":
         yield
         return
@@ -568,7 +561,7 @@ def _merge_topk(top_w: Tensor, top_r: Tensor, top_n: Tensor, mixed: Tensor, sel:
     per-pixel top-K of tiles ``sel``: weights top_w [A, P, K], depth ranks top_r [A, P, K],
     filled-slot counts top_n [A, P], and ``mixed`` [A, P] marking pixels whose slots are no longer
     in front-to-back order (they went through a selection). All indexing is on flattened views
-    (one linear index instead of three: measured ~2x faster)."""
+    (one linear index instead of three: fewer index computations and temporaries)."""
     S, P, G = w.shape
     K = top_w.shape[2]
     flat = torch.nonzero(w.view(-1)).squeeze(1)  # [E] positive weights, row-major

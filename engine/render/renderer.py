@@ -176,10 +176,9 @@ def blend(
 
     Differentiable with respect to ``values`` and ``weights``. Forward is
     ``torch.nn.functional.embedding_bag`` (mode "sum" with per-sample weights: one fused gather +
-    weighted sum), backward an ``index_add_`` scatter; both run with one intra-op thread on CPU.
-    Measured for 10k pixels x K=32 x 24 channels over 50k Gaussians on the 2-core machine (CPU
-    time): forward 1.5 ms, forward+backward ~20 ms; gather+sum 17 / 31 ms; autograd of
-    embedding_bag 2 / 24 ms; with two OpenMP threads under load everything was 10x slower.
+    weighted sum), backward an ``index_add_`` scatter; both run with one intra-op thread on CPU
+    (the ops are small: OpenMP's per-op fork/join costs more than it gains, far more under load).
+    ``python -m engine.bench train`` measures it against gather + sum.
     Empty slots (-1) must carry weight 0.
     """
     if ids.shape != weights.shape or ids.ndim != 2:

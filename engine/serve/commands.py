@@ -57,6 +57,7 @@ from .. import __version__
 from ..link import protocol as P
 from ..core.cameras import Camera, validate_camera
 from ..core.errors import EngineError
+from ..core.features import LEVELS
 
 
 class BadRequest(EngineError):
@@ -286,7 +287,7 @@ def cmd_save_features(server: Any, req: Request) -> tuple[dict, dict]:
 
 
 def _level(req: Request) -> str:
-    return arg(req, "level", str, "coarse", choices=("coarse", "fine"))
+    return arg(req, "level", str, "coarse", choices=LEVELS)
 
 
 def cmd_click(server: Any, req: Request) -> tuple[dict, dict]:
@@ -305,7 +306,7 @@ def cmd_segment(server: Any, req: Request) -> tuple[dict, dict]:
 
 
 def cmd_render(server: Any, req: Request) -> tuple[dict, dict]:
-    what = arg(req, "what", str, "rgb", choices=("rgb", "coarse", "fine"))
+    what = arg(req, "what", str, "rgb", choices=("rgb", *LEVELS))
     return {}, server.session.render(camera_arg(req), what)
 
 

@@ -27,10 +27,10 @@ import numpy as np
 
 from ..core.cameras import Camera
 from ..core.errors import CameraError, EngineError, SceneFormatError, TrainingError
+from ..core.features import LEVELS
 from ..core.scene import GaussianScene
 
 ProgressFn = Callable[[dict[str, Any]], None]
-LEVELS = ("coarse", "fine")
 SCENE_ARRAYS = ("means", "scales", "quats", "opacities", "sh_dc", "sh_rest")
 
 

@@ -4,8 +4,8 @@
    cache (:class:`engine.train.data.ViewCache`), and averaged inside every 2D mask, per level
    (coarse: the 12-d coarse feature; fine: the 24-d fine feature). Averages are L2-normalised.
 2. All views' averages of a level are clustered with HDBSCAN (``hdbscan`` package,
-   ``algorithm='prims_kdtree'`` — ~2.5x faster than the default on these inputs per
-   PERFORMANCE-NOTES), cluster_selection_epsilon 1e-2 (coarse) / 1e-3 (fine) (paper),
+   ``algorithm='prims_kdtree'``, faster than the default on these low-dimensional inputs),
+   cluster_selection_epsilon 1e-2 (coarse) / 1e-3 (fine) (paper),
    min_cluster_size = max(3, ceil(min_cluster_views x #views)) (ours, 0.1: a global object
    must have been a mask in a tenth of the views). When HDBSCAN finds only noise, it is rerun
    allowing a single cluster, then (very few candidates) average-linkage groups at the level's

@@ -128,8 +128,8 @@ class HingedPairSum(torch.autograd.Function):
     g_rows += keep @ m, g_cols += keep^T @ m_b; value += 2 <m_b, g_rows_b> - <diagonal block>
     (the value comes from the gradient matmul: no extra pass). d value / d n_i = 2 c_i g_i.
     The gradient is kept for backward ([P, D]); no P x P matrix ever exists, and a block
-    ([block, P] float32) stays in cache. Measured 2x faster than full row blocks and ~9x faster
-    than autograd over the P x P matrix (``python -m engine.bench train``)."""
+    ([block, P] float32) stays in cache, unlike full row blocks or autograd over the P x P
+    matrix (``python -m engine.bench train`` compares them)."""
 
     @staticmethod
     def forward(ctx, n: torch.Tensor, c: torch.Tensor, bounds: list[tuple[int, int]], margin: float, block: int):  # type: ignore[override]
@@ -317,7 +317,7 @@ def spatial_loss(f: torch.Tensor, idx: torch.Tensor, neighbours: torch.Tensor) -
     if idx.numel() == 0:
         return f.sum() * 0.0
     # sum_k cos(f_i, f_k) = u_i . (sum_k u_k): the neighbour sum is one embedding_bag (fused
-    # gather + sum, cheap backward); measured ~10x faster than gathering [N_s, K, 24] + einsum.
+    # gather + sum, cheap backward) instead of materialising [N_s, K, 24] for an einsum.
     u = unit(f)
     nsum = F.embedding_bag(neighbours, u, mode="sum")  # [N_s, 24]
     a = u if idx.numel() == f.shape[0] and bool((idx[:1] == 0).all()) and _is_arange(idx) else u[idx]

@@ -22,7 +22,7 @@ class TrainSettings:
 
     Ours:
     - ``gfl_interval`` 100: the global clusters are recomputed every 100 iterations from
-      ``gfl_start`` on (10 recomputations over the last 1000 iterations, ~1-2 s each for the fox).
+      ``gfl_start`` on (10 recomputations over the last 1000 iterations: each is an HDBSCAN run).
     - ``min_cluster_views`` 0.1: HDBSCAN's min_cluster_size = max(3, ceil(0.1 x #views)): a
       global object/part must have been a mask in at least 10% of the views.
     - ``gfl_samples`` 100k: the GFL terms are means over Gaussians; above 100k Gaussians they are

@@ -163,8 +163,7 @@ def train_from_caches(
     """The training loop over prepared view caches (see :func:`train` for the arguments).
 
     On CPU the loop runs with one torch intra-op thread: its ops are small and OpenMP's
-    barriers stall whenever other processes share the cores (measured 3.6x slower per iteration
-    with 2 threads on a loaded 2-core machine); the pair term parallelises itself with plain
+    barriers stall whenever other processes share the cores; the pair term parallelises itself with plain
     threads instead (:func:`engine.train.losses.pair_workers`)."""
     if not caches:
         raise TrainingError("no training view has usable masks")

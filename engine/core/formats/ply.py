@@ -31,9 +31,9 @@ Gaussians of ``fox_cc0.ply`` have +inf); it is valid and kept as stored.
 Speed: the vertex records of the usual vertex-only binary file are read straight from the file
 after plyfile parses the header, and split into the scene's arrays in one pass, block by
 cache-sized block of records (every property of a block is copied out while it is in cache; a
-pass per property over the whole file was 2-4x slower). Other binary files are memory-mapped by
-plyfile (its default ``mmap='c'``; without the map plyfile parses row by row, ~1000x slower) and
-split the same way. A 1M-Gaussian SH-3 file reads in about 0.12 s (``python -m engine.bench io``,
+pass per property over the whole file leaves cache every time). Other binary files are memory-mapped by
+plyfile (its default ``mmap='c'``; without the map plyfile parses row by row) and
+split the same way. Read and write speed: ``python -m engine.bench io`` (figures in README;
 shared machine). ``read_ply(..., sh_coefficient_major=True)`` gathers the SH straight into the
 per-coefficient order Blender's attributes want. Writes pack records in reused 64k-row chunks.
 """
@@ -236,11 +236,10 @@ def _read_vertex_only(path: str, name: str) -> tuple[plyfile.PlyData, _Records] 
     """Files holding only a vertex element without list properties (every 3DGS trainer's
     output): plyfile's header parser, then
     - binary: the records are read block by block straight from the file when the scene is
-      gathered (a reused 2 MiB buffer; measured 0.12 vs 0.21 s, best of 8, for the whole read of
-      1M SH-3 Gaussians against gathering from plyfile's memory map, whose page faults cost more
-      than copying the bytes); trailing bytes after the records are ignored, as plyfile does;
-    - ASCII: ``np.loadtxt`` into the element's dtype (4x faster than plyfile's row-by-row ASCII
-      reader, same values: both parse each token to the property's type).
+      gathered (a reused 2 MiB buffer: gathering from plyfile's memory map instead pays page
+      faults that cost more than copying the bytes); trailing bytes after the records are ignored, as plyfile does;
+    - ASCII: ``np.loadtxt`` into the element's dtype (vectorised, unlike plyfile's row-by-row
+      ASCII reader; same values: both parse each token to the property's type).
     None when the file has another shape (plyfile then reads it)."""
     parse_header = getattr(plyfile.PlyData, "_parse_header", None)
     if parse_header is None:  # a plyfile without it: use the plain (slower) path
@@ -709,8 +708,8 @@ def _record_chunks(scene: GaussianScene, dtype: np.dtype, rows: int | None = Non
     """Yield the scene's vertex records of ``dtype`` in consecutive chunks of up to ``rows``
     (views of one reused buffer: write each out before taking the next).
 
-    Chunking keeps the packing cache-sized and avoids faulting in a whole-file buffer (~250 MiB
-    at 1M SH-3 Gaussians; on a loaded machine that alone cost 0.1-1 s). Runs of adjacent
+    Chunking keeps the packing cache-sized and avoids faulting in a whole-file buffer (hundreds
+    of MiB for a large scene, page-faulted in before a byte is written). Runs of adjacent
     same-typed fields that come from adjacent columns of one array are written as one opaque
     V(4k) item per row (one element copy per row instead of k); the f_rest block through an [N, 3, K] sub-array
     view straight from ``sh_rest`` [N, K, 3]."""

@@ -30,8 +30,9 @@ Precision of a write-read round trip (checked by the tests):
 - positions: half a 16-bit step of the log-mapped range per axis: ``|dx| <= (|x| + 1) *
   (max - min) / 131070`` (min / max of ``sign(x) ln(|x|+1)`` on that axis);
 - log scales and ``f_dc``: the nearest of 256 codebook values fitted to the scene (1-D k-means
-  over the three axes / channels together): at most half the gap between the two codebook values
-  around the true value;
+  over the three axes / channels together, its ends the smallest and largest value): at most
+  half the gap between the two codebook values around the true value (exact when the scene has
+  at most 256 distinct values, as the fox has);
 - rotations: each component of the unit quaternion within 0.012 (8 bits for the smaller three,
   the largest derived from them);
 - opacity: sigmoid(opacity) within 0.5/255;
@@ -464,7 +465,10 @@ def quantize_1d(values: np.ndarray, k: int = 256, iterations: int = 30
         if np.allclose(new, c, rtol=0, atol=1e-12 * max(1.0, hi - lo)):
             break
         c = new
+    # the ends are the extreme values themselves, so every value lies between two entries and
+    # its error is at most half their gap (a fitted end entry can sit far inside a sparse tail)
     c = np.sort(c)
+    c[0], c[-1] = lo, hi
     c = np.concatenate([c, np.full(k - c.size, c[-1])]).astype(np.float32)
     mid = 0.5 * (c[1:].astype(np.float64) + c[:-1])
     idx = np.searchsorted(mid, flat).astype(np.uint8)
