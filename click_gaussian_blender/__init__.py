@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib
 
 _MODULES = [
-    "properties",
+    "panel_object",
     "display",
-    "operators_io",
-    "click_props", "preferences", "engine_link", "handlers", "ops_engine", "ops_train", "ops_click", "panel",
+    "ops_io",
+    "scene_settings", "preferences", "engine_link", "handlers", "ops_engine", "ops_train", "ops_click", "panel",
     "ops_adopt",
 ]
 

@@ -9,7 +9,7 @@ from bpy.props import EnumProperty, FloatProperty
 
 from . import io_adopt, io_export, io_import
 from .engine.core.errors import EngineError
-from .operators_io import _axis_items
+from .ops_io import axis_items, draw_import_settings, import_settings
 
 
 def _candidate(obj: bpy.types.Object | None) -> bool:
@@ -28,11 +28,11 @@ class CLICKGS_OT_adopt(bpy.types.Operator):
 
     axis_up: EnumProperty(
         name="Up", default=io_import.AUTO,
-        items=_axis_items("Detect the scene's up axis from its shape, as the 3DGS importer does"),
+        items=axis_items("Detect the scene's up axis from its shape, as the 3DGS importer does"),
         description="The mesh's axis that becomes up (+Z) in the object's space")
     axis_forward: EnumProperty(
         name="Forward", default=io_import.AUTO,
-        items=_axis_items("The forward axis that goes with the up axis"),
+        items=axis_items("The forward axis that goes with the up axis"),
         description="The mesh's axis that becomes forward (+Y) in the object's space")
     display_ratio: FloatProperty(
         name="Display Ratio", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
@@ -47,10 +47,8 @@ class CLICKGS_OT_adopt(bpy.types.Operator):
 
     def execute(self, context):
         obj = context.active_object
-        settings = io_import.ImportSettings(axis_up=self.axis_up, axis_forward=self.axis_forward,
-                                            display_ratio=self.display_ratio)
         try:
-            report = io_adopt.adopt_object(obj, settings)
+            report = io_adopt.adopt_object(obj, import_settings(self))
         except EngineError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -60,11 +58,7 @@ class CLICKGS_OT_adopt(bpy.types.Operator):
         return {"FINISHED"}
 
     def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.prop(self, "axis_forward")
-        layout.prop(self, "axis_up")
-        layout.prop(self, "display_ratio")
+        draw_import_settings(self)
 
 
 class CLICKGS_PT_adopt(bpy.types.Panel):

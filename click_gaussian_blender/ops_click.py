@@ -28,7 +28,7 @@ import numpy as np
 from bpy.props import EnumProperty, StringProperty
 
 from . import attributes as A
-from . import click_props, feature_store, io_export, selection, vertex_order, viewport
+from . import feature_store, io_export, scene_settings, selection, vertex_order, viewport
 from .engine.core.click import click_query
 from .engine.core.errors import EngineError
 
@@ -133,7 +133,7 @@ def click_at(context, obj, view: viewport.ViewCamera, u: float, v: float, mode: 
     """One click through the panel's settings, in the object's current mode (plain function:
     tests). In Edit Mode the selection is written into the edit mesh, so G / R / S / X / Shift+D
     act on it at once, without an Edit/Object Mode round trip (a whole mesh conversion each way)."""
-    props = click_props.get(context.scene)
+    props = scene_settings.get(context.scene)
     out = click(obj, view, u, v, level=props.level, mode=mode, min_similarity=props.min_similarity)
     props.message = out.message
     return out
@@ -198,11 +198,11 @@ class CLICKGS_OT_click_select(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def _status(self, context, text: str) -> None:
-        props = click_props.get(context.scene)
+        props = scene_settings.get(context.scene)
         context.workspace.status_text_set(f"Click-Gaussian [{props.level}]  {text}")
 
     def modal(self, context, event):
-        props = click_props.get(context.scene)
+        props = scene_settings.get(context.scene)
         if event.type in {"ESC", "RIGHTMOUSE"} and event.value == "PRESS":
             context.workspace.status_text_set(None)
             return {"FINISHED"}

@@ -17,9 +17,25 @@ from . import io_export, io_import
 from .engine.core.errors import EngineError
 
 
-def _axis_items(auto_description: str) -> list[tuple[str, str, str]]:
+def axis_items(auto_description: str) -> list[tuple[str, str, str]]:
+    """Items of an Up / Forward axis property: Auto (described) and the six axes."""
     return [(io_import.AUTO, "Auto", auto_description)] + [
         (a, a, f"The file's {a} axis") for a in io_import.AXES]
+
+
+def import_settings(op: bpy.types.Operator) -> io_import.ImportSettings:
+    """The settings of an operator with ``axis_up``, ``axis_forward`` and ``display_ratio``
+    properties (the importer, and Convert to Gaussian Splats in :mod:`.ops_adopt`)."""
+    return io_import.ImportSettings(axis_up=op.axis_up, axis_forward=op.axis_forward, display_ratio=op.display_ratio)
+
+
+def draw_import_settings(op: bpy.types.Operator) -> None:
+    """Draw those three properties of ``op`` in its layout."""
+    layout = op.layout
+    layout.use_property_split = True
+    layout.prop(op, "axis_forward")
+    layout.prop(op, "axis_up")
+    layout.prop(op, "display_ratio")
 
 
 class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
@@ -36,12 +52,12 @@ class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
     directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
     axis_up: EnumProperty(
         name="Up", default=io_import.AUTO,
-        items=_axis_items("Detect the file's up axis from the scene's shape (the end with "
+        items=axis_items("Detect the file's up axis from the scene's shape (the end with "
                                   "more and wider-spread Gaussians, ground or pedestal, is down)"),
         description="The file's axis that becomes Blender's up (+Z)")
     axis_forward: EnumProperty(
         name="Forward", default=io_import.AUTO,
-        items=_axis_items("The forward axis that goes with the up axis (Z for -Y up, "
+        items=axis_items("The forward axis that goes with the up axis (Z for -Y up, "
                                   "Y for Z up, -Z for Y up)"),
         description="The file's axis that becomes Blender's forward (+Y); one parallel to Up is "
                     "replaced by the one that goes with it")
@@ -55,8 +71,7 @@ class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
         return [self.filepath]
 
     def execute(self, context):
-        settings = io_import.ImportSettings(axis_up=self.axis_up, axis_forward=self.axis_forward,
-                                            display_ratio=self.display_ratio)
+        settings = import_settings(self)
         done = 0
         for path in self._paths():
             try:
@@ -76,11 +91,7 @@ class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
         return ImportHelper.invoke(self, context, event)
 
     def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.prop(self, "axis_forward")
-        layout.prop(self, "axis_up")
-        layout.prop(self, "display_ratio")
+        draw_import_settings(self)
 
 
 class CLICKGS_OT_export_ply(bpy.types.Operator, ExportHelper):

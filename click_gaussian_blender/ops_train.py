@@ -13,7 +13,7 @@ import os
 
 import bpy
 
-from . import click_props, engine_link, feature_store, io_export, preferences, selection, vertex_order
+from . import engine_link, feature_store, io_export, preferences, scene_settings, selection, vertex_order
 from .engine.core.errors import EngineError, TrainingError
 from .engine.core.schedule import gfl_interval_for, gfl_start_for
 
@@ -29,7 +29,7 @@ def settings_dict(props) -> dict:
 def training_request(context, obj, props=None, settings: dict | None = None) -> engine_link.TrainRequest:
     """A :class:`.engine_link.TrainRequest` for ``obj`` from the panel settings (``props``:
     ``scene.clickgs``). Raises EngineError with a user message for bad input."""
-    props = props or click_props.get(context.scene)
+    props = props or scene_settings.get(context.scene)
     if not io_export.is_splat_object(obj):
         raise EngineError("select a Gaussian Splatting object (File > Import > 3D Gaussian Splatting) to train")
     scene = io_export.object_to_scene(obj, io_export.ExportSettings(apply_transform=False))
@@ -121,7 +121,7 @@ class CLICKGS_OT_train(bpy.types.Operator):
         wm.progress_update(int(job.fraction * 1000))
         if job.state == "running":
             return {"PASS_THROUGH"}
-        props = click_props.get(context.scene)
+        props = scene_settings.get(context.scene)
         props.message = job.status_text()
         for w in job.warnings[:5]:  # e.g. views where the mask source found no segments
             self.report({"WARNING"}, w)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import click_props, engine_link, feature_store, io_export, ops_adopt, selection
+from . import engine_link, feature_store, io_export, ops_adopt, scene_settings, selection
 
 
 class CLICKGS_UL_groups(bpy.types.UIList):
@@ -33,7 +33,7 @@ class CLICKGS_PT_main(_Base, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         link = engine_link.LINK
-        props = click_props.get(context.scene)
+        props = scene_settings.get(context.scene)
         obj = context.active_object
         splat = io_export.is_splat_object(obj)
 

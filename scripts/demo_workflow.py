@@ -109,7 +109,7 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
 
     import click_gaussian_blender as cgb
     from click_gaussian_blender import attributes as A
-    from click_gaussian_blender import click_props, engine_link, feature_store, io_export, ops_click, ops_train
+    from click_gaussian_blender import engine_link, feature_store, io_export, ops_click, ops_train, scene_settings
     from click_gaussian_blender import mesh_read as MR
     from click_gaussian_blender import selection as S
     from click_gaussian_blender.engine.core.cameras import orbit_cameras
@@ -160,7 +160,7 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
         views = synth.cameras
     else:
         views = orbit_cameras(src, 8, size, size)
-    props = click_props.get(bpy.context.scene)
+    props = scene_settings.get(bpy.context.scene)
     props.orbit_views, props.orbit_size = (12, 96) if quick else (24, 256)
     settings = dict(QUICK if quick else FULL)
     t0 = time.perf_counter()

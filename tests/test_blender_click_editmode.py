@@ -16,9 +16,9 @@ pytestmark = pytest.mark.bpy
 @pytest.fixture
 def bpy(bpy):
     """The clean scene of conftest, clicking at the coarse level with no similarity floor."""
-    from click_gaussian_blender import click_props
+    from click_gaussian_blender import scene_settings
 
-    props = click_props.get(bpy.context.scene)
+    props = scene_settings.get(bpy.context.scene)
     props.level, props.min_similarity = "coarse", 0.0
     return bpy
 

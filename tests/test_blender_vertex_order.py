@@ -119,13 +119,13 @@ def test_reorder_refuses_shared_meshes_and_shape_keys(bpy, fox_path):
 @pytest.mark.bpy
 def test_clicks_on_the_sorted_mesh_select_the_same_gaussians(bpy, fox_path):
     from click_gaussian_blender import attributes as A
-    from click_gaussian_blender import click_props, ops_click
+    from click_gaussian_blender import ops_click, scene_settings
     from click_gaussian_blender import selection as S
     from click_gaussian_blender import vertex_order as VO
     from click_gaussian_blender.engine.core.click import ClickIndex, click_query
 
     obj, scene, tf, cam = _fox_with_features(bpy, fox_path)
-    props = click_props.get(bpy.context.scene)
+    props = scene_settings.get(bpy.context.scene)
     props.min_similarity = 0.0
     bpy.context.view_layer.objects.active = obj
     index = ClickIndex.build(scene)

@@ -366,13 +366,13 @@ def _draw_panel(bpy):
 def test_object_panel_draws_the_display_settings(bpy, fox_path):
     """The Object properties panel of a splat object draws its three display settings as
     editable fields (modifier inputs are stored differently from Blender 5.1 on)."""
-    from click_gaussian_blender import properties
+    from click_gaussian_blender import panel_object
 
     _import(bpy, fox_path)
     log = []
     fake = type("P", (), {})()
     fake.layout = _Layout(bpy, log)
-    properties.CLICKGS_PT_splat_object.draw(fake, bpy.context)
+    panel_object.CLICKGS_PT_splat_object.draw(fake, bpy.context)
     assert [t for k, t in log if k == "prop"] == ["Point Size", "Max Radius", "Display Ratio"]
     assert ("operator", "object.gaussian_highlight_selected") in log
 
@@ -461,11 +461,11 @@ def test_wrong_interpreter_is_reported(bpy, tmp_path):
 
 
 def test_training_inputs_are_checked(bpy, fox_path, shared_data, tmp_path):
-    from click_gaussian_blender import click_props, ops_train
+    from click_gaussian_blender import ops_train, scene_settings
     from click_gaussian_blender.engine.core.errors import EngineError
 
     obj = _import(bpy, fox_path)
-    props = click_props.get(bpy.context.scene)
+    props = scene_settings.get(bpy.context.scene)
     props.training_input, props.cameras_path = "CAMERAS", str(tmp_path / "missing.json")
     with pytest.raises(EngineError, match="capture cameras file .*missing.json does not exist"):
         ops_train.training_request(bpy.context, obj, props)
@@ -517,7 +517,7 @@ def test_remote_engine_connect_wrong_token_and_disconnect(bpy, engine_python):
 
 @pytest.mark.slow
 def test_engine_killed_mid_training_then_restart(bpy, fox_path, engine_python):
-    from click_gaussian_blender import click_props, engine_link, feature_store, ops_train
+    from click_gaussian_blender import engine_link, feature_store, ops_train, scene_settings
 
     obj = _import(bpy, fox_path)
     co_before = np.empty(len(obj.data.vertices) * 3, np.float32)
@@ -525,7 +525,7 @@ def test_engine_killed_mid_training_then_restart(bpy, fox_path, engine_python):
     link = engine_link.LINK
     link.start(engine_link.EngineConfig(python=engine_python, device="cpu"))
     assert link.wait_ready(120), link.error
-    props = click_props.get(bpy.context.scene)
+    props = scene_settings.get(bpy.context.scene)
     props.orbit_views, props.orbit_size = 4, 64
     job = ops_train.start_training(bpy.context, obj, props, {"iterations": 100000, "pixels_per_iter": 256})
     os.kill(link.process.pid, signal.SIGKILL)
