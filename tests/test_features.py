@@ -12,33 +12,8 @@ from engine.core.features import (
     default_features_path,
     scene_hash,
 )
-from engine.core.scene import GaussianScene
-
-
-def _scene(n: int = 50, seed: int = 0) -> GaussianScene:
-    rng = np.random.default_rng(seed)
-    return GaussianScene(
-        means=rng.normal(size=(n, 3)).astype(np.float32),
-        scales=rng.normal(-3, 0.3, size=(n, 3)).astype(np.float32),
-        quats=rng.normal(size=(n, 4)).astype(np.float32),
-        opacities=rng.normal(size=n).astype(np.float32),
-        sh_dc=rng.normal(size=(n, 3)).astype(np.float32),
-        sh_rest=np.zeros((n, 0, 3), np.float32),
-    )
-
-
-def _trained(scene: GaussianScene) -> TrainedFeatures:
-    rng = np.random.default_rng(1)
-    n = scene.num_gaussians
-    return TrainedFeatures(
-        features=rng.normal(size=(n, 24)),
-        coarse_centers=rng.normal(size=(3, 12)),
-        fine_centers=rng.normal(size=(5, 24)),
-        coarse_labels=rng.integers(-1, 3, n),
-        fine_labels=rng.integers(-1, 5, n),
-        settings={"iterations": 10, "lr": 0.01, "views": 4},
-        scene_hash=scene_hash(scene),
-    )
+from factories import random_scene as _scene
+from factories import random_trained as _trained
 
 
 def test_roundtrip_keeps_every_array_and_dtype(tmp_path):

@@ -23,31 +23,19 @@ from engine.core.errors import CameraError, EngineError, SceneFormatError, Train
 from engine.core.features import TrainedFeatures, check_features_target, is_features_file, scene_hash
 from engine.core.formats.ply import inria_vertex_dtype, read_ply, write_ply
 from engine.core.scene import GaussianScene
+from factories import random_scene, random_trained
+
 
 REPO = Path(__file__).resolve().parents[1]
 N = 40
 
 
 def _scene(n: int = N, seed: int = 0) -> GaussianScene:
-    rng = np.random.default_rng(seed)
-    return GaussianScene(
-        means=rng.normal(size=(n, 3)).astype(np.float32),
-        scales=rng.normal(-3, 0.3, size=(n, 3)).astype(np.float32),
-        quats=rng.normal(size=(n, 4)).astype(np.float32),
-        opacities=rng.normal(size=n).astype(np.float32),
-        sh_dc=rng.normal(size=(n, 3)).astype(np.float32),
-        sh_rest=np.zeros((n, 0, 3), np.float32),
-    )
+    return random_scene(n, seed)
 
 
 def _trained(scene: GaussianScene) -> TrainedFeatures:
-    rng = np.random.default_rng(1)
-    n = scene.num_gaussians
-    return TrainedFeatures(
-        features=rng.normal(size=(n, 24)), coarse_centers=rng.normal(size=(3, 12)),
-        fine_centers=rng.normal(size=(5, 24)), coarse_labels=rng.integers(-1, 3, n),
-        fine_labels=rng.integers(-1, 5, n), settings={"iterations": 10},
-        scene_hash=scene_hash(scene))
+    return random_trained(scene, settings={"iterations": 10})
 
 
 def _one_line(exc: BaseException, *names: str) -> str:

@@ -1,0 +1,39 @@
+"""Small random scenes and trained features for tests (shared by several test modules)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.core.features import TrainedFeatures, scene_hash
+from engine.core.scene import GaussianScene
+
+
+def random_scene(n: int = 50, seed: int = 0) -> GaussianScene:
+    """``n`` Gaussians with random positions, small scales, random rotations, SH degree 0."""
+    rng = np.random.default_rng(seed)
+    return GaussianScene(
+        means=rng.normal(size=(n, 3)).astype(np.float32),
+        scales=rng.normal(-3, 0.3, size=(n, 3)).astype(np.float32),
+        quats=rng.normal(size=(n, 4)).astype(np.float32),
+        opacities=rng.normal(size=n).astype(np.float32),
+        sh_dc=rng.normal(size=(n, 3)).astype(np.float32),
+        sh_rest=np.zeros((n, 0, 3), np.float32),
+    )
+
+
+def random_trained(scene: GaussianScene, settings: dict[str, Any] | None = None) -> TrainedFeatures:
+    """Random features for ``scene`` (3 coarse, 5 fine clusters; some Gaussians unlabelled),
+    bound to the scene by its hash."""
+    rng = np.random.default_rng(1)
+    n = scene.num_gaussians
+    return TrainedFeatures(
+        features=rng.normal(size=(n, 24)),
+        coarse_centers=rng.normal(size=(3, 12)),
+        fine_centers=rng.normal(size=(5, 24)),
+        coarse_labels=rng.integers(-1, 3, n),
+        fine_labels=rng.integers(-1, 5, n),
+        settings=dict(settings) if settings is not None else {"iterations": 10, "lr": 0.01, "views": 4},
+        scene_hash=scene_hash(scene),
+    )
