@@ -20,11 +20,16 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import bpy
+
 from .engine.core.errors import Cancelled, EngineError
+from .engine.link.client import EngineClient
+from .engine.link.launcher import launch_engine
 
 POLL_S = 0.2
 
@@ -267,9 +272,6 @@ class EngineLink:
 
     @staticmethod
     def _start_worker(config: EngineConfig) -> tuple[Any, Any, dict[str, Any]]:
-        from .engine.link.client import EngineClient
-        from .engine.link.launcher import launch_engine
-
         if config.mode == "remote":
             client = EngineClient.connect(config.host, int(config.port), config.token, client_name="blender")
             proc = None
@@ -376,8 +378,6 @@ def _timer() -> float | None:
     try:
         busy = LINK.poll()
     except Exception:  # noqa: BLE001 - a timer that raises is unregistered by Blender
-        import traceback
-
         traceback.print_exc()
         busy = True
     _redraw()
@@ -388,8 +388,6 @@ def _timer() -> float | None:
 
 
 def _redraw() -> None:
-    import bpy
-
     wm = getattr(bpy.context, "window_manager", None)
     if wm is None:
         return
@@ -401,8 +399,6 @@ def _redraw() -> None:
 
 def ensure_timer() -> None:
     """Make sure the polling timer runs (it stops by itself when nothing is in flight)."""
-    import bpy
-
     if not _TIMER_ON.is_set() or not bpy.app.timers.is_registered(_timer):
         _TIMER_ON.set()
         bpy.app.timers.register(_timer, first_interval=POLL_S, persistent=True)
@@ -413,8 +409,6 @@ def register() -> None:
 
 
 def unregister() -> None:
-    import bpy
-
     if bpy.app.timers.is_registered(_timer):
         bpy.app.timers.unregister(_timer)
     _TIMER_ON.clear()

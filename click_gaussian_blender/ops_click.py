@@ -31,6 +31,7 @@ from . import attributes as A
 from . import feature_store, io_export, scene_settings, selection, vertex_order, viewport
 from .engine.core.click import click_query
 from .engine.core.errors import EngineError
+from .engine.core.features import LEVELS
 
 HELP = "Click: select   Shift: add   Ctrl: remove   F: coarse/fine   Esc: done"
 
@@ -61,8 +62,8 @@ def click(obj, view: viewport.ViewCamera, u: float, v: float, *, level: str = "c
     Never raises for the user's mistakes: the outcome's ``ok``/``message`` say what happened."""
     t0 = time.perf_counter()
     out = ClickOutcome(False, "", level, mode)
-    if level not in ("coarse", "fine"):
-        out.message = f"granularity must be coarse or fine, got {level!r}"
+    if level not in LEVELS:
+        out.message = f"granularity must be {' or '.join(LEVELS)}, got {level!r}"
         return out
     try:
         index, trained = selection.click_data(obj)

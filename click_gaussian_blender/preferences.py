@@ -9,6 +9,7 @@ import concurrent.futures
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
+from .engine.link.launcher import check_interpreter
 from .engine_link import EngineConfig
 
 ADDON = __package__
@@ -106,8 +107,6 @@ class CLICKGS_OT_check_engine(bpy.types.Operator):
     bl_label = "Check Engine Interpreter"
 
     def execute(self, context):
-        from .engine.link.launcher import check_interpreter
-
         cfg = engine_config(context)
         if not cfg.python:
             self.report({"ERROR"}, "No engine Python interpreter is configured")

@@ -58,6 +58,7 @@ from . import feature_store as FS
 from .display import HIGHLIGHT_ATTR, set_highlight
 from .engine.core.click import ClickIndex
 from .engine.core.errors import EngineError, TrainingError
+from .engine.core.features import LEVELS
 from .engine.core.scene import GaussianScene
 from .mesh_read import (SELECT_ATTR, attribute_array, edit_bmesh, readable_mesh, vertex_count, vertex_positions,
                         vertex_selection)
@@ -82,7 +83,7 @@ def group_name(level: str, clusters: list[int]) -> str:
 
 
 def is_click_group(name: str) -> bool:
-    return name.startswith(GROUP_PREFIX + " coarse ") or name.startswith(GROUP_PREFIX + " fine ")
+    return any(name.startswith(f"{GROUP_PREFIX} {level} ") for level in LEVELS)
 
 
 # ---------------------------------------------------------------------- the click cache
