@@ -58,14 +58,24 @@ def _math(nodes, op: str, location: tuple[int, int]):
     return n
 
 
+def _shared(blocks, name: str, version: int, *new_args) -> tuple[bpy.types.ID, bool]:
+    """The shared datablock ``name`` of ``blocks`` (``bpy.data.materials``, ...) and whether it is
+    to be built: made when missing, rebuilt when an older version of the add-on built it
+    (``gs_version``)."""
+    block = blocks.get(name)
+    if block is not None and block.get("gs_version") == version:
+        return block, False
+    if block is None:
+        block = blocks.new(name, *new_args)
+    block["gs_version"] = version
+    return block, True
+
+
 def splat_material() -> bpy.types.Material:
     """The shared material (created once per .blend)."""
-    mat = bpy.data.materials.get(MATERIAL)
-    if mat is not None and mat.get("gs_version") == 2:
+    mat, build = _shared(bpy.data.materials, MATERIAL, 2)
+    if not build:
         return mat
-    if mat is None:
-        mat = bpy.data.materials.new(MATERIAL)
-    mat["gs_version"] = 2
     if not mat.node_tree:
         mat.use_nodes = True
     nt = mat.node_tree
@@ -118,12 +128,9 @@ def splat_material() -> bpy.types.Material:
 
 def splat_node_group() -> bpy.types.NodeTree:
     """The shared geometry-nodes group (created once per .blend)."""
-    ng = bpy.data.node_groups.get(NODE_GROUP)
-    if ng is not None and ng.get("gs_version") == 3:
+    ng, build = _shared(bpy.data.node_groups, NODE_GROUP, 3, "GeometryNodeTree")
+    if not build:
         return ng
-    if ng is None:
-        ng = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")
-    ng["gs_version"] = 3
     ng.nodes.clear()
     ng.interface.clear()
     iface = ng.interface
