@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{fmt} size: {out.stat().st_size / 2**20:.1f} MiB")
             if st is not None and fmt != "splat":  # splat-transform writes no .splat
                 extra = ["--spz-version", "4" if fmt == "spz4" else "3"] if fmt.startswith("spz") else []
+                extra += ["-g", "cpu"] if fmt == "sog" else []  # no GPU adapter here
                 t0 = time.perf_counter()
                 subprocess.run([str(st), "-q", "-w", str(src), str(Path(tmp) / ("st_" + out.name)), *extra],
                                check=True, capture_output=True, timeout=1800)
