@@ -194,7 +194,7 @@ def test_client_killed_mid_training_then_resume(engine: Link) -> None:
     with pytest.raises(Cancelled):
         resumed.result(120)
     assert first is not None and first >= 3  # continued from the checkpoint, not from 0
-    engine.link.client = c2  # later tests use this connection
+    engine.client = c2  # later tests use this connection
 
 
 def job_iteration(fut) -> int | None:
