@@ -9,6 +9,9 @@ Differences handled here:
   IDProperties") and each input is a struct with a ``value`` in ``mod.properties.inputs``.
 - Sort Elements (Geometry Nodes) keeps vertex-group weights with their vertices from 5.0 on; on
   4.x it scrambles them.
+- A new material has a shader node tree from 5.0 on (``Material.use_nodes`` is deprecated); on
+  4.x it has none until ``use_nodes`` is set.
+- The Attribute shader node's scalar output is "Fac" on 4.x and "Factor" from 5.0 on.
 """
 
 from __future__ import annotations
@@ -55,6 +58,19 @@ def draw_modifier_input(layout: bpy.types.UILayout, mod: bpy.types.Modifier, ide
         layout.prop(struct, "value", text=text)
     else:
         layout.prop(mod, f'["{identifier}"]', text=text)
+
+
+def material_node_tree(mat: bpy.types.Material) -> bpy.types.NodeTree:
+    """The material's shader node tree, made first where the version makes materials without one."""
+    if mat.node_tree is None:
+        mat.use_nodes = True
+    return mat.node_tree
+
+
+def attribute_factor_output(node: bpy.types.Node) -> bpy.types.NodeSocket:
+    """The scalar output of an Attribute shader node (``ShaderNodeAttribute``)."""
+    out = node.outputs.get("Factor")
+    return out if out is not None else node.outputs["Fac"]
 
 
 def sort_keeps_vertex_groups() -> bool:

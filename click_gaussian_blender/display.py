@@ -26,7 +26,7 @@ import bpy
 import numpy as np
 
 from . import attributes as A
-from .compat import modifier_input_get, modifier_input_set
+from .compat import attribute_factor_output, material_node_tree, modifier_input_get, modifier_input_set
 from .mesh_read import vertex_selection
 
 NODE_GROUP = "Gaussian Splats"
@@ -38,15 +38,14 @@ HIGHLIGHT = (1.0, 0.35, 0.0, 1.0)  # Blender's selection orange, linear
 HIGHLIGHT_TINT = 0.7  # how far highlighted splats are mixed towards HIGHLIGHT
 
 
-def _socket(sockets, type_: str, name: str | tuple[str, ...] | None = None):
-    """The socket of a type (and name; several names cover renames across Blender versions),
-    preferring enabled ones."""
-    names = (name,) if isinstance(name, str) else name
+def _socket(sockets, type_: str, name: str | None = None):
+    """The socket of a type (and name), preferring enabled ones (nodes such as Mix have one socket
+    per data type under the same name)."""
     for s in sockets:
-        if s.type == type_ and (names is None or s.name in names) and getattr(s, "enabled", True):
+        if s.type == type_ and (name is None or s.name == name) and getattr(s, "enabled", True):
             return s
     for s in sockets:
-        if s.type == type_ and (names is None or s.name in names):
+        if s.type == type_ and (name is None or s.name == name):
             return s
     raise LookupError(f"no {type_} socket {name!r}")
 
@@ -76,9 +75,7 @@ def splat_material() -> bpy.types.Material:
     mat, build = _shared(bpy.data.materials, MATERIAL, 2)
     if not build:
         return mat
-    if not mat.node_tree:
-        mat.use_nodes = True
-    nt = mat.node_tree
+    nt = material_node_tree(mat)
     nt.nodes.clear()
     nodes, links = nt.nodes, nt.links
     col = nodes.new("ShaderNodeAttribute")
@@ -90,12 +87,12 @@ def splat_material() -> bpy.types.Material:
     sel.attribute_name = SELECTED
     sel.location = (-600, -150)
     tint = _math(nodes, "MULTIPLY", (-450, -50))  # a strong tint that keeps the splats' detail
-    links.new(_socket(sel.outputs, "VALUE", ("Fac", "Factor")), tint.inputs[0])
+    links.new(attribute_factor_output(sel), tint.inputs[0])
     tint.inputs[1].default_value = HIGHLIGHT_TINT
     mix = nodes.new("ShaderNodeMix")
     mix.data_type = "RGBA"
     mix.location = (-350, 50)
-    links.new(tint.outputs[0], _socket(mix.inputs, "VALUE", ("Fac", "Factor")))
+    links.new(tint.outputs[0], _socket(mix.inputs, "VALUE", "Factor"))
     links.new(_socket(col.outputs, "RGBA", "Color"), _socket(mix.inputs, "RGBA", "A"))
     _socket(mix.inputs, "RGBA", "B").default_value = HIGHLIGHT
     emit = nodes.new("ShaderNodeEmission")
@@ -106,7 +103,7 @@ def splat_material() -> bpy.types.Material:
     # alpha (opacity), raised to 1 where selected so highlighted splats stand out
     alpha = _math(nodes, "MAXIMUM", (-350, -200))
     links.new(col.outputs["Alpha"], alpha.inputs[0])
-    links.new(_socket(sel.outputs, "VALUE", ("Fac", "Factor")), alpha.inputs[1])
+    links.new(attribute_factor_output(sel), alpha.inputs[1])
     shader = nodes.new("ShaderNodeMixShader")
     shader.location = (150, 0)
     links.new(alpha.outputs[0], shader.inputs[0])
