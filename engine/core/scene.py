@@ -38,6 +38,15 @@ def sh_degree_for_coeffs(k: int) -> int:
     raise ValueError(f"{k} higher-order SH coefficients per channel is not a valid SH degree 0-3")
 
 
+def inria_vertex_dtype(sh_degree: int, byte_order: str = "<") -> np.dtype:
+    """The standard Inria vertex layout for an SH degree: x y z nx ny nz f_dc_0-2 f_rest_*
+    opacity scale_0-2 rot_0-3, all float32 (62 properties at degree 3)."""
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    names += [f"f_rest_{i}" for i in range(3 * sh_coeffs_for_degree(sh_degree))]
+    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    return np.dtype([(n, byte_order + "f4") for n in names])
+
+
 @dataclass
 class PlyLayout:
     """How a scene was stored: the vertex dtype (field order and byte order), the PLY format,

@@ -6,11 +6,12 @@ Reads
   scale_0-2 rot_0-3`` in any order, binary little/big endian or ASCII, SH degree 0-3 detected from
   the number of ``f_rest_*`` properties, any other per-vertex property kept in
   :attr:`GaussianScene.extra` (in file order), trailing bytes after the last record ignored;
-- SuperSplat / PlayCanvas ``.compressed.ply`` (chunks of 256 splats with min/max bounds and packed
-  uint32 position/rotation/scale/colour, optional uint8 ``sh`` element), decoded to the Inria
-  conventions (log scales, logit opacity, ``f_dc`` from colour, wxyz quaternions);
-- antimatter15 ``.splat`` files (headerless, 32 bytes per splat), decoded the same way.
-Scenes from the last two are written back as standard Inria ``.ply`` files.
+- through :func:`read_ply` also SuperSplat / PlayCanvas ``.compressed.ply`` (the file's content
+  decides, decoded by :mod:`engine.core.formats.compressed`) and antimatter15 ``.splat`` files
+  (decoded by :mod:`engine.core.formats.splat`), both to the Inria conventions (log scales, logit
+  opacity, ``f_dc`` from colour, wxyz quaternions). Scenes from those two are written back here
+  as standard Inria ``.ply`` files; their own writers live in their modules.
+Every format by file name: :mod:`engine.core.formats.scene_io`.
 
 Values are stored as read: quaternions are never normalised here (see
 :meth:`GaussianScene.unit_quats`), log scales and opacity logits are not clamped.
@@ -19,7 +20,7 @@ Writes keep the source layout (:class:`engine.core.scene.PlyLayout`: property or
 format, comments), so reading and writing an unedited scene reproduces the vertex data byte for
 byte. A scene without a layout (or one read from a compressed file) is written in the standard
 Inria layout for its SH degree (``nx ny nz`` are written as zeros, as the Inria code does).
-Writes are atomic (temporary file beside the target, then ``os.replace``) and refuse to replace an
+Writes are atomic (:func:`engine.core.formats.common.target_file`) and refuse to replace an
 existing file unless ``overwrite=True``.
 
 Non-finite values: by default a file whose Gaussian parameters hold NaN (or +-inf anywhere except
@@ -48,24 +49,16 @@ from collections.abc import Callable
 import numpy as np
 import plyfile
 
-from ..atomic import atomic_write
 from ..errors import SceneFormatError
-from ..scene import GaussianScene, PlyLayout, sh_coeffs_for_degree, sh_degree_for_coeffs
+from ..scene import GaussianScene, PlyLayout, inria_vertex_dtype, sh_degree_for_coeffs
+from .common import check_finite, display, refuse_existing, target_file
+from .compressed import decode_compressed, is_compressed_ply
+from .splat import decode_splat
 
 __all__ = ["read_ply", "write_ply", "inria_vertex_dtype", "is_compressed_ply"]
 
 _REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
              "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
-_CHUNK_SIZE = 256  # splats per chunk in SuperSplat's compressed format
-_CHUNK_BOUNDS = ("min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
-                 "min_scale_x", "min_scale_y", "min_scale_z",
-                 "max_scale_x", "max_scale_y", "max_scale_z")
-_CHUNK_COLOUR = ("min_r", "min_g", "min_b", "max_r", "max_g", "max_b")
-_PACKED = ("packed_position", "packed_rotation", "packed_scale", "packed_color")
-_SH_C0 = 0.28209479177387814
-# Decoded opacities are kept inside their 8-bit quantisation bin so the logit stays finite:
-# alpha 0 and 1 (codes 0 and 255) become logit(0.5/255) = -6.24 and +6.24.
-_ALPHA_EPS = 0.5 / 255.0
 _CHUNK_ROWS = 65536  # rows per chunk of work on whole files (16 MiB of records at SH degree 3)
 _GATHER_ROWS = 8192  # records per block of the read's single pass (2 MiB at SH degree 3: in cache)
 
@@ -96,20 +89,20 @@ def read_ply(path: str | os.PathLike, *, drop_invalid: bool = False,
             values (unless ``drop_invalid``). The message names the file.
     """
     path = os.fspath(path)
-    name = _display(path)
+    name = display(path)
     if path.lower().endswith(".splat") and _has_no_ply_magic(path):
-        scene = _check_finite(_read_splat(path, name), name, drop_invalid)
+        scene = check_finite(decode_splat(path, name), name, drop_invalid)
         return _sh_order(scene, sh_coefficient_major)
     data, records = _read_plydata(path, name)
     try:
         if is_compressed_ply(data):
-            scene, known_finite = _decode_compressed(data, name), False
+            scene, known_finite = decode_compressed(data, name), False
         else:
             scene, known_finite = _decode_inria(data, records, name, sh_coefficient_major)
     finally:
         del data, records  # release any memory map before anyone wants to replace the file
     scene.path = path
-    return _sh_order(_check_finite(scene, name, drop_invalid, known_finite), sh_coefficient_major)
+    return _sh_order(check_finite(scene, name, drop_invalid, known_finite), sh_coefficient_major)
 
 
 def _sh_order(scene: GaussianScene, coefficient_major: bool) -> GaussianScene:
@@ -125,40 +118,6 @@ def _has_no_ply_magic(path: str) -> bool:
             return f.read(3) != b"ply"
     except OSError:
         return False  # the PLY path reports missing / unreadable files
-
-
-_SPLAT_DTYPE = np.dtype([("position", "<f4", (3,)), ("scale", "<f4", (3,)),
-                         ("rgba", "u1", (4,)), ("rot", "u1", (4,))])
-
-
-def _read_splat(path: str, name: str) -> GaussianScene:
-    """antimatter15's ``.splat`` (32 bytes per splat, no header: position float32 x3, linear
-    scale float32 x3, RGBA uint8 with A = opacity, quaternion wxyz as uint8 q*128+128), decoded
-    to Inria conventions like the compressed format; no higher SH."""
-    size = os.path.getsize(path)
-    if size == 0 or size % _SPLAT_DTYPE.itemsize:
-        raise SceneFormatError(
-            f"{name}: not a .splat file ({size} bytes is not a positive multiple of 32)")
-    rec = np.fromfile(path, dtype=_SPLAT_DTYPE)
-    n = rec.shape[0]
-    rgba = rec["rgba"].astype(np.float32) / 255.0
-    alpha = np.clip(rgba[:, 3].astype(np.float64), _ALPHA_EPS, 1.0 - _ALPHA_EPS)
-    with np.errstate(divide="ignore"):
-        scales = np.log(rec["scale"].astype(np.float64)).astype(np.float32)  # 0 -> -inf: refused
-    layout = PlyLayout(vertex_dtype=inria_vertex_dtype(0), format="binary_little_endian",
-                       comments=[], obj_info=[], source="splat")
-    return GaussianScene(
-        means=np.ascontiguousarray(rec["position"], dtype=np.float32),
-        scales=scales,
-        quats=((rec["rot"].astype(np.float32) - 128.0) / 128.0),
-        opacities=np.log(alpha / (1.0 - alpha)).astype(np.float32),
-        sh_dc=((rgba[:, :3] - 0.5) / _SH_C0).astype(np.float32),
-        sh_rest=np.zeros((n, 0, 3), np.float32),
-        layout=layout, path=path)
-
-
-def _display(path: str) -> str:
-    return os.path.basename(path) or path
 
 
 class _Records:
@@ -304,16 +263,6 @@ def _check_counts(data: plyfile.PlyData, name: str, body_bytes: int) -> None:
         need += element.count * per_record
 
 
-def is_compressed_ply(data: plyfile.PlyData) -> bool:
-    """True when a parsed PLY is SuperSplat's compressed layout (``chunk`` + packed ``vertex``)."""
-    names = [e.name for e in data.elements]
-    if "chunk" not in names or "vertex" not in names:
-        return False
-    vprops = {p.name for p in data["vertex"].properties}
-    cprops = {p.name for p in data["chunk"].properties}
-    return set(_PACKED) <= vprops and set(_CHUNK_BOUNDS) <= cprops
-
-
 def _property_dtype(element: plyfile.PlyElement, byte_order: str) -> np.dtype:
     """The on-disk structured dtype of an element without list properties."""
     fields = []
@@ -362,13 +311,6 @@ class _FieldCopy:
         else:
             for j, f in enumerate(self.names):
                 out[:, j] = rec[f]
-
-
-def _float_columns(rec: np.ndarray, names: list[str]) -> np.ndarray:
-    """float32 [M, len(names)] copy of named fields of a structured array."""
-    out = np.empty((rec.shape[0], len(names)), np.float32)
-    _FieldCopy(rec.dtype, names, out)(rec, 0)
-    return out
 
 
 def _sum_is_finite(block: np.ndarray) -> bool:
@@ -480,120 +422,6 @@ def _decode_inria(data: plyfile.PlyData, records: _Records | None, name: str,
     return GaussianScene(**arrays, extra=extra, layout=layout), known_finite
 
 
-def _unorm(values: np.ndarray, shift: int, bits: int) -> np.ndarray:
-    mask = (1 << bits) - 1
-    return ((values >> np.uint32(shift)) & np.uint32(mask)).astype(np.float32) / np.float32(mask)
-
-
-def _lerp(lo: np.ndarray, hi: np.ndarray, t: np.ndarray) -> np.ndarray:
-    return lo * (1.0 - t) + hi * t
-
-
-def _decode_compressed(data: plyfile.PlyData, name: str) -> GaussianScene:
-    """SuperSplat compressed PLY -> Inria conventions (same maths as playcanvas/splat-transform's
-    ``decompress-ply``: 11/10/11-bit positions and log scales lerped in per-chunk bounds,
-    smallest-three quaternion with the largest component's index in the top 2 bits, 8-bit RGBA
-    colour where RGB is lerped in the chunk's colour bounds when present)."""
-    chunk = data["chunk"].data
-    vertex = data["vertex"].data
-    n = vertex.shape[0]
-    n_chunks = chunk.shape[0]
-    if n == 0:  # refused like an empty Inria file: an empty scene is no use to any caller
-        raise SceneFormatError(f"{name}: the file holds no Gaussians (element vertex 0)")
-    if n_chunks * _CHUNK_SIZE < n:
-        raise SceneFormatError(
-            f"{name}: compressed PLY has {n_chunks} chunks for {n} splats (needs {-(-n // 256)})")
-    ci = np.arange(n) // _CHUNK_SIZE
-
-    def c(field: str) -> np.ndarray:
-        return np.asarray(chunk[field], dtype=np.float32)[ci]
-
-    def packed(field: str) -> np.ndarray:
-        return np.asarray(vertex[field]).astype(np.uint32)
-
-    pos = packed("packed_position")
-    means = np.stack([
-        _lerp(c("min_x"), c("max_x"), _unorm(pos, 21, 11)),
-        _lerp(c("min_y"), c("max_y"), _unorm(pos, 11, 10)),
-        _lerp(c("min_z"), c("max_z"), _unorm(pos, 0, 11)),
-    ], axis=1).astype(np.float32)
-    sc = packed("packed_scale")
-    scales = np.stack([
-        _lerp(c("min_scale_x"), c("max_scale_x"), _unorm(sc, 21, 11)),
-        _lerp(c("min_scale_y"), c("max_scale_y"), _unorm(sc, 11, 10)),
-        _lerp(c("min_scale_z"), c("max_scale_z"), _unorm(sc, 0, 11)),
-    ], axis=1).astype(np.float32)
-
-    rot = packed("packed_rotation")
-    norm = np.float32(np.sqrt(2.0))  # components of the smallest three lie in [-1/sqrt2, 1/sqrt2]
-    abc = np.stack([(_unorm(rot, s, 10) - 0.5) * norm for s in (20, 10, 0)], axis=1)
-    m = np.sqrt(np.maximum(0.0, 1.0 - np.sum(abc * abc, axis=1)))
-    largest = (rot >> np.uint32(30)).astype(np.int64)
-    quats = np.empty((n, 4), np.float32)
-    others = np.array([[i for i in range(4) if i != w] for w in range(4)])  # [4, 3]
-    rows = np.arange(n)
-    quats[rows[:, None], others[largest]] = abc
-    quats[rows, largest] = m
-
-    col = packed("packed_color")
-    rgb = np.stack([_unorm(col, 24, 8), _unorm(col, 16, 8), _unorm(col, 8, 8)], axis=1)
-    cprops = {p.name for p in data["chunk"].properties}
-    if set(_CHUNK_COLOUR) <= cprops:  # SuperSplat >= 1.x stores per-chunk colour bounds
-        lo = np.stack([c("min_r"), c("min_g"), c("min_b")], axis=1)
-        hi = np.stack([c("max_r"), c("max_g"), c("max_b")], axis=1)
-        rgb = _lerp(lo, hi, rgb)
-    sh_dc = ((rgb - 0.5) / _SH_C0).astype(np.float32)
-    alpha = np.clip(_unorm(col, 0, 8).astype(np.float64), _ALPHA_EPS, 1.0 - _ALPHA_EPS)
-    opacities = np.log(alpha / (1.0 - alpha)).astype(np.float32)
-
-    sh_rest = np.zeros((n, 0, 3), np.float32)
-    if "sh" in [e.name for e in data.elements]:
-        sh = data["sh"].data
-        names = [p.name for p in data["sh"].properties]
-        k3 = len(names)
-        if k3 not in (9, 24, 45) or names != [f"f_rest_{i}" for i in range(k3)]:
-            raise SceneFormatError(
-                f"{name}: compressed 'sh' element has {k3} properties; expected f_rest_0.. with "
-                f"9, 24 or 45 entries")
-        if sh.shape[0] != n:
-            raise SceneFormatError(f"{name}: 'sh' element has {sh.shape[0]} rows for {n} splats")
-        mat = _float_columns(sh, names)  # uint8 codes as float32 [N, 3K]
-        t = np.where(mat == 0, 0.0, np.where(mat == 255, 1.0, (mat + 0.5) / 256.0))
-        coeffs = ((t - 0.5) * 8.0).astype(np.float32)
-        k = k3 // 3
-        sh_rest = np.ascontiguousarray(coeffs.reshape(n, 3, k).transpose(0, 2, 1))
-
-    layout = PlyLayout(
-        vertex_dtype=inria_vertex_dtype(sh_degree_for_coeffs(sh_rest.shape[1])),
-        format="binary_little_endian", comments=[], obj_info=[], source="compressed_ply")
-    return GaussianScene(means=means, scales=scales, quats=quats, opacities=opacities,
-                         sh_dc=sh_dc, sh_rest=sh_rest, extra={}, layout=layout)
-
-
-def _check_finite(scene: GaussianScene, name: str, drop_invalid: bool,
-                  known_finite: bool = False) -> GaussianScene:
-    """Refuse (or drop) Gaussians with NaN / inf parameters. ``known_finite``: the reader already
-    found every value of the file's vertex data finite (one fast pass over the whole matrix)."""
-    if known_finite:
-        return scene
-    n = scene.num_gaussians
-    arrays = [scene.means, scene.scales, scene.quats, scene.sh_dc, scene.sh_rest]
-    ok = ~np.isnan(scene.opacities)  # +-inf logits are saturated opacities 1/0: kept as stored
-    for a in arrays:  # (any memory order: sh_rest may be a coefficient-major view)
-        ok &= np.isfinite(a).all(axis=tuple(range(1, a.ndim)))
-    if ok.all():
-        return scene
-    bad = int(n - np.count_nonzero(ok))
-    if not drop_invalid:
-        first = int(np.flatnonzero(~ok)[0])
-        raise SceneFormatError(
-            f"{name}: {bad} of {n} Gaussians have NaN or infinite values (first at row {first}); "
-            f"re-save the scene or read it with drop_invalid=True to drop them")
-    kept = scene.subset(ok)
-    kept.path = scene.path
-    return kept
-
-
 # ---------------------------------------------------------------------------------------- write
 
 _FORMAT_NAMES = {"<": "binary_little_endian", ">": "binary_big_endian"}
@@ -604,15 +432,6 @@ def _resolve_order(order: str) -> str:
     if order in ("=", "|"):
         return "<" if np.little_endian else ">"
     return order
-
-
-def inria_vertex_dtype(sh_degree: int, byte_order: str = "<") -> np.dtype:
-    """The standard Inria vertex layout for an SH degree: x y z nx ny nz f_dc_0-2 f_rest_*
-    opacity scale_0-2 rot_0-3, all float32 (62 properties at degree 3)."""
-    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
-    names += [f"f_rest_{i}" for i in range(3 * sh_coeffs_for_degree(sh_degree))]
-    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    return np.dtype([(n, byte_order + "f4") for n in names])
 
 
 def _output_dtype(scene: GaussianScene) -> tuple[np.dtype, str, list[str], list[str]]:
@@ -779,12 +598,7 @@ def write_ply(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool 
         SceneFormatError: the target exists and ``overwrite`` is False, or it cannot be written.
     """
     path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        same = scene.path is not None and os.path.exists(scene.path) and os.path.samefile(path, scene.path)
-        what = "is the scene's source file" if same else "already exists"
-        raise SceneFormatError(f"{path}: {what}; refusing to overwrite it (pass overwrite=True)")
-    if os.path.isdir(path):
-        raise SceneFormatError(f"{path}: is a folder")
+    refuse_existing(path, overwrite, scene.path)
     dtype, fmt, comments, obj_info = _output_dtype(scene)
     byte_order = "=" if fmt == "ascii" else _FORMAT_ORDERS[fmt]
     # plyfile writes the header (its own property type names), we write the data in chunks
@@ -792,20 +606,13 @@ def write_ply(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool 
     element = plyfile.PlyElement("vertex", properties, scene.num_gaussians)
     header = plyfile.PlyData([element], text=(fmt == "ascii"), byte_order=byte_order,
                              comments=comments, obj_info=obj_info).header
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
-        raise SceneFormatError(f"{path}: cannot write: {folder} {what}")
-    try:  # read-only folder, full disk, ...: one line naming the target
-        with atomic_write(path, fsync=True) as f:
-            f.write(header.encode("ascii", errors="replace") + b"\n")  # PLY headers are ASCII
-            for records in _record_chunks(scene, dtype):
-                if fmt == "ascii":
-                    _write_ascii_rows(f, records)
-                else:
-                    f.write(memoryview(records.view(np.uint8)))
-    except OSError as exc:
-        raise SceneFormatError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    with target_file(path) as f:  # read-only folder, full disk, ...: one line naming the target
+        f.write(header.encode("ascii", errors="replace") + b"\n")  # PLY headers are ASCII
+        for records in _record_chunks(scene, dtype):
+            if fmt == "ascii":
+                _write_ascii_rows(f, records)
+            else:
+                f.write(memoryview(records.view(np.uint8)))
 
 
 def _write_ascii_rows(f, records: np.ndarray) -> None:

@@ -9,25 +9,90 @@ plyfile for .ply, Pillow for .sog's WebP images, zstandard for SPZ version 4 onl
 | Niantic SPZ | ``.spz`` | versions 1-4 | version 3 (4 on request) |
 | PlayCanvas SOG | ``.sog`` (zip) or ``meta.json`` (+ images beside it) | versions 1, 2 | version 2 |
 
-Each format's precision and what it drops are in its module's docstring. Writes return the
-warnings of what the target format dropped (SH bands, extra properties, Gaussian order) instead
-of printing them. Every write is atomic per file (a temporary file beside the target, then
-``os.replace``) and refuses to replace an existing file unless ``overwrite=True``.
+One registry (:data:`REGISTRY`) maps each file-name ending to its format's reader and writer;
+each format lives in one module (``ply``, ``compressed``, ``splat``, ``spz``, ``sog``) with its
+precision and what it drops in the docstring. Writes return the warnings of what the target
+format dropped (SH bands, extra properties, Gaussian order) instead of printing them. Every
+write is atomic per file (:func:`engine.core.formats.common.target_file`, through
+:mod:`engine.core.atomic`) and refuses to replace an existing file unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
 import os
-import stat
-import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..errors import SceneFormatError
 from ..scene import GaussianScene
+from .common import check_finite, display
+from .compressed import write_compressed_ply
+from .ply import read_ply, write_ply
+from .sog import read_sog, write_sog
+from .splat import write_splat
+from .spz import read_spz, write_spz
 
-__all__ = ["FORMATS", "format_of", "read_scene", "write_scene"]
+__all__ = ["FORMATS", "REGISTRY", "SceneFormat", "format_of", "read_scene", "write_scene"]
 
-FORMATS = ("ply", "compressed_ply", "splat", "spz", "sog", "sog_folder")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SceneFormat:
+    """One format: its name, the file-name ending that names it, and its reader and writer.
+
+    ``read(path, drop_invalid, warnings)`` returns the scene (``path`` set, NaN / inf refused or
+    dropped); ``write(scene, path, overwrite, options, progress)`` returns the warnings, with
+    ``options`` the format-specific keywords of :func:`write_scene`."""
+
+    name: str
+    ending: str
+    read: Callable[[str, bool, list[str] | None], GaussianScene]
+    write: Callable[[GaussianScene, str, bool, dict, Progress], list[str]]
+
+
+def _read_ply_family(path: str, drop_invalid: bool, warnings: list[str] | None) -> GaussianScene:
+    # .ply and .compressed.ply: the content decides the layout; .splat unless it is a PLY inside
+    return read_ply(path, drop_invalid=drop_invalid)
+
+
+def _read_sog(path: str, drop_invalid: bool, warnings: list[str] | None) -> GaussianScene:
+    return check_finite(read_sog(path, warnings=warnings), display(path), drop_invalid)
+
+
+def _write_ply(scene: GaussianScene, path: str, overwrite: bool, options: dict,
+               progress: Progress) -> list[str]:
+    progress("writing .ply")
+    write_ply(scene, path, overwrite=overwrite)
+    return []
+
+
+# Matched in this order (``.compressed.ply`` before ``.ply``); ``meta.json`` is a whole file
+# name, and a folder holding one reads as SOG too.
+REGISTRY: tuple[SceneFormat, ...] = (
+    SceneFormat("compressed_ply", ".compressed.ply", _read_ply_family,
+                lambda scene, path, overwrite, options, progress: write_compressed_ply(
+                    scene, path, overwrite=overwrite, keep_order=options["keep_order"],
+                    progress=progress)),
+    SceneFormat("ply", ".ply", _read_ply_family, _write_ply),
+    SceneFormat("splat", ".splat", _read_ply_family,
+                lambda scene, path, overwrite, options, progress: write_splat(
+                    scene, path, overwrite=overwrite, progress=progress)),
+    SceneFormat("spz", ".spz",
+                lambda path, drop_invalid, warnings: read_spz(
+                    path, drop_invalid=drop_invalid, warnings=warnings),
+                lambda scene, path, overwrite, options, progress: write_spz(
+                    scene, path, overwrite=overwrite, version=options["spz_version"],
+                    progress=progress)),
+    SceneFormat("sog", ".sog", _read_sog,
+                lambda scene, path, overwrite, options, progress: write_sog(
+                    scene, path, overwrite=overwrite, progress=progress)),
+    SceneFormat("sog_folder", "meta.json", _read_sog,
+                lambda scene, path, overwrite, options, progress: write_sog(
+                    scene, path, overwrite=overwrite, progress=progress)),
+)
+_BY_NAME = {f.name: f for f in REGISTRY}
+FORMATS = tuple(f.name for f in REGISTRY)
 
 
 def format_of(path: str | os.PathLike, *, for_write: bool = False) -> str:
@@ -38,21 +103,13 @@ def format_of(path: str | os.PathLike, *, for_write: bool = False) -> str:
     """
     p = os.fspath(path)
     low = p.lower().rstrip("/\\")
-    base = os.path.basename(low)
-    if low.endswith(".compressed.ply"):
-        return "compressed_ply"
-    if low.endswith(".ply"):
-        return "ply"
-    if low.endswith(".splat"):
-        return "splat"
-    if low.endswith(".spz"):
-        return "spz"
-    if low.endswith(".sog"):
-        return "sog"
-    if base == "meta.json":
-        return "sog_folder"
-    if not for_write and os.path.isdir(p) and os.path.isfile(os.path.join(p, "meta.json")):
-        return "sog_folder"
+    for fmt in REGISTRY:
+        if fmt.ending == "meta.json":
+            if os.path.basename(low) == "meta.json" or (
+                    not for_write and os.path.isdir(p) and os.path.isfile(os.path.join(p, "meta.json"))):
+                return fmt.name
+        elif low.endswith(fmt.ending):
+            return fmt.name
     raise SceneFormatError(
         f"{p}: unknown scene format (use .ply, .compressed.ply, .splat, .spz, .sog or meta.json)")
 
@@ -71,42 +128,7 @@ def read_scene(path: str | os.PathLike, *, drop_invalid: bool = False,
         SceneFormatError: one line naming the file and the problem.
     """
     p = os.fspath(path)
-    fmt = format_of(p)
-    if fmt in ("ply", "compressed_ply", "splat"):
-        from .ply import read_ply
-        return read_ply(p, drop_invalid=drop_invalid)
-    if fmt == "spz":
-        from .spz import decode_spz
-        name = os.path.basename(p) or p
-        if not os.path.exists(p):
-            raise SceneFormatError(f"{p}: file not found")
-        try:
-            with open(p, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise SceneFormatError(f"{p}: cannot open: {exc.strerror or exc}") from None
-        scene = decode_spz(data, name, warnings)
-    else:
-        from .sog import read_sog
-        scene = read_sog(p, warnings=warnings)
-    scene.path = p
-    return _finite(scene, os.path.basename(p.rstrip("/")) or p, drop_invalid)
-
-
-def _finite(scene: GaussianScene, name: str, drop_invalid: bool) -> GaussianScene:
-    import numpy as np
-
-    ok = ~np.isnan(scene.opacities)
-    for a in (scene.means, scene.scales, scene.quats, scene.sh_dc, scene.sh_rest):
-        ok &= np.isfinite(a).all(axis=tuple(range(1, a.ndim)))
-    if ok.all():
-        return scene
-    if not drop_invalid:
-        raise SceneFormatError(f"{name}: {int((~ok).sum())} of {ok.size} Gaussians have NaN or "
-                               f"infinite values; read it with drop_invalid=True to drop them")
-    kept = scene.subset(ok)
-    kept.path = scene.path
-    return kept
+    return _BY_NAME[format_of(p)].read(p, drop_invalid, warnings)
 
 
 def write_scene(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool = False,
@@ -130,83 +152,6 @@ def write_scene(scene: GaussianScene, path: str | os.PathLike, *, overwrite: boo
             scene does not fit the format.
     """
     p = os.fspath(path)
-    fmt = format_of(p, for_write=True)
-    say = progress or (lambda stage: None)
-    if fmt == "ply":
-        from .ply import write_ply
-        say("writing .ply")
-        write_ply(scene, p, overwrite=overwrite)
-        return []
-    _refuse_existing(p, overwrite)
-    if fmt == "compressed_ply":
-        from .packed import encode_compressed_ply
-        say("packing chunks")
-        data, warnings = encode_compressed_ply(scene, keep_order=keep_order)
-        _write_atomic(p, data)
-        return warnings
-    if fmt == "splat":
-        from .packed import encode_splat
-        data, warnings = encode_splat(scene)
-        _write_atomic(p, data)
-        return warnings
-    if fmt == "spz":
-        from .spz import encode_spz
-        say("packing .spz")
-        data, warnings = encode_spz(scene, version=spz_version)
-        _write_atomic(p, data)
-        return warnings
-    from .sog import encode_sog
-    files, warnings = encode_sog(scene, progress=say)
-    if fmt == "sog":
-        import io
-        import zipfile
-
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # WebP is compressed already
-            for name in ["meta.json"] + [n for n in files if n != "meta.json"]:
-                z.writestr(name, files[name])
-        _write_atomic(p, buf.getvalue())
-        return warnings
-    folder = os.path.dirname(os.path.abspath(p))
-    for name, data in files.items():  # images first, meta.json (which names them) last
-        if name != "meta.json":
-            target = os.path.join(folder, name)
-            _refuse_existing(target, overwrite)
-            _write_atomic(target, data)
-    _write_atomic(p, files["meta.json"])
-    return warnings
-
-
-def _refuse_existing(path: str, overwrite: bool) -> None:
-    if os.path.isdir(path):
-        raise SceneFormatError(f"{path}: is a folder")
-    if os.path.exists(path) and not overwrite:
-        raise SceneFormatError(f"{path}: already exists; refusing to overwrite it (pass overwrite=True)")
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file beside it and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise SceneFormatError(f"{path}: cannot write: {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise SceneFormatError(f"{path}: cannot write into {folder}: {exc.strerror or exc}") from None
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0o644
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise SceneFormatError(f"{path}: cannot write: {exc.strerror or exc}") from None
-        raise
+    fmt = _BY_NAME[format_of(p, for_write=True)]
+    options = {"spz_version": spz_version, "keep_order": keep_order}
+    return fmt.write(scene, p, overwrite, options, progress or (lambda stage: None))

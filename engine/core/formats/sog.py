@@ -54,12 +54,12 @@ import numpy as np
 
 from ..errors import SceneFormatError
 from ..scene import GaussianScene, PlyLayout, sh_coeffs_for_degree
+from .common import ALPHA_EPS, refuse_existing, write_bytes
 
-__all__ = ["read_sog", "encode_sog", "is_sog_path", "WebPDecoder"]
+__all__ = ["read_sog", "encode_sog", "write_sog", "is_sog_path", "WebPDecoder"]
 
 WebPDecoder = Callable[[bytes], np.ndarray]
 _SQRT2 = math.sqrt(2.0)
-_ALPHA_EPS = 0.5 / 255.0
 _MAX_COUNT = 100_000_000
 
 
@@ -237,7 +237,7 @@ def _decode(meta: dict, files: _Files, decode: WebPDecoder, name: str) -> Gaussi
     if version == 2:
         scales = _codebook(meta["scales"], name, "scales")[st[:, :3]]
         sh_dc = _codebook(meta["sh0"], name, "sh0")[c0[:, :3]]
-        alpha = np.clip(c0[:, 3].astype(np.float64) / 255.0, _ALPHA_EPS, 1.0 - _ALPHA_EPS)
+        alpha = np.clip(c0[:, 3].astype(np.float64) / 255.0, ALPHA_EPS, 1.0 - ALPHA_EPS)
         opacities = np.log(alpha / (1.0 - alpha)).astype(np.float32)
     else:
         smin = _vector(meta["scales"], "mins", 3, name, "scales")
@@ -404,6 +404,31 @@ def encode_sog(scene: GaussianScene, *, encode_webp: Callable[[np.ndarray], byte
                        "files": ["shN_centroids.webp", "shN_labels.webp"]}
     files["meta.json"] = json.dumps(meta, separators=(",", ":")).encode("utf-8")
     return files, warnings
+
+
+def write_sog(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool = False,
+              progress: Callable[[str], None] | None = None) -> list[str]:
+    """Write a scene as SOG version 2 (each file atomically): a ``.sog`` zip, or for a target
+    named ``meta.json`` that file with its images beside it (images first, ``meta.json``, which
+    names them, last). Returns the warnings of :func:`encode_sog`."""
+    p = os.fspath(path)
+    refuse_existing(p, overwrite)
+    files, warnings = encode_sog(scene, progress=progress)
+    if os.path.basename(p).lower() != "meta.json":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # WebP is compressed already
+            for name in ["meta.json"] + [n for n in files if n != "meta.json"]:
+                z.writestr(name, files[name])
+        write_bytes(p, buf.getvalue())
+        return warnings
+    folder = os.path.dirname(os.path.abspath(p))
+    for name, data in files.items():
+        if name != "meta.json":
+            target = os.path.join(folder, name)
+            refuse_existing(target, overwrite)
+            write_bytes(target, data)
+    write_bytes(p, files["meta.json"])
+    return warnings
 
 
 def _pack_quats(q: np.ndarray) -> np.ndarray:

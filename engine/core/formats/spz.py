@@ -48,15 +48,18 @@ degree 4 reads as degree 3 with a warning.
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import SceneFormatError
 from ..scene import GaussianScene, PlyLayout, sh_coeffs_for_degree
+from .common import ALPHA_EPS, check_finite, display, refuse_existing, write_bytes
 
-__all__ = ["decode_spz", "encode_spz", "SPZ_MAGIC"]
+__all__ = ["read_spz", "decode_spz", "encode_spz", "write_spz", "SPZ_MAGIC"]
 
 SPZ_MAGIC = 0x5053474E
 _LATEST = 4
@@ -67,7 +70,6 @@ _FLAG_EXTENSIONS = 0x2
 _EXT_SH_QUANT = 0xADBE0001  # Adobe: SH min/max rescaling (an early extension; never length-framed)
 _EXT_ORBIT = 0xADBE0002  # Adobe: safe orbit camera (metadata only)
 _EXT_COORDS = 0xADBE0003  # Adobe: the coordinate system the data are stored in
-_ALPHA_EPS = 0.5 / 255.0  # decoded alpha kept inside its 8-bit bin so the logit stays finite
 _MAX_POINTS = 100_000_000  # refuse absurd header counts before allocating anything
 
 # Sign of each of the 24 SH coefficients (gsplat / Inria order) under a flip of the x, y, z axes;
@@ -92,6 +94,23 @@ def _sh_dim(degree: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------- read
+
+def read_spz(path: str | os.PathLike, *, drop_invalid: bool = False,
+             warnings: list[str] | None = None) -> GaussianScene:
+    """Read a ``.spz`` file (:func:`decode_spz` of its bytes); ``path`` set. NaN / inf values are
+    refused, or dropped with ``drop_invalid``."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise SceneFormatError(f"{p}: file not found")
+    try:
+        with open(p, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise SceneFormatError(f"{p}: cannot open: {exc.strerror or exc}") from None
+    scene = decode_spz(data, display(p), warnings)
+    scene.path = p
+    return check_finite(scene, display(p), drop_invalid)
+
 
 def decode_spz(data: bytes, name: str, warnings: list[str] | None = None) -> GaussianScene:
     """Decode the bytes of a ``.spz`` file (any version 1-4) into a scene in Inria conventions.
@@ -265,7 +284,7 @@ def _unpack(streams: list, version: int, n: int, degree: int, frac: int,
     means *= np.array([fx, fy, fz], np.float32)
 
     scales = (scale_b.reshape(n, 3).astype(np.float32) / 16.0 - 10.0).astype(np.float32)
-    alpha = np.clip(alpha_b.astype(np.float64) / 255.0, _ALPHA_EPS, 1.0 - _ALPHA_EPS)
+    alpha = np.clip(alpha_b.astype(np.float64) / 255.0, ALPHA_EPS, 1.0 - ALPHA_EPS)
     opacities = np.log(alpha / (1.0 - alpha)).astype(np.float32)
     sh_dc = ((col_b.reshape(n, 3).astype(np.float32) / 255.0 - 0.5) / _COLOR_SCALE).astype(np.float32)
 
@@ -399,6 +418,18 @@ def encode_spz(scene: GaussianScene, *, version: int = 3, antialiased: bool = Fa
     header = struct.pack("<IIIBBBBI12x", SPZ_MAGIC, 4, n, degree, frac, flags, len(chunks), toc_offset)
     toc = b"".join(struct.pack("<QQ", len(c), u) for c, u in chunks)
     return header + toc + b"".join(c for c, _ in chunks), warnings
+
+
+def write_spz(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool = False,
+              version: int = 3, progress: Callable[[str], None] | None = None) -> list[str]:
+    """Write a scene as a ``.spz`` (atomically); returns the warnings of :func:`encode_spz`."""
+    p = os.fspath(path)
+    refuse_existing(p, overwrite)
+    if progress is not None:
+        progress("packing .spz")
+    data, warnings = encode_spz(scene, version=version)
+    write_bytes(p, data)
+    return warnings
 
 
 def _u8(x: np.ndarray) -> np.ndarray:
