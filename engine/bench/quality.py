@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _settings(args: argparse.Namespace):
+def train_settings(args: argparse.Namespace):
+    """The TrainSettings of a run: iterations, pixels, GFL start (the schedule's unless given) and
+    device from ``args`` (also used by ``python -m engine.bench diagnose``)."""
     from ..render.gaussians import resolve_device
     from ..core.schedule import gfl_interval_for, gfl_start_for
     from ..train import TrainSettings
@@ -252,7 +254,7 @@ def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures
     if threads:
         torch.set_num_threads(threads)
     width, height = parse_size(args.size, high=4096, error=EngineError)
-    base = _settings(args)
+    base = train_settings(args)
     device = base.device
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -316,7 +318,7 @@ def _run(args: argparse.Namespace) -> int:
         raise EngineError("--iterations must be >= 1 and --pixels >= 2")
     if args.jobs < 1:
         raise EngineError("--jobs must be >= 1")
-    base = _settings(args)
+    base = train_settings(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
