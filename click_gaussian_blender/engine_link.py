@@ -3,7 +3,7 @@ starts or connects to the engine, runs training as a chain of engine calls, and 
 to Blender — without ever blocking the UI.
 
 Threads: launching / connecting run in a worker thread; engine calls return
-:class:`engine.client.EngineFuture` s at once. Nothing here touches bpy off the main thread:
+:class:`engine.link.client.EngineFuture` s at once. Nothing here touches bpy off the main thread:
 :meth:`EngineLink.poll` (called by a ``bpy.app.timers`` timer, :func:`ensure_timer`, or
 directly by tests and scripts) looks at the futures and advances the state on the main thread,
 and the training job's ``on_done`` callback (which writes the features onto the mesh) runs
@@ -231,8 +231,8 @@ class EngineLink:
     def __init__(self) -> None:
         self.state = "stopped"
         self.error = ""
-        self.process: Any = None  # engine.launcher.EngineProcess when we launched it
-        self.client: Any = None  # engine.client.EngineClient
+        self.process: Any = None  # engine.link.launcher.EngineProcess when we launched it
+        self.client: Any = None  # engine.link.client.EngineClient
         self.info: dict[str, Any] = {}
         self.job: TrainJob | None = None
         self._starting: concurrent.futures.Future | None = None

@@ -184,7 +184,7 @@ def adopt_object(obj: bpy.types.Object, settings: ImportSettings | None = None) 
     axis conversion of ``settings`` (default: Auto up axis, as the importer), and the splat
     display is added. The object itself (name, transform, parent, collections, other
     modifiers) stays; the old mesh is removed unless something else uses it, and the new one
-    takes its name then. Raises :class:`engine.errors.SceneFormatError` with a one-line message
+    takes its name then. Raises :class:`engine.core.errors.SceneFormatError` with a one-line message
     (:func:`refusal`) and changes nothing when the object cannot be adopted or building fails."""
     settings = settings or ImportSettings()
     reason = refusal(obj)

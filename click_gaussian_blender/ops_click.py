@@ -208,7 +208,7 @@ class CLICKGS_OT_click_select(bpy.types.Operator):
             context.workspace.status_text_set(None)
             return {"FINISHED"}
         if event.type == "F" and event.value == "PRESS" and not (event.ctrl or event.alt or event.shift):
-            props.level = "fine" if props.level == "coarse" else "coarse"
+            props.level = LEVELS[(LEVELS.index(props.level) + 1) % len(LEVELS)]
             self._status(context, HELP)
             return {"RUNNING_MODAL"}
         if event.type != "LEFTMOUSE" or event.value != "PRESS" or event.alt:

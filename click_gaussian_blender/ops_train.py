@@ -20,7 +20,7 @@ from .engine.core.schedule import gfl_interval_for, gfl_start_for
 
 def settings_dict(props) -> dict:
     """TrainSettings fields from the panel: iterations, pixels per iteration, and GFL from the
-    panel's fraction of the run (default 2/3: the paper's 2000 of 3000; engine.schedule)."""
+    panel's fraction of the run (default 2/3: the paper's 2000 of 3000; engine.core.schedule)."""
     it = int(props.iterations)
     return {"iterations": it, "pixels_per_iter": int(props.pixels_per_iter),
             "gfl_start": gfl_start_for(it, float(props.gfl_start_fraction)), "gfl_interval": gfl_interval_for(it)}

@@ -79,7 +79,7 @@ def sam_checkpoint(context=None) -> str:
 
 
 def describe_check(info: dict) -> str:
-    """One line from :func:`engine.launcher.check_interpreter`'s answer."""
+    """One line from :func:`engine.link.launcher.check_interpreter`'s answer."""
     dev = f"CUDA ({info.get('gpu')})" if info.get("cuda") else "CPU only"
     gs = f"gsplat {info['gsplat']}" if info.get("gsplat") else "no gsplat"
     return f"OK: Python {info.get('python')}, torch {info.get('torch')}, {gs}, {dev}"

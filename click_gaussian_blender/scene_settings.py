@@ -6,13 +6,25 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from .engine.core.features import LEVELS
 from .engine.core.schedule import GFL_START_FRACTION
+from .engine.link.protocol import MASK_SOURCE_KINDS
 
-LEVEL_ITEMS = [("coarse", "Coarse", "Whole objects"), ("fine", "Fine", "Parts of objects")]
+# The choices are the engine's own lists; these only give them names and tooltips (a kind the
+# engine adds later shows under its own name until it gets one here).
+_LEVEL_TEXT = {"coarse": ("Coarse", "Whole objects"), "fine": ("Fine", "Parts of objects")}
+LEVEL_ITEMS = [(level, *_LEVEL_TEXT.get(level, (level.title(), ""))) for level in LEVELS]
+_MASK_SOURCE_TEXT = {
+    "builtin": ("Built-in", "Built-in segmentation (no download; lower quality than SAM)"),
+    "sam": ("SAM", "Segment Anything with the checkpoint set in the preferences (slow on CPU)"),
+    "folder": ("Mask Folder", "Masks computed elsewhere, one per view"),
+}
+MASK_SOURCE_ITEMS = [(kind, *_MASK_SOURCE_TEXT.get(kind, (kind.title(), f"Masks from the engine's {kind} source")))
+                     for kind in MASK_SOURCE_KINDS]
 
 
 class ClickGaussianSettings(bpy.types.PropertyGroup):
-    level: EnumProperty(name="Granularity", items=LEVEL_ITEMS, default="coarse",
+    level: EnumProperty(name="Granularity", items=LEVEL_ITEMS, default=LEVELS[0],
                         description="Select whole objects (coarse) or their parts (fine); F toggles in the click tool")
     min_similarity: FloatProperty(
         name="Similarity Threshold", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
@@ -30,10 +42,7 @@ class ClickGaussianSettings(bpy.types.PropertyGroup):
     orbit_views: IntProperty(name="Views", default=24, min=4, max=512, description="Number of virtual views")
     orbit_size: IntProperty(name="Size", default=256, min=64, max=2048, description="Virtual view size in pixels")
     mask_source: EnumProperty(
-        name="Masks", default="builtin",
-        items=[("builtin", "Built-in", "Built-in segmentation (no download; lower quality than SAM)"),
-               ("sam", "SAM", "Segment Anything with the checkpoint set in the preferences (slow on CPU)"),
-               ("folder", "Mask Folder", "Masks computed elsewhere, one per view")])
+        name="Masks", default=MASK_SOURCE_KINDS[0], items=MASK_SOURCE_ITEMS)
     mask_folder: StringProperty(name="Mask Folder", subtype="DIR_PATH")
     iterations: IntProperty(name="Iterations", default=3000, min=1, max=100000)
     pixels_per_iter: IntProperty(name="Pixels / Iteration", default=10000, min=64, max=200000)

@@ -110,7 +110,7 @@ def mesh_scene(obj: Any, co: np.ndarray | None = None, mesh: Any = None) -> Gaus
 class _Entry:
     key: tuple
     co: np.ndarray  # [N, 3] positions the index was built from
-    index: Any  # engine.click.ClickIndex, or its Future while the worker builds it (prepare)
+    index: Any  # engine.core.click.ClickIndex, or its Future while the worker builds it (prepare)
     trained: Any  # feature_store.MeshFeatures read from the mesh
     stale: bool = False
     bm: Any = None  # Edit Mode: the bmesh the cached vertex wrappers belong to

@@ -11,7 +11,7 @@ Frames, from a Gaussian's file coordinates to the screen:
 - view -> clip: ``RegionView3D.window_matrix`` ``P`` [4, 4] (OpenGL projection; perspective, or
   orthographic when ``P[3, 3] == 1``), then the region of ``width`` x ``height`` pixels.
 
-:func:`view_camera` returns an :class:`engine.cameras.Camera` (OpenCV: x right, y down, z
+:func:`view_camera` returns an :class:`engine.core.cameras.Camera` (OpenCV: x right, y down, z
 forward; ``viewmat`` world-to-camera where "world" is the *file's* coordinate frame), so the
 engine renders / clicks the original scene exactly as the viewport shows the object.
 
