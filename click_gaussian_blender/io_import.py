@@ -1,8 +1,9 @@
-"""3DGS .ply -> Blender mesh object (one vertex per Gaussian, every property an attribute).
+"""3DGS scene file -> Blender mesh object (one vertex per Gaussian, every property an attribute).
 
-The file is read by the project's one PLY reader (:func:`engine.ply.read_ply`: Inria layout,
-SuperSplat ``.compressed.ply``, antimatter15 ``.splat``); this module only moves arrays into Blender with bulk
-``foreach_set`` calls (no per-vertex Python). See :mod:`.attributes` for the attribute scheme.
+The file is read by the engine's readers through :func:`.io_formats.read_for_blender` (Inria
+``.ply``, SuperSplat ``.compressed.ply``, antimatter15 ``.splat``, Niantic ``.spz``, PlayCanvas
+``.sog`` with Blender decoding its WebP images); this module only moves arrays into Blender with
+bulk ``foreach_set`` calls (no per-vertex Python). See :mod:`.attributes` for the attribute scheme.
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import bpy
 import numpy as np
 from bpy_extras.io_utils import axis_conversion
 
 from . import attributes as A
-from . import display
+from . import display, io_formats
 from .engine.core.cameras import estimate_up
 from .engine.core.errors import SceneFormatError
-from .engine.core.formats.ply import read_ply
 from .engine.core.scene import GaussianScene
 from .mesh_read import vertex_positions
 
@@ -49,12 +49,14 @@ class ImportSettings:
 @dataclass
 class ImportReport:
     """What :func:`import_ply` did: the file's up axis (one of :data:`AXES`, "" when an explicit
-    matrix was given), whether it was detected, and the time spent reading and building [s]."""
+    matrix was given), whether it was detected, the time spent reading and building [s], and
+    what the scene could not hold of the file (e.g. SPZ SH degree 4), one line each."""
 
     up_axis: str
     up_detected: bool
     read_s: float
     build_s: float
+    warnings: list[str] = field(default_factory=list)
 
     def describe_up(self) -> str:
         if not self.up_axis:
@@ -204,8 +206,11 @@ def setup_splat_display(obj: bpy.types.Object, display_ratio: float = 1.0) -> No
 
 
 def _object_name(path: str) -> str:
-    base = os.path.basename(os.fspath(path))
-    for ext in (".compressed.ply", ".ply", ".splat"):
+    path = os.fspath(path).rstrip("/\\")
+    base = os.path.basename(path)
+    if base.lower() == "meta.json":  # a SOG folder: named after the folder
+        base = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    for ext in (".compressed.ply", ".ply", ".splat", ".spz", ".sog"):
         if base.lower().endswith(ext):
             return base[: -len(ext)] or "Gaussians"
     return base or "Gaussians"
@@ -213,11 +218,13 @@ def _object_name(path: str) -> str:
 
 def import_ply(context: bpy.types.Context, path: str, settings: ImportSettings | None = None
                ) -> tuple[bpy.types.Object, ImportReport]:
-    """Read a 3DGS .ply (raises :class:`engine.errors.EngineError` with a one-line message on
-    bad input) and create its object, turned so the scene's up is Blender's +Z."""
+    """Read a scene file of any supported format (raises :class:`engine.errors.EngineError`
+    with a one-line message on bad input) and create its object, turned so the scene's up is
+    Blender's +Z."""
     settings = settings or ImportSettings()
     t0 = time.perf_counter()
-    scene = read_ply(path, sh_coefficient_major=True)  # SH in Blender's per-coefficient order
+    warnings: list[str] = []
+    scene = io_formats.read_for_blender(path, warnings)
     t1 = time.perf_counter()
     if settings.axis_matrix is not None:
         up, detected = "", False
@@ -226,4 +233,4 @@ def import_ply(context: bpy.types.Context, path: str, settings: ImportSettings |
         settings = replace(settings, axis_matrix=axis_matrix(forward, up))
     obj = scene_to_object(scene, context, settings, source=path)
     t2 = time.perf_counter()
-    return obj, ImportReport(up, detected, t1 - t0, t2 - t1)
+    return obj, ImportReport(up, detected, t1 - t0, t2 - t1, warnings)

@@ -1,4 +1,5 @@
-"""File > Import / Export "3D Gaussian Splatting (.ply)" and drag-and-drop of .ply files.
+"""File > Import / Export "3D Gaussian Splatting" (.ply, .spz, .sog, .compressed.ply, .splat)
+and drag-and-drop of those files.
 
 Operators are adapters: properties -> settings -> one call (:func:`.io_import.import_ply`,
 :func:`.io_export.export_ply`) -> report. Engine errors (messages written for users) become an
@@ -13,7 +14,7 @@ import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import io_export, io_import
+from . import io_export, io_formats, io_import
 from .engine.core.errors import EngineError
 
 
@@ -39,15 +40,15 @@ def draw_import_settings(op: bpy.types.Operator) -> None:
 
 
 class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
-    """Import a 3D Gaussian Splatting scene (.ply, SuperSplat .compressed.ply) as a mesh with
-    one vertex per Gaussian"""
+    """Import a 3D Gaussian Splatting scene (.ply, SuperSplat .compressed.ply, .splat, Niantic
+    .spz, PlayCanvas .sog or its meta.json) as a mesh with one vertex per Gaussian"""
 
     bl_idname = "import_scene.gaussian_splatting"
     bl_label = "Import 3D Gaussian Splatting"
     bl_options = {"REGISTER", "UNDO", "PRESET"}
 
     filename_ext = ".ply"
-    filter_glob: StringProperty(default="*.ply;*.splat", options={"HIDDEN"})
+    filter_glob: StringProperty(default=io_formats.IMPORT_GLOB, options={"HIDDEN"})
     files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
     directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
     axis_up: EnumProperty(
@@ -80,6 +81,8 @@ class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
                 self.report({"ERROR"}, str(exc))
                 continue
             done += 1
+            for w in report.warnings:
+                self.report({"WARNING"}, w)
             self.report({"INFO"}, f"Imported {obj[io_import.A.PROP_COUNT]:,} Gaussians from "
                                   f"{os.path.basename(path)} ({report.describe_up()})")
         return {"FINISHED"} if done else {"CANCELLED"}
@@ -95,15 +98,31 @@ class CLICKGS_OT_import_ply(bpy.types.Operator, ImportHelper):
 
 
 class CLICKGS_OT_export_ply(bpy.types.Operator, ExportHelper):
-    """Export the active Gaussian Splatting object as a 3DGS .ply with every edit applied
-    (moves, rotations, scales, duplicates, deletions; SH rotated), in the file's own axes"""
+    """Export the active Gaussian Splatting object (.ply, .spz, .sog, .compressed.ply, .splat)
+    with every edit applied (moves, rotations, scales, duplicates, deletions; SH rotated), in the
+    file's own axes"""
 
     bl_idname = "export_scene.gaussian_splatting"
     bl_label = "Export 3D Gaussian Splatting"
     bl_options = {"REGISTER", "PRESET"}
 
     filename_ext = ".ply"
-    filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+    filter_glob: StringProperty(default="*.ply;*.spz;*.sog;*.splat", options={"HIDDEN"})
+    check_extension = None  # the extension follows file_format (see check), not filename_ext
+    file_format: EnumProperty(
+        name="Format", default=io_formats.AUTO, items=io_formats.EXPORT_FORMAT_ITEMS,
+        description="The file format; By Extension takes it from the file name")
+    only_selected: BoolProperty(
+        name="Only Selected", default=False,
+        description="Export only the selected Gaussians (vertices)")
+    split_groups: BoolProperty(
+        name="Each Selection as a File", default=False,
+        description="Write each selection (vertex group) as its own file, named after the group, "
+                    "into a folder named as the file without its extension")
+    segment_ids: BoolProperty(
+        name="Segment IDs", default=False,
+        description="Write per-Gaussian segment_coarse, segment_fine (cluster labels) and "
+                    "segment_group (vertex group; ids named in the header) as .ply properties")
     apply_transform: BoolProperty(
         name="Apply Object Transform", default=True,
         description="Export in world space (the object's location, rotation and scale applied)")
@@ -122,7 +141,9 @@ class CLICKGS_OT_export_ply(bpy.types.Operator, ExportHelper):
 
     def execute(self, context):
         obj = context.active_object
-        settings = io_export.ExportSettings(apply_transform=self.apply_transform, overwrite=self.overwrite)
+        settings = io_export.ExportSettings(
+            apply_transform=self.apply_transform, overwrite=self.overwrite, file_format=self.file_format,
+            only_selected=self.only_selected, split_groups=self.split_groups, segment_ids=self.segment_ids)
         try:
             rep = io_export.export_ply(obj, self.filepath, settings)
         except EngineError as exc:
@@ -130,13 +151,32 @@ class CLICKGS_OT_export_ply(bpy.types.Operator, ExportHelper):
             return {"CANCELLED"}
         for w in rep.warnings:
             self.report({"WARNING"}, w)
-        self.report({"INFO"}, f"Exported {rep.count:,} Gaussians to {os.path.basename(self.filepath)}")
+        if len(rep.files) == 1:
+            where = os.path.basename(rep.files[0])
+        else:
+            where = f"{len(rep.files)} files in {os.path.dirname(rep.files[0])}"
+        self.report({"INFO"}, f"Exported {rep.count:,} Gaussians to {where}")
         return {"FINISHED"}
+
+    def check(self, context):
+        """Keep the file name's extension that of the chosen format (Blender calls this as the
+        file browser's settings change)."""
+        if not os.path.basename(self.filepath):
+            return False
+        path, _ = io_formats.export_path(self.filepath, self.file_format)
+        if path != self.filepath:
+            self.filepath = path
+            return True
+        return False
 
     def draw(self, context):
         layout = self.layout
         layout.use_property_split = True
+        layout.prop(self, "file_format")
         layout.prop(self, "apply_transform")
+        layout.prop(self, "only_selected")
+        layout.prop(self, "split_groups")
+        layout.prop(self, "segment_ids")
         layout.prop(self, "overwrite")
 
 
@@ -145,7 +185,7 @@ class CLICKGS_FH_ply(bpy.types.FileHandler):
     bl_label = "3D Gaussian Splatting"
     bl_import_operator = CLICKGS_OT_import_ply.bl_idname
     bl_export_operator = CLICKGS_OT_export_ply.bl_idname
-    bl_file_extensions = ".ply;.splat"  # as the Import dialog (.ply first: the export extension)
+    bl_file_extensions = io_formats.DROP_EXTENSIONS  # as the Import dialog (.ply first: the export extension)
 
     @classmethod
     def poll_drop(cls, context):
@@ -153,11 +193,11 @@ class CLICKGS_FH_ply(bpy.types.FileHandler):
 
 
 def _menu_import(self, context):
-    self.layout.operator(CLICKGS_OT_import_ply.bl_idname, text="3D Gaussian Splatting (.ply)")
+    self.layout.operator(CLICKGS_OT_import_ply.bl_idname, text="3D Gaussian Splatting (.ply, .spz, .sog)")
 
 
 def _menu_export(self, context):
-    self.layout.operator(CLICKGS_OT_export_ply.bl_idname, text="3D Gaussian Splatting (.ply)")
+    self.layout.operator(CLICKGS_OT_export_ply.bl_idname, text="3D Gaussian Splatting (.ply, .spz, .sog)")
 
 
 _CLASSES = (CLICKGS_OT_import_ply, CLICKGS_OT_export_ply, CLICKGS_FH_ply)
