@@ -60,11 +60,10 @@ def random_features(scene: GaussianScene, seed: int = 0) -> TrainedFeatures:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pathlib import Path
-
     from ..core.formats.ply import read_ply
+    from . import SHARED_DATA
 
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fox_cc0.ply"
+    default = SHARED_DATA / "fox_cc0.ply"
     ap = argparse.ArgumentParser(prog="python -m engine.bench click", description=__doc__.splitlines()[0])
     ap.add_argument("--scene", default=str(default))
     ap.add_argument("--sizes", default="50000,1000000")

@@ -113,21 +113,30 @@ def _mean_directions(features: np.ndarray, ids: np.ndarray, opac: np.ndarray, ke
             for k in keys if (ids == k).any()}
 
 
-def _train(S: DiagScene, caches, st, trajectory: bool, every: int, checkpoint: str, on_checkpoint):
-    """Train; with ``trajectory``, call ``on_checkpoint(iteration, features)`` every ``every``
-    iterations from the checkpoint written then."""
+def _train_and_score(S: DiagScene, caches, st, trajectory: bool, checkpoint: str, on_checkpoint):
+    """Train and score on the test views: (trained, wall seconds, per-target results, summary).
+    With ``trajectory``, ``on_checkpoint(iteration, features)`` is called every 250 iterations
+    (50 in runs under 1,000) from the checkpoint written then."""
+    from .evaluation import metrics as M
+    from .quality import evaluate
     from ..train.trainer import load_checkpoint, train_from_caches
 
-    if not trajectory:
-        return train_from_caches(S.synth.scene, caches, st)
+    every = 250 if st.iterations >= 1000 else 50
 
     def progress(p):
         if p.iteration % every == 0 and p.iteration < st.iterations and p.phase == "train" \
                 and os.path.isfile(checkpoint):
             on_checkpoint(p.iteration, load_checkpoint(checkpoint)["features"].numpy())
 
-    return train_from_caches(S.synth.scene, caches, st.replace(checkpoint_every=every), progress=progress,
-                             checkpoint_path=checkpoint)
+    t0 = time.time()
+    if trajectory:
+        tr = train_from_caches(S.synth.scene, caches, st.replace(checkpoint_every=every), progress=progress,
+                               checkpoint_path=checkpoint)
+    else:
+        tr = train_from_caches(S.synth.scene, caches, st)
+    wall = time.time() - t0
+    res = evaluate(S.synth, S.test_gt, tr, S.gaussians, S.index)
+    return tr, wall, res, M.summarize(res)
 
 
 # ---------------------------------------------------------------------------- merges
@@ -154,9 +163,8 @@ def _merged_views(train_gt, masks) -> dict[tuple[int, int], list[int]]:
 
 
 def _merges(args: argparse.Namespace, S: DiagScene, work: str) -> dict:
-    from .evaluation import metrics as M
     from .evaluation.masksim import NOISE_LEVELS, simulate_view_masks
-    from .quality import VARIANTS, evaluate
+    from .quality import VARIANTS
     from ..train.data import cache_from_contributors
 
     synth, seed = S.synth, args.seed
@@ -185,12 +193,8 @@ def _merges(args: argparse.Namespace, S: DiagScene, work: str) -> dict:
             traj.append((it, {f"{names[a]}+{names[b]}": round(float(mm[a] @ mm[b]), 3)
                               for (a, b), (k, n) in mv.items() if k >= 4}))
 
-        t0 = time.time()
-        tr = _train(S, caches, st, args.trajectory, 250 if iters >= 1000 else 50,
-                    os.path.join(work, f"ck_{seed}_{name}.pt"), on_checkpoint)
-        wall = time.time() - t0
-        res = evaluate(synth, S.test_gt, tr, S.gaussians, S.index)
-        s = M.summarize(res)
+        tr, wall, res, s = _train_and_score(S, caches, st, args.trajectory, os.path.join(work, f"ck_{seed}_{name}.pt"),
+                                            on_checkpoint)
         mean = _mean_directions(tr.level_features("coarse"), synth.object_id, S.opac, objects)
         pairs = {f"{names[a]}+{names[b]}": {"merged_views": f"{k}/{n}", "cos": round(float(mean[a] @ mean[b]), 3)}
                  for (a, b), (k, n) in mv.items() if (k > 0 or merge == 0) and a in mean and b in mean}
@@ -234,9 +238,8 @@ def _mask_evidence(synth, caches, views) -> dict[int, dict]:
 
 
 def _fine(args: argparse.Namespace, S: DiagScene, work: str) -> dict:
-    from .evaluation import metrics as M
     from .evaluation.masksim import NOISE_LEVELS, simulate_view_masks
-    from .quality import VARIANTS, evaluate
+    from .quality import VARIANTS
     from ..train.data import cache_from_contributors
     from ..train.settings import TrainSettings
 
@@ -280,12 +283,8 @@ def _fine(args: argparse.Namespace, S: DiagScene, work: str) -> dict:
             means = _mean_directions(f, synth.part_id, S.opac, parts_)  # (all of the raw features)
             traj.append((it, {pnames[q]: sibling_cos(means, q) for q in watch}))
 
-        t0 = time.time()
-        tr = _train(S, caches, st, args.trajectory, 250 if iters >= 1000 else 50,
-                    os.path.join(work, f"fck_{seed}_{name}.pt"), on_checkpoint)
-        wall = time.time() - t0
-        res = evaluate(synth, S.test_gt, tr, S.gaussians, S.index)
-        s = M.summarize(res)
+        tr, wall, res, s = _train_and_score(S, caches, st, args.trajectory, os.path.join(work, f"fck_{seed}_{name}.pt"),
+                                            on_checkpoint)
         means = _mean_directions(tr.level_features("fine"), synth.part_id, S.opac, parts_)
         pid = {pnames[p]: p for p in parts_}
         fine_t = {}

@@ -14,27 +14,14 @@ and, when ``../shared/data`` is beside the checkout, the read times of ``fox_cc0
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import plyfile
 
 from ..core.formats.ply import inria_vertex_dtype, read_ply, write_ply
-
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from . import SHARED_DATA, median_time
 
 
 def _plyfile_read_inria_style(path: Path) -> dict[str, np.ndarray]:
@@ -77,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
 
         scene = read_ply(src)
         header_len = src.read_bytes()[:20000].index(b"end_header\n") + len(b"end_header\n")
-        t_ours_read = _median_time(lambda: read_ply(src), args.repeats)
-        t_plyfile_read = _median_time(lambda: _plyfile_read_inria_style(src), args.repeats)
-        t_raw_read = _median_time(
+        t_ours_read = median_time(lambda: read_ply(src), args.repeats)
+        t_plyfile_read = median_time(lambda: _plyfile_read_inria_style(src), args.repeats)
+        t_raw_read = median_time(
             lambda: np.fromfile(src, dtype=dtype, count=n, offset=header_len), args.repeats)
         out = Path(tmp) / "out.ply"
-        t_ours_write = _median_time(lambda: write_ply(scene, out, overwrite=True), args.repeats)
+        t_ours_write = median_time(lambda: write_ply(scene, out, overwrite=True), args.repeats)
         out2 = Path(tmp) / "out_plyfile.ply"
-        t_plyfile_write = _median_time(
+        t_plyfile_write = median_time(
             lambda: plyfile.PlyData([plyfile.PlyElement.describe(records, "vertex")]).write(str(out2)),
             args.repeats)
         same = out.read_bytes()[-records.nbytes:] == src.read_bytes()[-records.nbytes:]
@@ -99,6 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         path = SHARED_DATA / name
         if path.is_file():
             count = read_ply(path).num_gaussians
-            t = _median_time(lambda: read_ply(path), max(args.repeats, 3))
+            t = median_time(lambda: read_ply(path), max(args.repeats, 3))
             print(f"read {name} ({count} Gaussians): {t * 1000:.1f} ms")
     return 0

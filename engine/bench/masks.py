@@ -11,26 +11,13 @@ Output lines are ``label: value unit``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..masks import BuiltinMaskSource, area_rule, prepare_masks
-
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from . import SHARED_DATA, median_time
 
 
 def _render_views(scene_path: Path, n: int, size: int) -> list[tuple[str, np.ndarray]]:
@@ -58,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     src = BuiltinMaskSource()
     for size in (256, 512):
         views = _render_views(args.scene, args.views, size)
-        per_view = [_median_time(lambda im=im: src.view_masks(im), args.repeats) for _, im in views]
+        per_view = [median_time(lambda im=im: src.view_masks(im), args.repeats) for _, im in views]
         counts = [src.view_masks(im) for _, im in views]
         print(f"builtin masks {size}x{size} per view: {statistics.median(per_view) * 1000:.0f} ms")
         print(f"builtin masks {size}x{size} coarse segments per view: {statistics.median(m.num_segments('coarse') for m in counts):.0f} count")
         print(f"builtin masks {size}x{size} fine segments per view: {statistics.median(m.num_segments('fine') for m in counts):.0f} count")
         with tempfile.TemporaryDirectory() as tmp:
             prepare_masks(src, views, cache_dir=tmp)
-            hit = _median_time(lambda: prepare_masks(src, views, cache_dir=tmp), args.repeats)
+            hit = median_time(lambda: prepare_masks(src, views, cache_dir=tmp), args.repeats)
         print(f"cached masks {size}x{size} per view: {hit / len(views) * 1000:.1f} ms")
 
     rng = np.random.default_rng(0)
@@ -77,6 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         m = np.zeros((h, w), bool)
         m[y0 : y0 + sh, x0 : x0 + sw] = True
         segs.append({"segmentation": m, "area": int(m.sum())})
-    t = _median_time(lambda: area_rule(segs, h, w), args.repeats)
+    t = median_time(lambda: area_rule(segs, h, w), args.repeats)
     print(f"area rule 100 segments 1024x1024: {t * 1000:.0f} ms")
     return 0

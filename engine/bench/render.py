@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-FOX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fox_cc0.ply"
+from . import SHARED_DATA
+
+FOX = SHARED_DATA / "fox_cc0.ply"
 
 
 def _random_scene(n: int, seed: int = 0):

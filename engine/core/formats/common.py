@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from ..atomic import atomic_write
 from ..errors import SceneFormatError
 from ..scene import GaussianScene
 
-__all__ = ["ALPHA_EPS", "display", "check_finite", "refuse_existing", "target_file", "write_bytes"]
+__all__ = ["ALPHA_EPS", "display", "check_finite", "refuse_existing", "target_file", "write_bytes", "write_encoded"]
 
 # Decoded 8-bit opacities are kept inside their quantisation bin so the logit stays finite:
 # alpha 0 and 1 (codes 0 and 255) become logit(0.5/255) = -6.24 and +6.24.
@@ -87,3 +87,17 @@ def write_bytes(path: str, data: bytes) -> None:
     """Write a whole file's bytes through :func:`target_file`."""
     with target_file(path) as f:
         f.write(data)
+
+
+def write_encoded(path: str | os.PathLike, overwrite: bool, encode: Callable[[], tuple[bytes, list[str]]],
+                  stage: str | None = None, progress: Callable[[str], None] | None = None) -> list[str]:
+    """A whole-file format's write: refuse an existing target (before any encoding work), report
+    ``stage`` to ``progress``, ``encode()`` to (bytes, warnings), write the bytes atomically;
+    returns the warnings."""
+    path = os.fspath(path)
+    refuse_existing(path, overwrite)
+    if stage is not None and progress is not None:
+        progress(stage)
+    data, warnings = encode()
+    write_bytes(path, data)
+    return warnings

@@ -30,7 +30,6 @@ from this format is written back by :func:`engine.core.formats.ply.write_ply` as
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
@@ -39,7 +38,7 @@ import plyfile
 from ..click import morton_order
 from ..errors import SceneFormatError
 from ..scene import SH_C0, GaussianScene, PlyLayout, inria_vertex_dtype, sh_degree_for_coeffs
-from .common import ALPHA_EPS, refuse_existing, write_bytes
+from .common import ALPHA_EPS, write_encoded
 
 __all__ = ["is_compressed_ply", "decode_compressed", "encode_compressed_ply", "write_compressed_ply"]
 
@@ -246,10 +245,5 @@ def write_compressed_ply(scene: GaussianScene, path: str, *, overwrite: bool = F
                          progress: Callable[[str], None] | None = None) -> list[str]:
     """Write a scene as a ``.compressed.ply`` (atomically); returns the warnings of
     :func:`encode_compressed_ply`."""
-    path = os.fspath(path)
-    refuse_existing(path, overwrite)
-    if progress is not None:
-        progress("packing chunks")
-    data, warnings = encode_compressed_ply(scene, keep_order=keep_order)
-    write_bytes(path, data)
-    return warnings
+    return write_encoded(path, overwrite, lambda: encode_compressed_ply(scene, keep_order=keep_order),
+                         "packing chunks", progress)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import SceneFormatError
 from ..scene import SH_C0, GaussianScene, PlyLayout, inria_vertex_dtype
-from .common import ALPHA_EPS, refuse_existing, write_bytes
+from .common import ALPHA_EPS, write_encoded
 
 __all__ = ["decode_splat", "encode_splat", "write_splat"]
 
@@ -94,8 +94,4 @@ def encode_splat(scene: GaussianScene) -> tuple[bytes, list[str]]:
 def write_splat(scene: GaussianScene, path: str, *, overwrite: bool = False,
                 progress: Callable[[str], None] | None = None) -> list[str]:
     """Write a scene as a ``.splat`` (atomically); returns the warnings of :func:`encode_splat`."""
-    path = os.fspath(path)
-    refuse_existing(path, overwrite)
-    data, warnings = encode_splat(scene)
-    write_bytes(path, data)
-    return warnings
+    return write_encoded(path, overwrite, lambda: encode_splat(scene), None, progress)

@@ -57,7 +57,7 @@ import numpy as np
 
 from ..errors import SceneFormatError
 from ..scene import GaussianScene, PlyLayout, sh_coeffs_for_degree
-from .common import ALPHA_EPS, check_finite, display, refuse_existing, write_bytes
+from .common import ALPHA_EPS, check_finite, display, write_encoded
 
 __all__ = ["read_spz", "decode_spz", "encode_spz", "write_spz", "SPZ_MAGIC"]
 
@@ -423,13 +423,7 @@ def encode_spz(scene: GaussianScene, *, version: int = 3, antialiased: bool = Fa
 def write_spz(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool = False,
               version: int = 3, progress: Callable[[str], None] | None = None) -> list[str]:
     """Write a scene as a ``.spz`` (atomically); returns the warnings of :func:`encode_spz`."""
-    p = os.fspath(path)
-    refuse_existing(p, overwrite)
-    if progress is not None:
-        progress("packing .spz")
-    data, warnings = encode_spz(scene, version=version)
-    write_bytes(p, data)
-    return warnings
+    return write_encoded(path, overwrite, lambda: encode_spz(scene, version=version), "packing .spz", progress)
 
 
 def _u8(x: np.ndarray) -> np.ndarray:
