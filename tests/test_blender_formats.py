@@ -222,6 +222,22 @@ def test_export_clicked_object_as_spz_and_ply(bpy, fox_path, tmp_path):
     assert read_ply(tmp_path / "all.ply").num_gaussians == scene.num_gaussians
 
 
+def test_export_only_selected_in_edit_mode(bpy, fox_path, tmp_path):
+    """In Edit Mode the edit mesh's selection is what Only Selected exports."""
+    from click_gaussian_blender.engine.core.formats.ply import read_ply
+
+    obj, scene, tf, members = _fox_with_clicks(bpy, fox_path)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.ops.mesh.select_all(action="INVERT")
+    try:
+        assert _export(bpy, tmp_path / "rest.ply", only_selected=True) == {"FINISHED"}
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    rest = np.setdiff1d(np.arange(scene.num_gaussians), members)
+    np.testing.assert_array_equal(read_ply(tmp_path / "rest.ply").means, scene.means[rest])
+
+
 def test_segment_ids_read_back_by_plyfile_and_on_import(bpy, fox_path, tmp_path):
     """segment_coarse / segment_fine (cluster labels) and segment_group (vertex group id, named
     in the header comments) as int properties of the .ply; re-imported as INT attributes."""
