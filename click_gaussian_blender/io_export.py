@@ -8,7 +8,7 @@ attributes because Blender copies attributes on duplicate):
   seen in Blender, in the convention the file came in;
 - rotation, scale, SH: the transform ``C^-1 W E C`` where ``W`` is the object's world matrix and
   ``E`` the vertex's Edit-Mode transform, estimated per edit group from the stored original
-  positions (:mod:`.edit_groups`), applied by :func:`engine.transform.apply_affine_groups`
+  positions (:mod:`.edit_groups`), applied by :func:`engine.core.transform.apply_affine_groups`
   (quaternion composition and SH rotation; non-uniform scale re-decomposes the covariance);
 - everything else (opacity, DC colour, extra properties) as imported.
 
@@ -163,7 +163,7 @@ def export_ply(obj: bpy.types.Object, path: str, settings: ExportSettings | None
                ) -> ExportReport:
     """Write the object's Gaussians to ``path`` in the format it names or the settings choose
     (see the module docstring); with ``split_groups`` one file per vertex group into the folder
-    ``path`` names without its extension. Raises :class:`engine.errors.EngineError` with a
+    ``path`` names without its extension. Raises :class:`engine.core.errors.EngineError` with a
     one-line message on failure; nothing is left half-written, and no file is written when any
     target exists without ``overwrite``."""
     settings = settings or ExportSettings()

@@ -3,13 +3,13 @@ Blender's own image loading; no Pillow, no zstandard).
 
 - Reading: ``.ply`` / ``.compressed.ply`` / ``.splat`` through the engine's PLY reader (SH in the
   per-coefficient order the mesh attributes take), ``.spz`` through
-  :func:`engine.formats.scene_io.read_scene`, ``.sog`` (a zip, or a ``meta.json`` with its images
-  beside it) through :func:`engine.formats.sog.read_sog` with :func:`blender_webp_decoder`:
+  :func:`engine.core.formats.scene_io.read_scene`, ``.sog`` (a zip, or a ``meta.json`` with its images
+  beside it) through :func:`engine.core.formats.sog.read_sog` with :func:`blender_webp_decoder`:
   Blender decodes the WebP images itself. SPZ version 4 needs zstd, which Blender's Python lacks:
   such a file is refused in one line (the engine converts it: ``python -m engine convert``).
-- Writing: :func:`write_for_blender`: :func:`engine.formats.scene_io.write_scene` picks the
+- Writing: :func:`write_for_blender`: :func:`engine.core.formats.scene_io.write_scene` picks the
   format from the file name and returns what the format dropped as warnings; ``.sog`` is encoded
-  by :func:`engine.formats.sog.encode_sog` with :func:`blender_webp_encoder` (Blender's own
+  by :func:`engine.core.formats.sog.encode_sog` with :func:`blender_webp_encoder` (Blender's own
   lossless WebP writer). :data:`EXPORT_EXTENSIONS` maps the exporter's format choice to a name.
 - The names of per-group files (:func:`safe_file_name`, :func:`group_file_names`) and the
   per-Gaussian segment-id properties (:data:`SEGMENT_COARSE`, :data:`SEGMENT_FINE`,

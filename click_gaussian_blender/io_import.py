@@ -35,7 +35,7 @@ FORWARD_FOR_UP = {"Z": "Y", "-Z": "Y", "-Y": "Z", "Y": "-Z", "X": "Y", "-X": "Y"
 @dataclass
 class ImportSettings:
     """How a file's axes map to Blender's. ``axis_up`` / ``axis_forward``: one of :data:`AXES`
-    or ``"AUTO"`` (up: detected from the scene's shape by :func:`engine.cameras.estimate_up`;
+    or ``"AUTO"`` (up: detected from the scene's shape by :func:`engine.core.cameras.estimate_up`;
     forward: :data:`FORWARD_FOR_UP` of the up axis). An explicit ``axis_matrix`` [4, 4]
     (file -> local) overrides both."""
 
@@ -67,7 +67,7 @@ class ImportReport:
 
 def detect_up_axis(scene: GaussianScene) -> str:
     """The file axis (one of :data:`AXES`) nearest to the scene's up direction as the engine
-    estimates it for its orbit views (:func:`engine.cameras.estimate_up`: one rule for both)."""
+    estimates it for its orbit views (:func:`engine.core.cameras.estimate_up`: one rule for both)."""
     up = estimate_up(scene)
     a = int(np.argmax(np.abs(up)))
     return ("-" if up[a] < 0 else "") + "XYZ"[a]
@@ -218,7 +218,7 @@ def _object_name(path: str) -> str:
 
 def import_ply(context: bpy.types.Context, path: str, settings: ImportSettings | None = None
                ) -> tuple[bpy.types.Object, ImportReport]:
-    """Read a scene file of any supported format (raises :class:`engine.errors.EngineError`
+    """Read a scene file of any supported format (raises :class:`engine.core.errors.EngineError`
     with a one-line message on bad input) and create its object, turned so the scene's up is
     Blender's +Z."""
     settings = settings or ImportSettings()
