@@ -196,14 +196,14 @@ def test_launcher_reports_the_engines_own_error_text(tmp_path: Path) -> None:
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError(\"No module named 'torch' (test stand-in)\")\n")
     with pytest.raises(EngineStartError, match=r"torch is not installed in this Python"):
-        launch_engine(sys.executable, env={"PYTHONPATH": str(tmp_path / "site")}, startup_timeout=60)
+        launch_engine(sys.executable, env={"PYTHONPATH": str(tmp_path / "site")}, startup_timeout=300)
     with pytest.raises(EngineStartError, match="does not exist"):
         launch_engine(str(tmp_path / "no" / "python"))
     import socket
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         with pytest.raises(EngineStartError, match="cannot listen on 127.0.0.1:"):
-            launch_engine(sys.executable, port=taken.getsockname()[1], startup_timeout=60)
+            launch_engine(sys.executable, port=taken.getsockname()[1], startup_timeout=300)
     with pytest.raises(EngineStartError, match="failed to start"):
         launch_engine("/bin/false")
     with pytest.raises(EngineStartError, match="no engine Python"):
