@@ -358,3 +358,66 @@ def test_absurd_number_of_views_is_refused_before_rendering():
     check_memory_for_views([cam] * 32)
     with pytest.raises(TrainingError, match="fewer or smaller views"):
         check_memory_for_views([cam] * 10_000_000)
+
+
+def test_row_adam_matches_torch_adam_on_rows_it_steps():
+    import torch
+    from engine.train.trainer import RowAdam
+
+    g = torch.Generator().manual_seed(0)
+    p_ref = torch.randn(50, 24, generator=g)
+    p = p_ref.clone()
+    p_ref.requires_grad_()
+    ref = torch.optim.Adam([p_ref], lr=0.01)
+    mine = RowAdam(50, 24, 0.01, torch.device("cpu"))
+    for _ in range(5):
+        grad = torch.randn(50, 24, generator=g)
+        p_ref.grad = grad.clone()
+        ref.step()
+        mine.step(p, grad, None)
+    assert torch.allclose(p, p_ref.detach(), atol=1e-6)
+    # lazy: rows not given are not moved, rows given step like Adam with their own step count
+    before = p.clone()
+    rows = torch.tensor([3, 7])
+    mine.step(p, torch.randn(2, 24, generator=g), rows)
+    untouched = torch.ones(50, dtype=torch.bool)
+    untouched[rows] = False
+    assert torch.equal(p[untouched], before[untouched])
+    assert not torch.equal(p[rows], before[rows])
+    assert mine.steps[rows].tolist() == [6, 6] and int(mine.steps[0]) == 5
+
+
+def test_sparse_iterations_learn_and_resume_exactly(tmp_path):
+    """Spatial and GFL samples smaller than N: each iteration steps only the rows it touches."""
+    scene = _scene()
+    caches = _caches()
+    n = scene.num_gaussians
+    s = TrainSettings(**{**FAST, "spatial_samples": max(2, n // 8), "gfl_samples": max(2, n // 8)})
+    full = train_from_caches(scene, caches, s)
+    part = np.arange(n) // PER_PART
+    assert _purity(full.coarse_labels, part // 2) > 0.9
+    ck = str(tmp_path / "run.ckpt")
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        train_from_caches(scene, caches, s, cancel=cancel, checkpoint_path=ck,
+                          progress=lambda p: cancel.set() if p.phase == "train" and p.iteration >= 30 else None)
+    resumed = train_from_caches(scene, caches, s, checkpoint_path=ck, resume=True)
+    np.testing.assert_array_equal(resumed.features, full.features)
+
+
+def test_intermediate_results_are_published_and_do_not_change_the_run(monkeypatch):
+    from engine.train import trainer as T
+
+    monkeypatch.setattr(T, "FIRST_RESULT_ITERATION", 20)
+    monkeypatch.setattr(T, "RESULT_INTERVAL", 25)
+    scene = _scene()
+    caches = _caches()
+    s = TrainSettings(**FAST)
+    plain = train_from_caches(scene, caches, s)
+    got = []
+    final = train_from_caches(scene, caches, s, publish=got.append)
+    assert [r.settings["run"]["iteration"] for r in got] == [20, 45]
+    assert all(r.settings["run"]["provisional"] for r in got)
+    assert "provisional" not in final.settings["run"]
+    assert got[0].coarse_labels.shape == (scene.num_gaussians,)
+    np.testing.assert_array_equal(final.features, plain.features)

@@ -6,7 +6,21 @@ Each iteration (``../shared/paper/METHOD.md``):
 2. ``pixels_per_iter`` pixels importance-sampled with replacement from its cache
    (:mod:`engine.train.data`), their features rendered as the cached blend;
 3. L = L_pos + 0.1 L_neg + 10 L_gfl + 0.2 L_3d + 0.2 L_2d + 0.5 L_spatial (each term switchable);
-4. one Adam step (lr 0.01) on the features.
+4. one Adam step (lr 0.01) on the features, over the rows this iteration touched only
+   (:class:`RowAdam`, below).
+
+Sparse iterations (ours): an iteration computes its terms on ``sub = features[touched]``, the
+Gaussians that its sampled pixels' contributors, its GFL sample and its spatial sample (with
+their neighbours) name, and only those rows get gradients and an optimizer step. The 3D norm is
+the paper's mean over all N Gaussians restricted to those rows (each touched row gets exactly its
+dense gradient). The spatial and GFL terms are the paper's means over all Gaussians up to
+``spatial_samples`` / ``gfl_samples`` Gaussians; above that they are means over a sample: the
+Gaussians this iteration's pixels see (at most that many, a random subset when more) plus a
+uniform random tenth of that many from all N, so every Gaussian, seen or not, is regularised now
+and then (the paper samples N_s = 100k uniformly; the sample here follows the pixels, so its size
+does not grow with N). So the work of an iteration is bounded by the pixels, their contributors
+and the sample sizes, not by N; below 100k Gaussians every row is touched every iteration and the
+step is exactly dense Adam's.
 
 The global clusters for GFL are (re)computed at ``gfl_start`` and every ``gfl_interval``
 iterations after (:mod:`engine.train.gfl`). All randomness of iteration ``i`` comes from a
@@ -22,6 +36,12 @@ After the last iteration: the final global clusters of both levels and per-Gauss
 cluster that receives most of the Gaussian's blending weight over the training pixels, each
 pixel going to its most similar cluster (:func:`engine.train.gfl.vote_labels`); Gaussians that no
 training pixel sees take the argmax cosine of their own feature, -1 below ``label_min_cos_*``.
+
+Intermediate results (ours): with a ``publish`` callback, the same kind of result (clusters of
+the current features, labels) is built after :data:`FIRST_RESULT_ITERATION` iterations and every
+:data:`RESULT_INTERVAL` after, and handed to ``publish`` with ``settings["run"]["provisional"]``
+set, so a client can click before the run ends. Building one does not touch the training state
+(its clusters are not GFL's), so a run with ``publish`` trains exactly what one without does.
 """
 
 from __future__ import annotations
@@ -45,8 +65,61 @@ from .data import TrainView, ViewCache, build_caches, check_views
 from .gfl import GlobalClusters, compute_global_clusters, vote_labels
 from .settings import TrainProgress, TrainSettings
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: RowAdam state (m, v, per-row step counts) instead of torch Adam's
 ProgressFn = Callable[[TrainProgress], Any]
+PublishFn = Callable[[TrainedFeatures], Any]
+FIRST_RESULT_ITERATION = 100  # the first intermediate result (features already separate objects)
+RESULT_INTERVAL = 500  # iterations between intermediate results after the first
+
+
+class RowAdam:
+    """Adam on the rows of one [N, D] parameter, stepping only the rows given (lazy Adam).
+
+    Relation to the paper's dense Adam (torch.optim.Adam, lr 0.01, betas (0.9, 0.999), eps 1e-8):
+    a row updated every iteration follows exactly torch's Adam arithmetic (same moments, same bias
+    correction, same ``addcdiv``). A row an iteration does not touch is left alone: its moments do
+    not decay and it does not coast on its momentum, as in TensorFlow's LazyAdam and
+    torch.optim.SparseAdam; unlike SparseAdam, the bias correction counts each row's own updates
+    (a per-row step count), so a row's first update has Adam's first-step size whenever it comes.
+    In the trainer rows not touched have a zero gradient in that iteration anyway; dense Adam
+    would only move them by their old momentum."""
+
+    def __init__(self, n: int, d: int, lr: float, device: torch.device,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.lr, self.betas, self.eps = float(lr), betas, float(eps)
+        self.m = torch.zeros(n, d, device=device)
+        self.v = torch.zeros(n, d, device=device)
+        self.steps = torch.zeros(n, dtype=torch.int32, device=device)
+
+    @torch.no_grad()
+    def step(self, param: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor | None) -> None:
+        """One step of ``param[rows]`` with ``grad`` [len(rows), D] (``rows`` None: all rows)."""
+        b1, b2 = self.betas
+        if rows is None:
+            self.steps += 1
+            t, m, v = self.steps, self.m, self.v
+        else:
+            t = self.steps[rows] + 1
+            self.steps[rows] = t
+            m, v = self.m[rows], self.v[rows]
+        m.lerp_(grad, 1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        tf = t.to(grad.dtype)[:, None]
+        bc1 = 1 - b1 ** tf
+        denom = (v.sqrt() / (1 - b2 ** tf).sqrt()).add_(self.eps)
+        upd = (m / denom).mul_(self.lr / bc1)
+        if rows is None:
+            param.sub_(upd)
+        else:
+            self.m[rows], self.v[rows] = m, v
+            param.index_add_(0, rows, upd, alpha=-1.0)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"m": self.m.cpu(), "v": self.v.cpu(), "steps": self.steps.cpu()}
+
+    def load_state_dict(self, st: dict[str, torch.Tensor]) -> None:
+        for k in ("m", "v", "steps"):
+            getattr(self, k).copy_(st[k])
 
 
 def knn_neighbours(means: np.ndarray, k: int) -> torch.Tensor:
@@ -118,6 +191,7 @@ def train(
     checkpoint_path: str | None = None,
     resume: bool = False,
     gaussians: Any = None,
+    publish: PublishFn | None = None,
 ) -> TrainedFeatures:
     """Train Click-Gaussian features for ``scene`` from ``views`` (each with masks; see
     :func:`engine.train.views_from_scene` to make them). Returns the :class:`TrainedFeatures`
@@ -150,7 +224,7 @@ def train(
             progress(TrainProgress(0, settings.iterations, {}, time.perf_counter() - t0, None, "prepare", w))
     return train_from_caches(
         scene, caches, settings, progress=progress, cancel=cancel, checkpoint_path=checkpoint_path,
-        resume=resume, _t0=t0, _warnings=warnings,
+        resume=resume, _t0=t0, _warnings=warnings, publish=publish,
     )
 
 
@@ -187,6 +261,7 @@ def _train_loop(
     resume: bool = False,
     _t0: float | None = None,
     _warnings: Sequence[str] = (),
+    publish: PublishFn | None = None,
 ) -> TrainedFeatures:
     t0 = time.perf_counter() if _t0 is None else _t0
     if resume and not checkpoint_path:
@@ -197,8 +272,8 @@ def _train_loop(
     s_hash = scene_hash(scene)
     key = json.dumps(s.result_key(), sort_keys=True)
 
-    features = init_features(n, s.seed).to(device).requires_grad_()
-    opt = torch.optim.Adam([features], lr=s.lr)
+    features = init_features(n, s.seed).to(device)
+    opt = RowAdam(n, features.shape[1], s.lr, device)
     start = 0
     clusters: GlobalClusters | None = None
     if resume and os.path.isfile(checkpoint_path or ""):
@@ -235,12 +310,40 @@ def _train_loop(
         }
 
     knn = knn_neighbours(scene.means, s.spatial_k).to(device) if s.use_spatial and s.w_spatial > 0 else None
+    all_rows = torch.arange(n, device=device)
+    mark = torch.zeros(n, dtype=torch.bool, device=device)  # rows touched this iteration
+    slot = torch.zeros(n, dtype=torch.long, device=device)  # global row -> row of ``sub``
 
     def clusters_now() -> GlobalClusters:
         return compute_global_clusters(
             caches, features.detach(), eps_coarse=s.hdbscan_eps_coarse, eps_fine=s.hdbscan_eps_fine,
             min_cluster_views=s.min_cluster_views, use_prior=s.use_prior,
             margin_coarse=s.margin_coarse, margin_fine=s.margin_fine,
+        )
+
+    def make_result(done: int) -> TrainedFeatures:
+        """Clusters and labels of the current features; provisional before the last iteration."""
+        final = clusters_now()
+        f = features.detach()
+        coarse_labels = vote_labels(caches, f[:, : L.COARSE_DIM], final.coarse, s.label_min_cos_coarse)
+        fine_labels = vote_labels(caches, L.fine_feature(f, use_prior=s.use_prior), final.fine, s.label_min_cos_fine)
+        facts: dict[str, Any] = {
+            "views": len(caches),
+            "train_pixels": int(sum(len(c) for c in caches)),
+            "seconds": round(time.perf_counter() - t0, 2),
+            "warnings": list(_warnings),
+        }
+        if done < s.iterations:
+            facts["provisional"] = True
+            facts["iteration"] = done
+        return TrainedFeatures(
+            features=f.cpu().numpy().astype(np.float16),
+            coarse_centers=final.coarse.cpu().numpy(),
+            fine_centers=final.fine.cpu().numpy(),
+            coarse_labels=coarse_labels,
+            fine_labels=fine_labels,
+            settings={**s.to_dict(), "run": facts},
+            scene_hash=s_hash,
         )
 
     from ..render.renderer import blend
@@ -270,7 +373,41 @@ def _train_loop(
         # a pixel drawn c times enters every term once with weight c: the same losses as the
         # 10k-pixel sum, with (unique / drawn)^2 of the pairs (~1/4 on the fox)
         rows, counts = torch.unique(drawn, return_counts=True)
-        rendered = blend(cache.ids[rows], cache.weights[rows], features)  # [U, 24]
+        ids = cache.ids[rows].long()  # [U, K] global
+        use_gfl = s.use_gfl and s.w_gfl > 0 and clusters is not None and it >= s.gfl_start
+        gi = si = None
+        if (use_gfl and n > s.gfl_samples) or (knn is not None and n > s.spatial_samples):
+            # the Gaussians this iteration's pixels see, for the sampled terms (module doc)
+            mark.zero_()
+            mark[ids.reshape(-1)] = True
+            seen = mark.nonzero().squeeze(1)
+
+            def sample(limit: int) -> torch.Tensor:
+                pick = seen if len(seen) <= limit else seen[torch.randperm(len(seen), generator=gen, device=device)[:limit]]
+                return torch.cat([pick, torch.randint(0, n, (max(1, limit // 10),), generator=gen, device=device)])
+
+            if use_gfl and n > s.gfl_samples:
+                gi = sample(s.gfl_samples)
+            if knn is not None and n > s.spatial_samples:
+                si = sample(s.spatial_samples)
+        if knn is not None and si is None:
+            si = all_rows
+        # the rows this iteration touches (module doc): global -> local index through ``slot``
+        if si is all_rows or (use_gfl and gi is None):
+            touched, local = None, (lambda x: x)
+            sub = features.detach().requires_grad_()
+        else:
+            parts = [x.reshape(-1) for x in (ids, gi, si) if x is not None]
+            if si is not None:
+                parts.append(knn[si].reshape(-1))
+            mark.zero_()
+            for x in parts:
+                mark[x] = True
+            touched = mark.nonzero().squeeze(1)
+            slot[touched] = torch.arange(len(touched), device=device)
+            local = slot.__getitem__
+            sub = features[touched].requires_grad_()
+        rendered = blend(local(ids), cache.weights[rows], sub)  # [U, 24]
         terms: dict[str, torch.Tensor] = {}
         if s.use_contrastive:
             pos, neg = L.contrastive_loss(
@@ -280,33 +417,31 @@ def _train_loop(
             )
             terms["pos"] = pos
             terms["neg"] = s.w_neg * neg
-        if s.use_gfl and s.w_gfl > 0 and clusters is not None and it >= s.gfl_start:
-            if n > s.gfl_samples:
-                gi = torch.randint(0, n, (s.gfl_samples,), generator=gen, device=device)
-                fg = features[gi]
-            else:
-                fg = features
+        if use_gfl:
+            fg = sub if gi is None else sub[local(gi)]
             terms["gfl"] = s.w_gfl * L.gfl_loss(
                 fg, clusters.coarse, clusters.fine, use_prior=s.use_prior,
                 margin_coarse=s.margin_coarse, margin_fine=s.margin_fine,
             )
         if s.use_3d_norm and s.w_3d > 0:
-            terms["3d"] = s.w_3d * L.norm3d_loss(features)
+            # the mean over all N restricted to the touched rows (exact for them)
+            terms["3d"] = s.w_3d * L.norm3d_loss(sub) * (sub.shape[0] / n)
         if s.use_2d_norm and s.w_2d > 0:
             terms["2d"] = s.w_2d * L.norm2d_loss(rendered, use_prior=s.use_prior, weights=counts)
-        if knn is not None:
-            if n > s.spatial_samples:
-                si = torch.randint(0, n, (s.spatial_samples,), generator=gen, device=device)
-            else:
-                si = torch.arange(n, device=device)
-            terms["spatial"] = s.w_spatial * L.spatial_loss(features, si, knn[si])
+        if si is not None:
+            terms["spatial"] = s.w_spatial * L.spatial_loss(sub, local(si), local(knn[si]))
         total = sum(terms.values())
-        opt.zero_grad(set_to_none=True)
         total.backward()  # type: ignore[union-attr]
-        opt.step()
+        opt.step(features, sub.grad, touched)
         done = it + 1
         if checkpoint_path and (done % s.checkpoint_every == 0) and done < s.iterations:
             save_checkpoint(checkpoint_path, make_state(done))
+        if publish is not None and done < s.iterations and done >= FIRST_RESULT_ITERATION and (
+                (done - FIRST_RESULT_ITERATION) % RESULT_INTERVAL == 0):
+            if progress is not None:
+                progress(TrainProgress(done, s.iterations, dict(last), time.perf_counter() - t0, None, "train",
+                                       "building an intermediate result"))
+            publish(make_result(done))
         if progress is not None and (done % report_every == 0 or done == s.iterations or it == start):
             last = {k: float(v.detach()) for k, v in terms.items()}
             last["total"] = float(total.detach())
@@ -332,26 +467,8 @@ def _train_loop(
     if progress is not None:
         progress(TrainProgress(s.iterations, s.iterations, dict(last), time.perf_counter() - t0, 0.0, "clusters",
                                "computing final global clusters"))
-    final = clusters_now()
-    f = features.detach()
-    coarse_labels = vote_labels(caches, f[:, : L.COARSE_DIM], final.coarse, s.label_min_cos_coarse)
-    fine_labels = vote_labels(caches, L.fine_feature(f, use_prior=s.use_prior), final.fine, s.label_min_cos_fine)
-    facts = {
-        "views": len(caches),
-        "train_pixels": int(sum(len(c) for c in caches)),
-        "seconds": round(time.perf_counter() - t0, 2),
-        "warnings": list(_warnings),
-    }
-    result = TrainedFeatures(
-        features=f.cpu().numpy().astype(np.float16),
-        coarse_centers=final.coarse.cpu().numpy(),
-        fine_centers=final.fine.cpu().numpy(),
-        coarse_labels=coarse_labels,
-        fine_labels=fine_labels,
-        settings={**s.to_dict(), "run": facts},
-        scene_hash=s_hash,
-    )
+    result = make_result(s.iterations)
     if progress is not None:
         progress(TrainProgress(s.iterations, s.iterations, dict(last), time.perf_counter() - t0, 0.0, "done",
-                               f"{len(final.coarse)} coarse / {len(final.fine)} fine clusters"))
+                               f"{len(result.coarse_centers)} coarse / {len(result.fine_centers)} fine clusters"))
     return result
