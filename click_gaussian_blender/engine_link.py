@@ -72,10 +72,18 @@ class TrainJob:
     (latest engine progress dict), ``state`` (running | done | failed | cancelled), ``error``,
     ``result`` (TrainedFeatures) and ``summary`` from the main thread."""
 
-    def __init__(self, link: "EngineLink", req: TrainRequest, on_done: Callable[["TrainJob"], None] | None) -> None:
+    def __init__(self, link: "EngineLink", req: TrainRequest, on_done: Callable[["TrainJob"], None] | None,
+                 on_provisional: Callable[["TrainJob"], None] | None = None) -> None:
         self.link = link
         self.req = req
         self.on_done = on_done
+        # intermediate results: the engine announces one in a progress event; it is fetched
+        # beside the running training (get_features is a query) and handed to ``on_provisional``
+        # as ``provisional`` (TrainedFeatures) from the main thread
+        self.on_provisional = on_provisional
+        self.provisional: Any = None
+        self._provisional_wanted = False
+        self._provisional_future: Any = None
         self.state = "running"
         self.phase = "upload"
         self.progress: dict[str, Any] = {}
@@ -107,6 +115,8 @@ class TrainJob:
         if data.get("phase") == "warning":
             self.warnings.append(str(data.get("message", "")))
             return
+        if "provisional_result" in data:
+            self._provisional_wanted = True
         self.progress = dict(data)
 
     @property
@@ -153,6 +163,7 @@ class TrainJob:
         """Advance the chain (main thread)."""
         if self.state != "running":
             return
+        self._poll_provisional()
         if self._future is None:
             if self._cancel_requested:
                 self._finish("cancelled", "Training was cancelled")
@@ -194,6 +205,30 @@ class TrainJob:
             return
         if self._cancel_requested:
             self._finish("cancelled", "Training was cancelled")
+
+    def _poll_provisional(self) -> None:
+        if self.phase != "train":
+            return
+        fut = self._provisional_future
+        if fut is None:
+            if self._provisional_wanted and self.on_provisional is not None:
+                self._provisional_wanted = False
+                try:
+                    self._provisional_future = self.link.client.get_features()
+                except EngineError:
+                    pass
+            return
+        if not fut.done():
+            return
+        self._provisional_future = None
+        try:
+            self.provisional = fut.result().features()
+        except Exception:  # noqa: BLE001 - an intermediate result is optional; the final one follows
+            return
+        try:
+            self.on_provisional(self)  # type: ignore[misc]
+        except EngineError as exc:
+            self.warnings.append(f"intermediate result not shown: {exc}")
 
     def _finish(self, state: str, error: str) -> None:
         self.state = state
@@ -351,13 +386,14 @@ class EngineLink:
 
     # ------------------------------------------------------------------ training
 
-    def train(self, req: TrainRequest, on_done: Callable[[TrainJob], None] | None = None) -> TrainJob:
+    def train(self, req: TrainRequest, on_done: Callable[[TrainJob], None] | None = None,
+              on_provisional: Callable[[TrainJob], None] | None = None) -> TrainJob:
         """Start a training chain (the engine must be ready)."""
         if self.job is not None and self.job.state == "running":
             raise EngineError("a training run is in progress: wait for it or cancel it")
         if not self.ready:
             raise EngineError("the engine is not running: start it first (Click-Gaussian panel > Start Engine)")
-        self.job = TrainJob(self, req, on_done)
+        self.job = TrainJob(self, req, on_done, on_provisional)
         self.job.poll()
         return self.job
 

@@ -74,10 +74,26 @@ def store_result(job: engine_link.TrainJob) -> None:
     selection.prepare(obj)
 
 
+def store_provisional(job: engine_link.TrainJob) -> None:
+    """``on_provisional`` of a training job (main thread): write an intermediate result onto the
+    mesh at once so clicks work during training; its metadata says ``provisional`` (the panel shows
+    it). The vertices keep their order: later results arrive in the order the engine was given."""
+    obj = bpy.data.objects.get(job.req.object_name)
+    if obj is None or obj.type != "MESH" or job.provisional is None:
+        return
+    run = (job.provisional.settings or {}).get("run", {})
+    with selection.object_mode(obj):
+        feature_store.store_features(obj.data, job.provisional, extra_meta={
+            "provisional": True, "iteration": run.get("iteration"),
+            "iterations": (job.provisional.settings or {}).get("iterations")})
+    selection.invalidate(obj.data)
+    selection.prepare(obj)
+
+
 def start_training(context, obj, props=None, settings: dict | None = None) -> engine_link.TrainJob:
     """Validate, build the request and start the job (engine must be ready)."""
     req = training_request(context, obj, props, settings)
-    return engine_link.LINK.train(req, on_done=store_result)
+    return engine_link.LINK.train(req, on_done=store_result, on_provisional=store_provisional)
 
 
 class CLICKGS_OT_train(bpy.types.Operator):

@@ -80,7 +80,10 @@ class CLICKGS_PT_main(_Base, bpy.types.Panel):
             if job is not None and job.state != "running":
                 box.label(text=job.status_text(), icon="CHECKMARK" if job.state == "done" else "ERROR")
         meta = feature_store.read_meta(obj.data) if feature_store.has_features(obj.data) else {}
-        if meta:
+        if meta.get("provisional"):
+            box.label(text=f"Provisional: {meta.get('coarse_clusters', 0)} objects, {meta.get('fine_clusters', 0)} parts "
+                           f"(iteration {meta.get('iteration', '?')} of {meta.get('iterations', '?')})", icon="TIME")
+        elif meta:
             box.label(text=f"Features: {meta.get('coarse_clusters', 0)} objects, {meta.get('fine_clusters', 0)} parts "
                            f"({meta.get('trained_at', '')})", icon="CHECKMARK")
         else:

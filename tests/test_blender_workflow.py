@@ -430,6 +430,44 @@ def test_training_progress_text_and_fraction():
     assert engine_link.format_seconds(3725) == "1 h 02 min"
 
 
+def test_provisional_result_is_fetched_beside_training_and_handed_over():
+    from click_gaussian_blender import engine_link
+
+    class Reply:
+        def features(self):
+            return "provisional features"
+
+    class Fut:
+        def done(self):
+            return True
+
+        def result(self):
+            return Reply()
+
+    class Client:
+        calls = 0
+
+        def get_features(self):
+            Client.calls += 1
+            return Fut()
+
+    class Pending:
+        def done(self):
+            return False
+
+    link = type("L", (), {"client": Client()})()
+    got = []
+    job = engine_link.TrainJob.__new__(engine_link.TrainJob)
+    job.link, job.state, job.phase, job.warnings = link, "running", "train", []
+    job.on_provisional, job.provisional = got.append, None
+    job._provisional_wanted, job._provisional_future, job._future = False, None, Pending()
+    job._on_progress({"phase": "train", "iteration": 100, "total": 3000, "provisional_result": 100})
+    job.poll()  # asks for the features
+    job.poll()  # hands them over
+    assert Client.calls == 1 and got == [job] and job.provisional == "provisional features"
+    assert job.state == "running"
+
+
 def test_no_interpreter_configured(bpy):
     from click_gaussian_blender import engine_link, ops_engine
     from click_gaussian_blender.engine.core.errors import EngineError

@@ -155,3 +155,26 @@ def test_mask_warnings_reach_the_caller(fox) -> None:
     out = s.prepare_masks(progress=events.append)
     assert len(out["warnings"]) == 1 and "orbit_000" in out["warnings"][0]
     assert [e["message"] for e in events if e.get("phase") == "warning"] == out["warnings"]
+
+
+def test_training_publishes_a_provisional_result_that_clicks(fox, monkeypatch) -> None:
+    """An intermediate result becomes the session's features during the run (clickable, marked
+    provisional in the summary and in a progress event); the final one replaces it."""
+    from engine.train import trainer as T
+
+    monkeypatch.setattr(T, "FIRST_RESULT_ITERATION", 10)
+    monkeypatch.setattr(T, "RESULT_INTERVAL", 1000)
+    s = EngineSession(device="cpu")
+    s.set_scene(fox.subset(np.arange(0, 50_000, 25)))
+    s.orbit_cameras(4, 48, 48)
+    seen: list[dict] = []
+
+    def progress(e: dict) -> None:
+        if "provisional_result" in e:
+            summary = s.status()["features"]
+            seen.append(summary)
+            s.click(0, 24, 24)  # clicking works during training
+
+    out = s.train({"iterations": 30, "pixels_per_iter": 200}, progress=progress)
+    assert len(seen) == 1 and seen[0]["provisional"] is True
+    assert out["provisional"] is False and s.status()["features"]["provisional"] is False

@@ -364,8 +364,33 @@ class EngineSession:
                 os.makedirs(folder, exist_ok=True)
                 checkpoint_path = os.path.join(folder, f"train-{scene_hash(scene)[:16]}.ckpt")
         t0 = time.perf_counter()
-        trained = train(scene, views, ts, progress=_wrap_progress(progress, "train"), cancel=cancel,
-                        checkpoint_path=checkpoint_path, resume=resume, gaussians=self.gaussians())
+        with self._lock:
+            before = (self.trained, self.features_path)
+        provisional: list[Any] = []
+
+        def publish(result: Any) -> None:
+            # an intermediate result (engine.train.trainer): clickable at once, replaced by the
+            # final one; a progress event tells the client it can fetch it
+            with self._lock:
+                if self.scene is not scene:
+                    return
+                self.trained, self.features_path = result, None
+            provisional.append(result)
+            if progress is not None:
+                run = result.settings.get("run", {})
+                progress({"phase": "train", "iteration": int(run.get("iteration", 0)), "total": ts.iterations,
+                          "provisional_result": int(run.get("iteration", 0)),
+                          "message": f"intermediate result at iteration {run.get('iteration')} (provisional)"})
+
+        try:
+            trained = train(scene, views, ts, progress=_wrap_progress(progress, "train"), cancel=cancel,
+                            checkpoint_path=checkpoint_path, resume=resume, gaussians=self.gaussians(),
+                            publish=publish)
+        except BaseException:
+            with self._lock:  # a failed or cancelled run leaves what was there before it
+                if provisional and self.trained is provisional[-1]:
+                    self.trained, self.features_path = before
+            raise
         elapsed = time.perf_counter() - t0
         saved = None
         if save_path is not None:
@@ -379,8 +404,10 @@ class EngineSession:
 
     @staticmethod
     def features_summary(trained: Any) -> dict[str, Any]:
+        run = (trained.settings or {}).get("run", {}) if isinstance(trained.settings, dict) else {}
         return {"num_gaussians": trained.num_gaussians, "coarse_clusters": int(len(trained.coarse_centers)),
-                "fine_clusters": int(len(trained.fine_centers)), "scene_hash": trained.scene_hash}
+                "fine_clusters": int(len(trained.fine_centers)), "scene_hash": trained.scene_hash,
+                "provisional": bool(run.get("provisional", False))}
 
     def features(self) -> Any:
         """The current :class:`~engine.core.features.TrainedFeatures` (error when not trained)."""
