@@ -220,8 +220,9 @@ def launch_engine(python: str, *, host: str = "127.0.0.1", port: int = 0, log_pa
     ready_event = threading.Event()
     threading.Thread(target=_drain, args=(proc.stdout, ep._stdout, ready, ready_event), daemon=True,
                      name="clickgs-engine-stdout").start()
-    threading.Thread(target=_drain, args=(proc.stderr, ep._stderr, None, None), daemon=True,
-                     name="clickgs-engine-stderr").start()
+    stderr_reader = threading.Thread(target=_drain, args=(proc.stderr, ep._stderr, None, None), daemon=True,
+                                     name="clickgs-engine-stderr")
+    stderr_reader.start()
     try:
         assert proc.stdin is not None
         proc.stdin.write(token + "\n")
@@ -238,7 +239,9 @@ def launch_engine(python: str, *, host: str = "127.0.0.1", port: int = 0, log_pa
             proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
             pass
-        time.sleep(0.1)  # let the stderr reader catch the last lines
+        # the reader ends at the pipe's end of file: waiting for it (not a fixed pause, which a
+        # busy machine outlasts) makes sure the engine's last words are in the message
+        stderr_reader.join(timeout=10.0)
         raise EngineStartError(f"the engine failed to start with {exe} (exit code {proc.poll()}){_tail(ep)}")
     ep.info = dict(ready[0])
     ep.port = int(ep.info["port"])
