@@ -39,7 +39,7 @@ from .edit_groups import estimate_edits
 from .engine.core.errors import EngineError, SceneFormatError
 from .engine.core.scene import GaussianScene, PlyLayout
 from .engine.core.transform import apply_affine_groups
-from .mesh_read import attribute_array, readable_mesh, vertex_positions, vertex_selection
+from .mesh_read import attribute_array, group_members, readable_mesh, vertex_positions, vertex_selection
 
 
 @dataclass
@@ -181,7 +181,7 @@ def export_ply(obj: bpy.types.Object, path: str, settings: ExportSettings | None
         if settings.only_selected and not selected.any():
             raise SceneFormatError(f"object {obj.name!r}: no Gaussians are selected (Only Selected)")
         groups = F.exported_groups(obj) if (settings.split_groups or settings.segment_ids) else []
-        members = F.group_members(mesh, [vg.index for vg in groups]) if groups else {}
+        members = group_members(mesh, [vg.index for vg in groups]) if groups else {}
         members = [members[vg.index] for vg in groups]
         if settings.segment_ids:
             if fmt == "PLY":

@@ -255,18 +255,6 @@ def exported_groups(obj: bpy.types.Object) -> list[bpy.types.VertexGroup]:
     return [vg for vg in obj.vertex_groups if not vg.name.startswith(".")]
 
 
-def group_members(mesh: bpy.types.Mesh, group_indices: list[int]) -> dict[int, np.ndarray]:
-    """Sorted int64 vertex indices of each vertex group (weight > 0), by group index: one pass
-    over the vertices' memberships for all groups together."""
-    wanted = set(group_indices)
-    members: dict[int, list[int]] = {g: [] for g in group_indices}
-    for v in mesh.vertices:
-        for g in v.groups:
-            if g.group in wanted and g.weight > 0:
-                members[g.group].append(v.index)
-    return {g: np.asarray(m, np.int64) for g, m in members.items()}
-
-
 def group_ids(n: int, members: list[np.ndarray]) -> np.ndarray:
     """[n] int32 segment-group id: 0 for a Gaussian in no group, i for one in the i-th group of
     ``members`` (1-based); one in several groups gets the highest id (the group made last)."""

@@ -88,3 +88,16 @@ def readable_mesh(obj: Any):
         yield tmp
     finally:
         bpy.data.meshes.remove(tmp)
+
+
+def group_members(mesh: Any, group_indices: list[int]) -> dict[int, np.ndarray]:
+    """Sorted int64 vertex indices [M] of each vertex group (weight > 0), by group index, read in
+    one pass over the vertices' memberships for all groups together (Blender exposes vertex-group
+    weights only per vertex). ``mesh`` must be readable (:func:`readable_mesh` in Edit Mode)."""
+    wanted = set(group_indices)
+    members: dict[int, list[int]] = {g: [] for g in group_indices}
+    for v in mesh.vertices:
+        for g in v.groups:
+            if g.group in wanted and g.weight > 0:
+                members[g.group].append(v.index)
+    return {g: np.asarray(m, np.int64) for g, m in members.items()}

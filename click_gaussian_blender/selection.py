@@ -60,6 +60,7 @@ from .engine.core.click import ClickIndex
 from .engine.core.errors import EngineError, TrainingError
 from .engine.core.features import LEVELS
 from .engine.core.scene import GaussianScene
+from .mesh_read import group_members as read_group_members
 from .mesh_read import (SELECT_ATTR, attribute_array, edit_bmesh, readable_mesh, vertex_count, vertex_positions,
                         vertex_selection)
 from .viewport import local_to_file
@@ -578,14 +579,11 @@ def click_groups(obj: Any) -> list[Any]:
 
 
 def group_members(obj: Any, group: str) -> np.ndarray:
-    """Sorted int64 vertex indices in a vertex group (weight > 0). One pass over the vertices'
-    group memberships; fine for the list actions (not on the click path)."""
+    """Sorted int64 vertex indices in a vertex group (weight > 0); for the list actions (not on
+    the click path)."""
     vg = obj.vertex_groups.get(group)
     if vg is None:
         raise ClickError(f"{obj.name!r} has no vertex group {group!r}")
-    gi = vg.index
     if obj.mode == "EDIT":
         obj.update_from_editmode()
-    mesh = obj.data
-    out = [v.index for v in mesh.vertices if any(g.group == gi and g.weight > 0 for g in v.groups)]
-    return np.asarray(out, dtype=np.int64)
+    return read_group_members(obj.data, [vg.index])[vg.index]
