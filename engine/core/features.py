@@ -56,13 +56,16 @@ _KEYS = (
 )
 
 
+def check_level(level: str) -> str:
+    """``level`` when it is one of :data:`LEVELS`, else a one-line TrainingError."""
+    if level not in LEVELS:
+        raise TrainingError(f"level must be {' or '.join(map(repr, LEVELS))}, got {level!r}")
+    return level
+
+
 def level_dim(level: str) -> int:
     """Feature width of a level: 12 for ``"coarse"``, 24 for ``"fine"``."""
-    if level == "coarse":
-        return COARSE_DIM
-    if level == "fine":
-        return FEATURE_DIM
-    raise TrainingError(f"level must be 'coarse' or 'fine', got {level!r}")
+    return COARSE_DIM if check_level(level) == "coarse" else FEATURE_DIM
 
 
 def scene_hash(scene: Any) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..core.cameras import Camera
 from ..core.errors import CameraError, EngineError, SceneFormatError, TrainingError
-from ..core.features import LEVELS
+from ..core.features import LEVELS, check_level
 from ..core.scene import GaussianScene
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -449,8 +449,7 @@ class EngineSession:
     def click(self, cam: Camera | int, u: float, v: float, level: str = "coarse") -> Any:
         """Click query at pixel position (u, v) (pixels, x right / y down; (u+0.5, v+0.5) is the
         centre of pixel (u, v)): engine.core.click.ClickResult."""
-        if level not in LEVELS:
-            raise EngineError(f"level must be 'coarse' or 'fine', got {level!r}")
+        check_level(level)
         with self._lock:
             self._require_scene()
         trained = self.features()
@@ -463,8 +462,7 @@ class EngineSession:
 
     def segment(self, cam: Camera | int, level: str = "coarse") -> np.ndarray:
         """Segment everything: int32 [H, W] cluster id per pixel (-1 background)."""
-        if level not in LEVELS:
-            raise EngineError(f"level must be 'coarse' or 'fine', got {level!r}")
+        check_level(level)
         with self._lock:
             self._require_scene()
         trained = self.features()
