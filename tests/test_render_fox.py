@@ -89,3 +89,24 @@ def test_sh3_colour_uses_view_direction(shared_data) -> None:
         assert torch.allclose(c.double(), expect, atol=1e-4)
         colours.append(c)
     assert not torch.allclose(colours[0], colours[1], atol=1e-3)
+
+
+def test_passes_over_all_gaussians_with_threads_give_the_same_render(fox, monkeypatch) -> None:
+    """Projection, colours and tile pairs run with the workers' thread count on large scenes
+    (raster_cpu.PARALLEL_MIN); the render is the same as with one thread, bit for bit."""
+    from engine.render import raster_cpu
+
+    _, g = fox
+    cam = orbit_cameras(fox[0], 2, 96, 80)[1]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(raster_cpu, "PARALLEL_MIN", 10**12)  # reference: one thread
+        ref = render(g, cam, contributors_k=32)
+        monkeypatch.setattr(raster_cpu, "PARALLEL_MIN", 0)  # every pass with 2 threads
+        got = render(g, cam, contributors_k=32)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in ((got.values, ref.values), (got.alpha, ref.alpha), (got.depth, ref.depth),
+                 (got.contributors.ids, ref.contributors.ids), (got.contributors.weights, ref.contributors.weights)):
+        assert torch.equal(a, b)

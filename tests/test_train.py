@@ -421,3 +421,33 @@ def test_intermediate_results_are_published_and_do_not_change_the_run(monkeypatc
     assert "provisional" not in final.settings["run"]
     assert got[0].coarse_labels.shape == (scene.num_gaussians,)
     np.testing.assert_array_equal(final.features, plain.features)
+
+
+def test_views_keep_the_contributors_of_their_render_and_give_the_same_caches(fox_path):
+    """Views whose images are rendered keep that render's contributors; the caches built from
+    them equal the caches from rendering every view again (the reference), bit for bit, and the
+    images equal the plain image render."""
+    from engine.core.cameras import orbit_cameras
+    from engine.core.formats.ply import read_ply
+    from engine.masks import BuiltinMaskSource
+    from engine.render.gaussians import Gaussians
+    from engine.train import views_from_scene
+    from engine.train.data import build_caches, render_image
+
+    scene = read_ply(str(fox_path))
+    g = Gaussians.from_scene(scene, "cpu")
+    cams = orbit_cameras(scene, 3, 64, 48)
+    fused = views_from_scene(scene, cams, BuiltinMaskSource(), gaussians=g, device="cpu", contributors_k=32)
+    plain = [TrainView(v.camera, v.image, v.masks) for v in fused]  # no contributors: rendered again
+    assert all(v.contributors is not None and v.contributors.weights.dtype == torch.float32 for v in fused)
+    for v in fused:
+        np.testing.assert_array_equal(v.image, render_image(g, v.camera))
+    got, _ = build_caches(g, fused, 32)
+    want, _ = build_caches(g, plain, 32)
+    assert len(got) == len(want) == 3
+    for a, b in zip(got, want):
+        for name in ("ids", "weights", "seg_c", "seg_f", "prob", "pixels"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+    # another K than the kept one renders the view again
+    other, _ = build_caches(g, fused, 8)
+    assert all(c.ids.shape[1] <= 8 for c in other)

@@ -94,7 +94,7 @@ def iterations(scene_path: str, views: int, size: int, n_iter: int, pixels: int,
     print(f"gaussians: {n}")
     cams = orbit_cameras(scene, views, size, size)
     t_start = time.perf_counter()
-    tv = views_from_scene(scene, cams, BuiltinMaskSource(), device="cpu")
+    tv = views_from_scene(scene, cams, BuiltinMaskSource(), device="cpu", contributors_k=32)
     t_views = time.perf_counter() - t_start
     print(f"views_and_masks_{views}x{size}: {t_views:.2f} s")
     g = Gaussians.from_scene(scene, "cpu")

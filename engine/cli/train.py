@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
         mask_cache = args.mask_cache or out + ".masks"
         views = views_from_scene(scene, cameras, source, cache_dir=mask_cache, device=args.device,
-                                 progress=view_progress, cancel=cancel)
+                                 progress=view_progress, cancel=cancel, contributors_k=settings.contributors_k)
         t_views = time.perf_counter() - t0
         try:
             trained = train(scene, views, settings, progress=bar, cancel=cancel, checkpoint_path=ckpt, resume=args.resume)

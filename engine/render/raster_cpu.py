@@ -30,7 +30,9 @@ How it is fast on a CPU:
   (most pixels use fewer than K slots); only pixels that overflow go
   through a top-K selection, and only they are re-sorted front to back at the end.
 - Parallelism: tiles are split between worker threads that each run torch with ONE intra-op
-  thread (see :func:`single_threaded`), instead of OpenMP inside every small op.
+  thread (see :func:`single_threaded`), instead of OpenMP inside every small op. The passes
+  over all Gaussians before the tiles (projection, colours, tile pairs) are few large ops; on
+  large scenes they use that many intra-op threads instead (:func:`threads_for`).
 
 ``python -m engine.bench render`` measures it (figures in README).
 
@@ -305,7 +307,9 @@ def rasterize(
     Kc = int(contributors_k)
 
     # Per-Gaussian tables in depth order, plus a transparent sentinel at index M.
-    order, gauss, tile_counts = _tile_pairs(proj, tiles_x, tiles_y) if M else (None, None, None)
+    n_workers = workers if workers is not None else worker_count(device)
+    with threads_for(device, M, n_workers):
+        order, gauss, tile_counts = _tile_pairs(proj, tiles_x, tiles_y) if M else (None, None, None)
     if M == 0 or gauss.numel() == 0:
         return _empty_result(height, width, C, Kc, device)
     m2d = proj.means2d[order]
@@ -360,7 +364,6 @@ def rasterize(
     # OpenMP's barriers inside each of them cost more than they gain on a 2-core machine (and
     # far more when other processes compete for the cores), while independent workers only
     # share the GIL between ops.
-    n_workers = workers if workers is not None else worker_count(device)
     n_workers = max(1, min(n_workers, A // 4))
     parts = [tiles[i::n_workers] for i in range(n_workers)]
 
@@ -439,6 +442,29 @@ def single_threaded(device: torch.device):
         return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# Per-Gaussian passes over at least this many Gaussians (projection, colours, tile pairs) run with
+# the tile workers' count of intra-op threads instead of one: their ops are large enough that
+# OpenMP's fork/join is negligible, and at a million Gaussians they are most of a render.
+PARALLEL_MIN = 1 << 16
+
+
+@contextlib.contextmanager
+def threads_for(device: torch.device, n: int, threads: int):
+    """Run the enclosed torch ops of this thread on CPU with ``threads`` intra-op threads when
+    they work on ``n`` >= :data:`PARALLEL_MIN` items, else with one (thread-local; restored
+    afterwards). Element-wise ops, sorts and integer scans give the same results with any thread
+    count. Nothing changes on other devices."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)) if n >= PARALLEL_MIN else 1)
     try:
         yield
     finally:

@@ -101,7 +101,7 @@ class PackedContributors:
         height, width, k: image size and the K they were kept with.
         offsets: [H*W + 1] int64, pixel p's entries are ``offsets[p]:offsets[p+1]`` (<= K).
         ids: [nnz] int32 scene indices, front to back within a pixel.
-        weights: [nnz] float16 weights ``alpha * T``.
+        weights: [nnz] float16 weights ``alpha * T`` (float32 when packed with that type).
     """
 
     height: int
@@ -112,7 +112,9 @@ class PackedContributors:
     weights: Tensor
 
     @classmethod
-    def from_dense(cls, dense: Contributors) -> "PackedContributors":
+    def from_dense(cls, dense: Contributors, weight_dtype: torch.dtype = torch.float16) -> "PackedContributors":
+        """The filled slots of ``dense``; weights stored as ``weight_dtype`` (float32 keeps them
+        exactly, e.g. to rebuild the dense layout bit for bit with :meth:`to_dense`)."""
         ids = dense.ids.reshape(-1, dense.k)
         filled = ids >= 0  # filled slots come first in each pixel
         counts = filled.sum(dim=1)
@@ -124,7 +126,7 @@ class PackedContributors:
             dense.k,
             offsets,
             ids[filled].to(torch.int32),
-            dense.weights.reshape(-1, dense.k)[filled].half(),
+            dense.weights.reshape(-1, dense.k)[filled].to(weight_dtype),
         )
 
     @property
@@ -359,12 +361,13 @@ def _render_torch_inner(
 ) -> RenderOutput:
     W, H = camera.width, camera.height
     viewmat, K = _camera_tensors(camera, g.device)
-    proj = raster_cpu.project(g.means, g.quats, g.scales, g.opacities, viewmat, K, W, H, near=near, far=far)
+    with raster_cpu.threads_for(g.device, g.num_gaussians, workers):  # passes over all N
+        proj = raster_cpu.project(g.means, g.quats, g.scales, g.opacities, viewmat, K, W, H, near=near, far=far)
     want_grad = values is not None and values.requires_grad and torch.is_grad_enabled()
     k = (contributors_k or DEFAULT_K) if want_grad else contributors_k
     if values is None:
         vis = torch.zeros(g.num_gaussians, 3, device=g.device)
-        with torch.no_grad():
+        with torch.no_grad(), raster_cpu.threads_for(g.device, len(proj), workers):
             vis[proj.ids] = _rgb_values(g, camera, proj.ids)
         raster_values = vis
     else:

@@ -283,7 +283,7 @@ class EngineSession:
         """Training views (engine.train.views_from_scene): each camera's image (given, else its
         photo file, else rendered from the splats) and its two-level masks from the mask source
         (the built-in one when none was set), cached on disk."""
-        from ..train import views_from_scene
+        from ..train import TrainSettings, views_from_scene
 
         with self._lock:
             scene = self._require_scene()
@@ -308,7 +308,7 @@ class EngineSession:
         t0 = time.perf_counter()
         views = views_from_scene(scene, cams, source, images=images, gaussians=self.gaussians(),
                                  cache_dir=self._mask_cache_dir(), device=self.device, progress=report, cancel=cancel,
-                                 on_warning=warn)
+                                 on_warning=warn, contributors_k=TrainSettings().contributors_k)
         with self._lock:
             if self.scene is scene:
                 self.views = views

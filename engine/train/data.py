@@ -113,11 +113,15 @@ def remove_slivers(ids: np.ndarray, min_solid: float = SLIVER_MIN_SOLID) -> np.n
 class TrainView:
     """One training view. camera: OpenCV :class:`Camera`; image: uint8 [H, W, 3] RGB or None
     (then rendered from the splats); masks: :class:`engine.masks.ViewMasks` [H, W] or None (then
-    computed by a mask source)."""
+    computed by a mask source); contributors: the per-pixel contributors of the render that made
+    ``image`` (:class:`engine.render.renderer.PackedContributors`, float32 weights, only the pixels
+    covered enough to train on, see :func:`pack_for_training`) or None: :func:`build_caches` uses
+    them instead of rendering the view a second time when their K is the one it asks for."""
 
     camera: Camera
     image: np.ndarray | None = None
     masks: Any = None
+    contributors: Any = None
 
 
 @dataclass
@@ -247,12 +251,15 @@ def build_caches(
         name = view.camera.name or f"view {i}"
         if view.masks is None:
             raise TrainingError(f"{name} has no masks (give a mask source or masks for every view)")
-        out = render(gaussians, view.camera, contributors_k=contributors_k)
-        if out.contributors is None:
+        kept = view.contributors
+        if kept is not None and kept.k == contributors_k:  # from the render that made the image
+            contrib = kept.to_dense()
+        else:
+            contrib = render(gaussians, view.camera, contributors_k=contributors_k).contributors
+        if contrib is None:
             raise TrainingError("the renderer returned no contributors")
-        cache = cache_from_contributors(
-            out.contributors.ids, out.contributors.weights, view.masks, device=gaussians.device, name=name
-        )
+        cache = cache_from_contributors(contrib.ids, contrib.weights, view.masks, device=gaussians.device, name=name)
+        del contrib
         if cache is None:
             warnings.append(f"{name}: no masked pixel is covered by the splats; view skipped")
         else:
@@ -305,17 +312,50 @@ def load_image(path: str, width: int, height: int) -> np.ndarray:
 
 def render_image(gaussians: Any, camera: Camera) -> np.ndarray:
     """The splats' own colour image of a camera: uint8 [H, W, 3] RGB over a black background."""
-    from ..render.renderer import render
+    return render_image_and_contributors(gaussians, camera, 0)[0]
 
-    out = render(gaussians, camera)
+
+def render_image_and_contributors(gaussians: Any, camera: Camera, contributors_k: int) -> tuple[np.ndarray, Any]:
+    """The splats' colour image of a camera (as :func:`render_image`) and, with
+    ``contributors_k`` > 0, the contributors of the same render packed by
+    :func:`pack_for_training` (else None).
+
+    Why: the training cache (:func:`build_caches`) needs each view's top-K contributors, and
+    the tile rasterizer yields them in the pass that renders the image, with the image unchanged
+    (its blended sums do not depend on K); rendering a view once instead of twice halves the
+    preparation's rendering, which is most of it at a million Gaussians. Where gsplat renders
+    the image (CUDA) the contributors are not taken from it (gsplat returns none), so the image
+    stays gsplat's and the cache is rendered later as before (None is returned)."""
+    from ..render.renderer import gsplat_available, render
+
+    k = int(contributors_k)
+    if k and gaussians.device.type == "cuda" and gsplat_available():
+        k = 0
+    out = render(gaussians, camera, contributors_k=k)
     rgb = out.values[..., :3].clamp(0, 1).mul(255).round().to(torch.uint8)
-    return rgb.cpu().numpy()
+    packed = pack_for_training(out.contributors) if out.contributors is not None else None
+    return rgb.cpu().numpy(), packed
 
 
-# Bytes per training pixel held until training ends: the image (3), two int32 mask maps (8) and the
+def pack_for_training(contrib: Any) -> Any:
+    """A :class:`~engine.render.renderer.Contributors`' pixels that a training cache can keep, in
+    the compact CSR layout with exact (float32) weights: pixels whose weights sum below
+    :data:`MIN_COVERAGE` are left empty (:func:`cache_from_contributors` drops them whatever their
+    masks, so the cache built from ``.to_dense()`` is the one built from ``contrib``)."""
+    from ..render.renderer import Contributors, PackedContributors
+
+    ids = contrib.ids.reshape(-1, contrib.k)
+    cover = contrib.weights.reshape(-1, contrib.k).float().clamp_min(0).sum(1)
+    ids = ids.masked_fill((cover < MIN_COVERAGE)[:, None], -1).reshape(contrib.ids.shape)
+    return PackedContributors.from_dense(Contributors(ids, contrib.weights), weight_dtype=torch.float32)
+
+
+# Bytes per training pixel held until training ends: the image (3), two int32 mask maps (8), the
 # compact contributor cache (int32 id + float16 weight for the ~60% of its 32 slots a foreground
-# pixel fills on real scenes: ~115). An estimate to refuse absurd requests, not a budget.
-_BYTES_PER_PIXEL = 3 + 8 + 115
+# pixel fills on real scenes: ~115) and, for a view rendered from the splats, the contributors of
+# that render kept for the cache (int32 id + float32 weight for the same slots: ~150). An estimate
+# to refuse absurd requests, not a budget.
+_BYTES_PER_PIXEL = 3 + 8 + 115 + 150
 
 
 def check_memory_for_views(cameras: Sequence[Camera]) -> None:
@@ -346,13 +386,17 @@ def views_from_scene(
     progress: Callable[[str, int, int], Any] | None = None,
     cancel: threading.Event | None = None,
     on_warning: Callable[[str], Any] | None = None,
+    contributors_k: int = 0,
 ) -> list[TrainView]:
     """Training views for ``cameras``: each camera's image (``images[i]``, else the file at
     ``camera.image_path``, else rendered from the splats) and its two-level masks from
     ``mask_source`` through :func:`engine.masks.prepare_masks` (cached on disk in ``cache_dir``).
 
     progress(stage, done, total) with stage ``"images"`` or ``"masks"``; on_warning(message) receives
-    the mask preparation's non-fatal warnings (a view without segments, an unwritable cache)."""
+    the mask preparation's non-fatal warnings (a view without segments, an unwritable cache).
+    With ``contributors_k`` > 0 a view whose image is rendered keeps the top-K contributors of
+    that render (:func:`render_image_and_contributors`), so :func:`build_caches` with the same K
+    does not render it again."""
     from ..render.gaussians import Gaussians
     from ..masks import prepare_masks
 
@@ -364,14 +408,17 @@ def views_from_scene(
     if gaussians is None:
         gaussians = Gaussians.from_scene(scene, device)
     named: list[tuple[str, np.ndarray]] = []
+    kept: list[Any] = []
     for i, cam in enumerate(cameras):
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while preparing training images")
         img = images[i] if images is not None else None
         if img is None and cam.image_path:
             img = load_image(cam.image_path, cam.width, cam.height)
+        contrib = None
         if img is None:
-            img = render_image(gaussians, cam)
+            img, contrib = render_image_and_contributors(gaussians, cam, contributors_k)
+        kept.append(contrib)
         named.append((cam.name or f"view_{i:03d}", np.ascontiguousarray(img)))
         if progress is not None:
             progress("images", i + 1, len(cameras))
@@ -382,4 +429,5 @@ def views_from_scene(
 
     masks = prepare_masks(mask_source, named, cache_dir=cache_dir, progress=mask_progress, cancel=cancel,
                           on_warning=on_warning)
-    return [TrainView(camera=c, image=img, masks=m) for c, (_, img), m in zip(cameras, named, masks)]
+    return [TrainView(camera=c, image=img, masks=m, contributors=k)
+            for c, (_, img), m, k in zip(cameras, named, masks, kept)]
