@@ -7,7 +7,7 @@ an engine started by hand on a remote GPU machine: copy port and token into the 
 preferences and forward the port with ``ssh -L``). When ready, one JSON line goes to stdout::
 
     {"ready": true, "host": "127.0.0.1", "port": 50123, "pid": 4242, "protocol": 1,
-     "engine": "0.1.0", "log": "/tmp/clickgs/engine-4242.log", "torch": "2.14.1", "cuda": false, ...}
+     "engine": "0.1.0", "log": "<log folder>/engine-4242.log", "torch": "2.14.1", "cuda": false, ...}
 
 and nothing else is written to stdout afterwards. The log (everything the engine does, with
 tracebacks of internal errors) goes to ``--log`` (default: a file in the temp folder, named in
