@@ -10,16 +10,18 @@ from engine.core.features import TrainedFeatures, scene_hash
 from engine.core.scene import GaussianScene
 
 
-def random_scene(n: int = 50, seed: int = 0) -> GaussianScene:
-    """``n`` Gaussians with random positions, small scales, random rotations, SH degree 0."""
+def random_scene(n: int = 50, seed: int = 0, sh_degree: int = 0) -> GaussianScene:
+    """``n`` Gaussians with random positions, small scales, random rotations and SH of
+    ``sh_degree`` (higher bands small random values)."""
     rng = np.random.default_rng(seed)
+    k = (sh_degree + 1) ** 2 - 1
     return GaussianScene(
         means=rng.normal(size=(n, 3)).astype(np.float32),
         scales=rng.normal(-3, 0.3, size=(n, 3)).astype(np.float32),
         quats=rng.normal(size=(n, 4)).astype(np.float32),
         opacities=rng.normal(size=n).astype(np.float32),
         sh_dc=rng.normal(size=(n, 3)).astype(np.float32),
-        sh_rest=np.zeros((n, 0, 3), np.float32),
+        sh_rest=rng.normal(0, 0.1, size=(n, k, 3)).astype(np.float32),
     )
 
 

@@ -15,25 +15,13 @@ from hypothesis import strategies as st
 from engine.core.errors import SceneFormatError
 from engine.core.formats.ply import inria_vertex_dtype, read_ply, write_ply
 from engine.core.scene import SH_C0, GaussianScene
+from factories import random_scene
 
 
 def _vertex_bytes(path: Path) -> bytes:
     """The raw vertex element bytes of a binary PLY, read independently with plyfile."""
     data = plyfile.PlyData.read(str(path))
     return np.asarray(data["vertex"].data).tobytes()
-
-
-def _random_scene(n: int, degree: int, seed: int = 0) -> GaussianScene:
-    rng = np.random.default_rng(seed)
-    k = (degree + 1) ** 2 - 1
-    return GaussianScene(
-        means=rng.normal(size=(n, 3)).astype(np.float32),
-        scales=rng.normal(-4, 1, size=(n, 3)).astype(np.float32),
-        quats=rng.normal(size=(n, 4)).astype(np.float32),
-        opacities=rng.normal(size=n).astype(np.float32),
-        sh_dc=rng.normal(size=(n, 3)).astype(np.float32),
-        sh_rest=rng.normal(0, 0.1, size=(n, k, 3)).astype(np.float32),
-    )
 
 
 # ------------------------------------------------------------------------------ real files
@@ -152,7 +140,7 @@ def test_double_precision_big_endian_file(shared_data: Path, tmp_path: Path) -> 
 
 
 def test_scene_without_layout_writes_standard_inria(tmp_path: Path) -> None:
-    scene = _random_scene(50, 3)
+    scene = random_scene(50, sh_degree=3)
     out = tmp_path / "new.ply"
     write_ply(scene, out)
     data = plyfile.PlyData.read(str(out))
@@ -180,7 +168,7 @@ def test_edited_scene_keeps_format_with_new_layout(shared_data: Path, tmp_path: 
 
 
 def test_extra_property_types_on_write(tmp_path: Path) -> None:
-    scene = _random_scene(20, 0)
+    scene = random_scene(20, sh_degree=0)
     scene.extra["selected"] = np.arange(20) % 3 == 0  # bool -> uchar
     write_ply(scene, tmp_path / "a.ply")
     back = read_ply(tmp_path / "a.ply")
@@ -345,7 +333,7 @@ def test_any_property_order_and_types_read_like_plyfile(seed: int, degree: int, 
 def test_huge_finite_values_are_not_mistaken_for_infinite(tmp_path: Path) -> None:
     """Finiteness is checked per block through the block's sum; a sum that overflows on finite
     values must fall back to the exact check and accept the file."""
-    scene = _random_scene(300, 1)
+    scene = random_scene(300, sh_degree=1)
     scene.sh_rest[:, :, :] = 3e38  # every record sums past float32's range
     write_ply(scene, tmp_path / "big.ply")
     back = read_ply(tmp_path / "big.ply")
@@ -576,7 +564,7 @@ def test_nan_values_refused_or_dropped(fox_path: Path, tmp_path: Path) -> None:
 
 def test_empty_scene_refused(tmp_path: Path) -> None:
     p = tmp_path / "empty.ply"
-    write_ply(_random_scene(0, 1), p)
+    write_ply(random_scene(0, sh_degree=1), p)
     with pytest.raises(SceneFormatError, match="empty.ply: the file holds no Gaussians"):
         read_ply(p)
 
