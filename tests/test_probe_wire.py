@@ -290,9 +290,7 @@ def test_sixteen_trickling_logins_do_not_lock_out_the_real_client(
         tr = _Tricklers(srv, 16)
         try:
             assert tr.started.wait(DEADLINE_S)
-            t0 = time.monotonic()
-            with EngineClient.connect("127.0.0.1", srv.port, TOKEN, timeout=5.0) as c:  # within a few seconds
-                login_s = time.monotonic() - t0
+            with EngineClient.connect("127.0.0.1", srv.port, TOKEN, timeout=5.0) as c:
                 assert c.ping().result(DEADLINE_S)
                 # Every trickler is closed: the oldest to make room for the client (EngineBusy),
                 # the rest at the login deadline (LoginTimeout), long before its hello is sent.
@@ -303,7 +301,6 @@ def test_sixteen_trickling_logins_do_not_lock_out_the_real_client(
                 assert c.alive and c.ping().result(DEADLINE_S)  # the real client is untouched
         finally:
             tr.close()
-    assert login_s < 5.0
     messages = [r.getMessage() for r in caplog.records]
     closing = [m for m in messages if m.startswith("closing ")]  # one line per connection the engine closed
     assert sum("login timed out" in m for m in closing) == 15, closing
