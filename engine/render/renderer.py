@@ -345,42 +345,30 @@ def _render_torch(
 ) -> RenderOutput:
     workers = raster_cpu.worker_count(g.device)
     with raster_cpu.single_threaded(g.device):
-        return _render_torch_inner(g, camera, values, contributors_k, near, far, progress, cancel, workers)
-
-
-def _render_torch_inner(
-    g: Gaussians,
-    camera: Camera,
-    values: Tensor | None,
-    contributors_k: int,
-    near: float,
-    far: float,
-    progress: Callable[[float], object] | None,
-    cancel: threading.Event | None,
-    workers: int,
-) -> RenderOutput:
-    W, H = camera.width, camera.height
-    viewmat, K = _camera_tensors(camera, g.device)
-    with raster_cpu.threads_for(g.device, g.num_gaussians, workers):  # passes over all N
-        proj = raster_cpu.project(g.means, g.quats, g.scales, g.opacities, viewmat, K, W, H, near=near, far=far)
-    want_grad = values is not None and values.requires_grad and torch.is_grad_enabled()
-    k = (contributors_k or DEFAULT_K) if want_grad else contributors_k
-    if values is None:
-        vis = torch.zeros(g.num_gaussians, 3, device=g.device)
-        with torch.no_grad(), raster_cpu.threads_for(g.device, len(proj), workers):
-            vis[proj.ids] = _rgb_values(g, camera, proj.ids)
-        raster_values = vis
-    else:
-        raster_values = values.detach()
-    res = raster_cpu.rasterize(proj, raster_values, W, H, contributors_k=k, progress=progress, cancel=cancel, workers=workers)
-    contrib = Contributors(res.ids, res.weights) if k else None
-    out_values = res.values
-    if want_grad:
-        out_values = contrib.render(values)
-    depth = torch.where(res.alpha > 0, res.depth_sum / res.alpha.clamp_min(1e-10), torch.zeros_like(res.alpha))
-    if contributors_k == 0:
-        contrib = None
-    return RenderOutput(values=out_values, alpha=res.alpha, depth=depth, contributors=contrib)
+        W, H = camera.width, camera.height
+        viewmat, K = _camera_tensors(camera, g.device)
+        with raster_cpu.threads_for(g.device, g.num_gaussians, workers):  # passes over all N
+            proj = raster_cpu.project(g.means, g.quats, g.scales, g.opacities, viewmat, K, W, H, near=near, far=far)
+        want_grad = values is not None and values.requires_grad and torch.is_grad_enabled()
+        k = (contributors_k or DEFAULT_K) if want_grad else contributors_k
+        if values is None:
+            vis = torch.zeros(g.num_gaussians, 3, device=g.device)
+            with torch.no_grad(), raster_cpu.threads_for(g.device, len(proj), workers):
+                vis[proj.ids] = _rgb_values(g, camera, proj.ids)
+            raster_values = vis
+        else:
+            raster_values = values.detach()
+        res = raster_cpu.rasterize(
+            proj, raster_values, W, H, contributors_k=k, progress=progress, cancel=cancel, workers=workers
+        )
+        contrib = Contributors(res.ids, res.weights) if k else None
+        out_values = res.values
+        if want_grad:
+            out_values = contrib.render(values)
+        depth = torch.where(res.alpha > 0, res.depth_sum / res.alpha.clamp_min(1e-10), torch.zeros_like(res.alpha))
+        # a gradient render keeps DEFAULT_K contributors internally; they are returned only when asked for
+        contrib = contrib if contributors_k else None
+        return RenderOutput(values=out_values, alpha=res.alpha, depth=depth, contributors=contrib)
 
 
 _GSPLAT_STATE: dict[str, object] = {}
