@@ -18,6 +18,8 @@ import pytest
 from engine.link.client import EngineClient, EngineGone, EngineTimeout
 from engine.link.launcher import EngineStartError, check_interpreter, engine_root, launch_engine
 
+from _proc import pid_running as _pid_running
+
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "client-test-token-" + "cd" * 16
 
@@ -45,15 +47,6 @@ HARNESS = textwrap.dedent(
     srv.serve_forever()
     """
 )
-
-
-def _pid_running(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _stop_process(pid: int, timeout: float = 30.0) -> None:

@@ -19,6 +19,8 @@ from engine.link.client import EngineClient
 from engine.core.errors import Cancelled, EngineError
 from engine.link.launcher import EngineProcess, launch_engine
 
+from _proc import pid_running as _pid_running
+
 pytestmark = pytest.mark.slow
 
 SHORT = {"iterations": 4, "pixels_per_iter": 512, "gfl_start": 2, "gfl_interval": 100, "checkpoint_every": 1000,
@@ -31,14 +33,6 @@ def _needs(module: str, name: str) -> None:
         getattr(mod, name)
     except (ImportError, AttributeError):
         pytest.skip(f"{module}.{name} is not in this version of the engine")
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class Link:
