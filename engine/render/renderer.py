@@ -274,7 +274,7 @@ def render(
         gaussians = Gaussians.from_scene(gaussians, "auto")
     if not isinstance(gaussians, Gaussians):
         raise EngineError(f"render needs Gaussians (use Gaussians.from_scene), got {type(gaussians).__name__}")
-    _check_camera(camera)
+    validate_camera(camera, "render")  # loaders already ran it, cameras built in code did not
     n = gaussians.num_gaussians
     if n == 0:
         raise EngineError("cannot render: the scene has no Gaussians")
@@ -312,11 +312,6 @@ def render(
             raise EngineError(f"render: background has {bg.numel()} channels, values have {out.values.shape[-1]}")
         out.values = out.values + (1.0 - out.alpha)[..., None] * bg
     return out
-
-
-def _check_camera(camera: Camera) -> None:
-    # the project's one camera check; loaders already ran it, cameras built in code did not
-    validate_camera(camera, "render")
 
 
 def _camera_tensors(camera: Camera, device: torch.device) -> tuple[Tensor, Tensor]:
