@@ -211,10 +211,11 @@ class TrainJob:
             return
         fut = self._provisional_future
         if fut is None:
-            if self._provisional_wanted and self.on_provisional is not None:
+            client = self.link.client  # None once the connection was lost: the train step fails
+            if self._provisional_wanted and self.on_provisional is not None and client is not None:
                 self._provisional_wanted = False
                 try:
-                    self._provisional_future = self.link.client.get_features()
+                    self._provisional_future = client.get_features()
                 except EngineError:
                     pass
             return
@@ -227,7 +228,7 @@ class TrainJob:
             return
         try:
             self.on_provisional(self)  # type: ignore[misc]
-        except EngineError as exc:
+        except (EngineError, RuntimeError) as exc:  # RuntimeError: Blender refused a mode switch
             self.warnings.append(f"intermediate result not shown: {exc}")
 
     def _finish(self, state: str, error: str) -> None:

@@ -466,6 +466,11 @@ def test_provisional_result_is_fetched_beside_training_and_handed_over():
     job.poll()  # hands them over
     assert Client.calls == 1 and got == [job] and job.provisional == "provisional features"
     assert job.state == "running"
+    # the connection lost (the link dropped its client): no traceback, the train step reports it
+    link.client = None
+    job._on_progress({"phase": "train", "iteration": 200, "total": 3000, "provisional_result": 200})
+    job.poll()
+    assert Client.calls == 1 and job.state == "running"
 
 
 def test_no_interpreter_configured(bpy):
