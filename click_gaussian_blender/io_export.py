@@ -68,15 +68,20 @@ def is_splat_object(obj: bpy.types.Object | None) -> bool:
             and A.POSITION in obj.data.attributes)
 
 
+def _check_exportable(obj: bpy.types.Object) -> None:
+    """Raise SceneFormatError (a user message) unless ``obj`` is a splat object with Gaussians."""
+    if not is_splat_object(obj):
+        raise SceneFormatError(f"object {obj.name!r} is not an imported Gaussian Splatting scene")
+    if obj.mode != "EDIT" and len(obj.data.vertices) == 0:
+        raise SceneFormatError(f"object {obj.name!r} has no Gaussians left to export")
+
+
 def object_to_scene(obj: bpy.types.Object, settings: ExportSettings | None = None,
                     report: ExportReport | None = None) -> GaussianScene:
     """The object's Gaussians, in file axes, with every edit applied."""
     settings = settings or ExportSettings()
     report = report if report is not None else ExportReport()
-    if not is_splat_object(obj):
-        raise SceneFormatError(f"object {obj.name!r} is not an imported Gaussian Splatting scene")
-    if obj.mode != "EDIT" and len(obj.data.vertices) == 0:
-        raise SceneFormatError(f"object {obj.name!r} has no Gaussians left to export")
+    _check_exportable(obj)
     with readable_mesh(obj) as mesh:  # (in Edit Mode a synced copy: the edit mesh has no arrays)
         return _object_to_scene(obj, mesh, settings, report)
 
@@ -170,10 +175,7 @@ def export_ply(obj: bpy.types.Object, path: str, settings: ExportSettings | None
     report = ExportReport()
     path, fmt = F.export_path(os.fspath(path), settings.file_format)
     report.file_format = fmt
-    if not is_splat_object(obj):
-        raise SceneFormatError(f"object {obj.name!r} is not an imported Gaussian Splatting scene")
-    if obj.mode != "EDIT" and len(obj.data.vertices) == 0:
-        raise SceneFormatError(f"object {obj.name!r} has no Gaussians left to export")
+    _check_exportable(obj)
     with readable_mesh(obj) as mesh:
         scene = _object_to_scene(obj, mesh, settings, report)
         t0 = time.perf_counter()
@@ -261,7 +263,7 @@ def add_segment_ids(scene: GaussianScene, mesh: bpy.types.Mesh, group_names: lis
     extra = dict(scene.extra)
     if FS.has_features(mesh):
         for level, prop in (("coarse", F.SEGMENT_COARSE), ("fine", F.SEGMENT_FINE)):
-            extra[prop] = FS.read_labels(mesh, level).astype(np.int32)
+            extra[prop] = FS.read_labels(mesh, level)
     else:
         missing = [p for p in (F.SEGMENT_COARSE, F.SEGMENT_FINE) if p not in extra]
         for prop in missing:
@@ -269,7 +271,7 @@ def add_segment_ids(scene: GaussianScene, mesh: bpy.types.Mesh, group_names: lis
         if missing:
             warnings.append(f"{mesh.name!r} has no trained features: {' and '.join(missing)} written as -1")
     for prop in (F.SEGMENT_COARSE, F.SEGMENT_FINE):
-        extra[prop] = np.asarray(extra[prop]).astype(np.int32)
+        extra[prop] = np.asarray(extra[prop], np.int32)  # (no copy when int32 already)
     extra[F.SEGMENT_GROUP] = F.group_ids(n, members)
     layout = scene.layout
     comments = [c for c in (layout.comments if layout is not None else []) if not c.startswith(F.GROUP_COMMENT)]
@@ -279,8 +281,7 @@ def add_segment_ids(scene: GaussianScene, mesh: bpy.types.Mesh, group_names: lis
         layout = replace(layout, comments=comments)
     else:  # only the comments matter: the writer lays the properties out in the Inria order
         layout = PlyLayout(np.dtype([("x", "<f4")]), comments=comments)
-    out = replace(scene, extra=extra, layout=layout)
-    return out
+    return replace(scene, extra=extra, layout=layout)
 
 
 def export_scene_path_default(obj: bpy.types.Object, ext: str = ".ply") -> str:
