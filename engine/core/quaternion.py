@@ -81,3 +81,28 @@ def matrix_to_quat(m: np.ndarray) -> np.ndarray:
             q[sel] = np.stack([c[sel] for c in row], 1)
     q *= np.where(q[:, :1] < 0, -1.0, 1.0)
     return q.reshape(*shape, 4)
+
+
+# The three indices other than each largest-component index 0..3, ascending: [4, 3].
+_OTHERS = np.array([[j for j in range(4) if j != w] for w in range(4)])
+
+
+def smallest_three(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest-three split of unit quaternions [N, 4] (any component order): the index of
+    the largest component by magnitude [N] and the other three [N, 3] (in index order, float64),
+    signed as if the largest were made positive. Each lies in [-1/sqrt2, 1/sqrt2]."""
+    q = np.asarray(q, dtype=np.float64)
+    largest = np.argmax(np.abs(q), axis=1)
+    q = np.where(q[np.arange(q.shape[0]), largest][:, None] < 0, -q, q)
+    return largest, np.take_along_axis(q, _OTHERS[largest], axis=1)
+
+
+def from_smallest_three(largest: np.ndarray, abc: np.ndarray) -> np.ndarray:
+    """Unit quaternions [N, 4] (float32) from :func:`smallest_three`'s parts: the largest
+    component, derived as ``sqrt(1 - |abc|^2)`` (>= 0), at index ``largest``."""
+    n = abc.shape[0]
+    quats = np.empty((n, 4), np.float32)
+    rows = np.arange(n)
+    quats[rows[:, None], _OTHERS[largest]] = abc
+    quats[rows, largest] = np.sqrt(np.maximum(0.0, 1.0 - np.sum(abc * abc, axis=1)))
+    return quats

@@ -37,6 +37,7 @@ import plyfile
 
 from ..click import morton_order
 from ..errors import SceneFormatError
+from ..quaternion import from_smallest_three, smallest_three
 from ..scene import SH_C0, GaussianScene, PlyLayout, inria_vertex_dtype, sh_degree_for_coeffs
 from .common import ALPHA_EPS, write_encoded
 
@@ -110,13 +111,7 @@ def decode_compressed(data: plyfile.PlyData, name: str) -> GaussianScene:
     rot = packed("packed_rotation")
     norm = np.float32(np.sqrt(2.0))  # components of the smallest three lie in [-1/sqrt2, 1/sqrt2]
     abc = np.stack([(_from_unorm(rot, s, 10) - 0.5) * norm for s in (20, 10, 0)], axis=1)
-    m = np.sqrt(np.maximum(0.0, 1.0 - np.sum(abc * abc, axis=1)))
-    largest = (rot >> np.uint32(30)).astype(np.int64)
-    quats = np.empty((n, 4), np.float32)
-    others = np.array([[i for i in range(4) if i != w] for w in range(4)])  # [4, 3]
-    rows = np.arange(n)
-    quats[rows[:, None], others[largest]] = abc
-    quats[rows, largest] = m
+    quats = from_smallest_three((rot >> np.uint32(30)).astype(np.intp), abc)
 
     col = packed("packed_color")
     rgb = np.stack([_from_unorm(col, 24, 8), _from_unorm(col, 16, 8), _from_unorm(col, 8, 8)], axis=1)
@@ -210,11 +205,7 @@ def encode_compressed_ply(scene: GaussianScene, *, keep_order: bool = False,
     packed = np.empty((chunks, _CHUNK, 4), "<u4")
     packed[..., 0] = pack111011(pos, p_lo, p_hi)
     packed[..., 2] = pack111011(scl, s_lo, s_hi)
-    q = scene.unit_quats().astype(np.float64)[idx]
-    largest = np.argmax(np.abs(q), axis=1)
-    q = np.where(q[np.arange(q.shape[0]), largest][:, None] < 0, -q, q)
-    others = np.array([[j for j in range(4) if j != w] for w in range(4)])
-    abc = np.take_along_axis(q, others[largest], axis=1)
+    largest, abc = smallest_three(scene.unit_quats()[idx])
     rot = largest.astype(np.uint32)
     for j in range(3):
         rot = (rot << np.uint32(10)) | _to_unorm(abc[:, j] * (np.sqrt(2.0) * 0.5) + 0.5, 10)

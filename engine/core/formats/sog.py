@@ -53,6 +53,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import SceneFormatError
+from ..quaternion import from_smallest_three, smallest_three
 from ..scene import GaussianScene, PlyLayout, sh_coeffs_for_degree
 from .common import ALPHA_EPS, refuse_existing, write_bytes
 
@@ -262,16 +263,11 @@ def _decode(meta: dict, files: _Files, decode: WebPDecoder, name: str) -> Gaussi
 def _unpack_quats(qt: np.ndarray) -> np.ndarray:
     """[N, 4] texels -> [N, 4] wxyz unit quaternions; an invalid tag (not 252-255) is identity,
     as the reference reads it."""
-    n = qt.shape[0]
     tag = qt[:, 3].astype(np.intp)
     valid = (tag >= 252) & (tag <= 255)
     largest = np.where(valid, tag - 252, 0)
     abc = (qt[:, :3].astype(np.float32) / 255.0 * 2.0 - 1.0) / np.float32(_SQRT2)
-    others = np.array([[j for j in range(4) if j != w] for w in range(4)])
-    quats = np.zeros((n, 4), np.float32)
-    rows = np.arange(n)
-    quats[rows[:, None], others[largest]] = abc
-    quats[rows, largest] = np.sqrt(np.maximum(0.0, 1.0 - np.sum(abc * abc, axis=1)))
+    quats = from_smallest_three(largest, abc)
     quats[~valid] = (1.0, 0.0, 0.0, 0.0)
     return quats
 
@@ -433,14 +429,9 @@ def write_sog(scene: GaussianScene, path: str | os.PathLike, *, overwrite: bool 
 
 def _pack_quats(q: np.ndarray) -> np.ndarray:
     """[N, 4] unit wxyz -> [N, 4] uint8 texels (smallest three * sqrt2, tag 252 + largest)."""
-    n = q.shape[0]
-    q = q.astype(np.float64)
-    largest = np.argmax(np.abs(q), axis=1)
-    q = np.where(q[np.arange(n), largest][:, None] < 0, -q, q) * _SQRT2
-    others = np.array([[j for j in range(4) if j != w] for w in range(4)])
-    abc = np.take_along_axis(q, others[largest], axis=1)
-    out = np.empty((n, 4), np.uint8)
-    out[:, :3] = np.clip(np.rint(255.0 * (abc * 0.5 + 0.5)), 0, 255)
+    largest, abc = smallest_three(q)
+    out = np.empty((q.shape[0], 4), np.uint8)
+    out[:, :3] = np.clip(np.rint(255.0 * (abc * _SQRT2 * 0.5 + 0.5)), 0, 255)
     out[:, 3] = 252 + largest
     return out
 
