@@ -96,6 +96,7 @@ def test_bad_meta_json_zip_without_meta_and_missing_image(fox, tmp_path: Path) -
         "badcount.sog": ({**files, "meta.json": json.dumps({**json.loads(files["meta.json"]), "count": -3}).encode()}, "count -3"),
         "noimage.sog": ({k: v for k, v in files.items() if k != "quats.webp"}, "quats.webp named in meta.json is missing"),
         "noversion9.sog": ({**files, "meta.json": json.dumps({**json.loads(files["meta.json"]), "version": 9}).encode()}, "SOG version 9"),
+        "nomeans.sog": ({**files, "meta.json": json.dumps({k: v for k, v in json.loads(files["meta.json"]).items() if k != "means"}).encode()}, "bad meta.json: it has no 'means' entry"),
     }
     for name, (content, message) in cases.items():
         with zipfile.ZipFile(tmp_path / name, "w") as z:
@@ -104,6 +105,13 @@ def test_bad_meta_json_zip_without_meta_and_missing_image(fox, tmp_path: Path) -
         with pytest.raises(SceneFormatError) as err:
             read_scene(tmp_path / name)
         assert name in str(err.value) and message in str(err.value) and "\n" not in str(err.value)
+    folder = tmp_path / "unpacked"  # a SOG folder: meta.json with its images beside it
+    folder.mkdir()
+    for k, v in files.items():
+        if k != "quats.webp":
+            (folder / k).write_bytes(v)
+    with pytest.raises(SceneFormatError, match=r"^unpacked: quats.webp named in meta.json is missing$"):
+        read_scene(folder)
     (tmp_path / "notzip.sog").write_bytes(b"PK nothing")
     with pytest.raises(SceneFormatError, match="notzip.sog: not a .sog file"):
         read_scene(tmp_path / "notzip.sog")

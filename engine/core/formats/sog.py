@@ -55,7 +55,7 @@ import numpy as np
 from ..errors import SceneFormatError
 from ..quaternion import from_smallest_three, smallest_three
 from ..scene import GaussianScene, PlyLayout, sh_coeffs_for_degree
-from .common import ALPHA_EPS, refuse_existing, write_bytes
+from .common import ALPHA_EPS, display, refuse_existing, write_bytes
 
 __all__ = ["read_sog", "encode_sog", "write_sog", "is_sog_path", "WebPDecoder"]
 
@@ -134,9 +134,11 @@ class _Files:
                 return self.zip.read(self.prefix + file if file != self.meta_name else file)
             with open(os.path.join(self.folder, file), "rb") as f:
                 return f.read()
-        except KeyError:
+        except (KeyError, FileNotFoundError):  # not in the zip / not beside meta.json
             raise SceneFormatError(f"{self.name}: {file} named in meta.json is missing") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        except OSError as exc:
+            raise SceneFormatError(f"{self.name}: cannot read {file}: {exc.strerror or exc}") from None
+        except (zipfile.BadZipFile, EOFError) as exc:
             raise SceneFormatError(f"{self.name}: cannot read {file}: {exc}") from None
 
     def close(self) -> None:
@@ -156,7 +158,7 @@ def read_sog(path: str | os.PathLike, *, decode_webp: WebPDecoder | None = None,
         SceneFormatError: missing files, a bad meta.json, undecodable or too small images.
     """
     path = os.fspath(path)
-    name = os.path.basename(path.rstrip("/")) or path
+    name = display(path)
     files = _Files(path, name)
     decode = decode_webp or _pillow_decode
     try:
@@ -168,7 +170,9 @@ def read_sog(path: str | os.PathLike, *, decode_webp: WebPDecoder | None = None,
             raise SceneFormatError(f"{name}: bad meta.json: not a JSON object")
         try:
             scene = _decode(meta, files, decode, name)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except KeyError as exc:
+            raise SceneFormatError(f"{name}: bad meta.json: it has no {exc} entry") from None
+        except (TypeError, ValueError, IndexError) as exc:
             raise SceneFormatError(f"{name}: bad meta.json: {type(exc).__name__}: {exc}") from None
     finally:
         files.close()
