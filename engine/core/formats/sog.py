@@ -57,18 +57,11 @@ from ..quaternion import from_smallest_three, smallest_three
 from ..scene import GaussianScene, PlyLayout, sh_coeffs_for_degree
 from .common import ALPHA_EPS, display, refuse_existing, write_bytes
 
-__all__ = ["read_sog", "encode_sog", "write_sog", "is_sog_path", "WebPDecoder"]
+__all__ = ["read_sog", "encode_sog", "write_sog", "WebPDecoder"]
 
 WebPDecoder = Callable[[bytes], np.ndarray]
 _SQRT2 = math.sqrt(2.0)
 _MAX_COUNT = 100_000_000
-
-
-def is_sog_path(path: str) -> bool:
-    """Whether a path names SOG input: a ``.sog`` file, a ``meta.json`` or a folder holding one."""
-    low = path.lower()
-    return (low.endswith(".sog") or os.path.basename(low) == "meta.json"
-            or (os.path.isdir(path) and os.path.isfile(os.path.join(path, "meta.json"))))
 
 
 # ----------------------------------------------------------------------------------------- WebP
