@@ -235,6 +235,12 @@ def test_a_frame_cut_short_closes_quietly_and_is_logged(thread_errors: list[str]
         s = _logged_in(srv)
         s.sendall(P.frame_bytes(P.request_header(1, "ping"))[:-3])
         s.close()  # the peer vanishes mid-frame: nobody to answer
+        # the engine frees the one client slot when it has read the cut frame; a new client
+        # that arrives before that is (rightly) refused as a second client
+        deadline = time.monotonic() + DEADLINE_S
+        while srv._active is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert srv._active is None, "the engine kept the vanished client's slot"
         with EngineClient.connect("127.0.0.1", srv.port, TOKEN, timeout=DEADLINE_S) as c:
             assert c.ping().result(DEADLINE_S)
     assert any("in the middle of a frame" in r.getMessage() for r in caplog.records)
