@@ -56,6 +56,7 @@ VARIANTS = {
     "baseline": None,  # no learning: engine.bench.evaluation.baseline
     "oracle": None,  # ground-truth ids as features: the protocol's ceiling (not in the default list)
 }
+MASK_MODES = ("simulated", "builtin", "sam")
 DEFAULT_VARIANTS = ("full", "no_gfl", "no_prior", "no_3d", "no_2d", "no_spatial", "baseline")
 LABELS = {
     "full": "Click-Gaussian (full)",
@@ -75,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", default="realistic",
                    help="mask noise level: clean, realistic (default), hard; overrides of single failure modes "
                         "after commas, e.g. realistic,merge=0 (engine.bench.evaluation.masksim.MaskNoise)")
+    p.add_argument("--masks", default="simulated", choices=MASK_MODES,
+                   help="training masks: simulated (SAM-like masks from the ground truth, degraded by --noise; "
+                        "default), builtin (end-to-end: the product's built-in mask source on the training views "
+                        "rendered from the splats, through engine.train.views_from_scene as in the product) or sam "
+                        "(end-to-end with segment-anything; needs --sam-checkpoint)")
+    p.add_argument("--sam-checkpoint", default=None, help="SAM checkpoint file for --masks sam")
+    p.add_argument("--sam-model", default=None, help="SAM model type for --masks sam (default: from the file name)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
     p.add_argument("--iterations", type=int, default=400, help="training iterations (paper: 3000)")
     p.add_argument("--pixels", type=int, default=1024, help="pixels per iteration (paper: 10000)")
@@ -264,21 +272,35 @@ def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures
     )
     g = Gaussians.from_scene(synth.scene, device)
     k = base.contributors_k
-    train_gt = render_ground_truth(synth, synth.cameras, gaussians=g, keep_contributors=True, contributors_k=k)
     test_gt = render_ground_truth(synth, synth.test_cameras, gaussians=g, keep_contributors=True, contributors_k=k)
-    masks = simulate_view_masks([v.object_map for v in train_gt], [v.part_map for v in train_gt], args.noise, seed=seed)
-    caches = []
-    for v, m in zip(train_gt, masks):
-        d = v.contributors.to_dense()
-        c = cache_from_contributors(d.ids, d.weights, m, device=device, name=v.camera.name)
-        if c is not None:
-            caches.append(c)
-        v.contributors = None  # the caches hold what training needs
+    if args.masks == "simulated":
+        train_gt = render_ground_truth(synth, synth.cameras, gaussians=g, keep_contributors=True, contributors_k=k)
+        masks = simulate_view_masks([v.object_map for v in train_gt], [v.part_map for v in train_gt], args.noise,
+                                    seed=seed)
+        caches = []
+        for v, m in zip(train_gt, masks):
+            d = v.contributors.to_dense()
+            c = cache_from_contributors(d.ids, d.weights, m, device=device, name=v.camera.name)
+            if c is not None:
+                caches.append(c)
+            v.contributors = None  # the caches hold what training needs
+        truth = [(v.object_map, v.part_map) for v in train_gt]
+        images = [v.image for v in train_gt]
+    else:
+        caches, masks, truth, images = _product_masks(args, synth, g, k)
+    mask_scores = {level: [s for m, t in zip(masks, truth) for s in M.mask_best_iou(m.level(level), t[i])]
+                   for i, level in enumerate(LEVELS)}
+    if pictures:
+        from ..masks.preview import preview
+
+        rows = [preview(images[i], masks[i]) for i in range(min(2, len(masks)))]
+        _save_png(out / f"masks_{args.masks}_seed{seed}.png", np.concatenate(rows, axis=0))
     index = ClickIndex.build(synth.scene) if ClickIndex is not None else None
     prep = time.perf_counter() - t0
     print(f"seed {seed}: {synth.scene.num_gaussians} Gaussians, {synth.num_objects} objects, {synth.num_parts} parts, "
           f"{len(caches)} training views, prepared in {prep:.1f} s", flush=True)
-    result = {"seed": seed, "prep_s": prep, "variants": {}}
+    result = {"seed": seed, "prep_s": prep, "variants": {},
+              "mask_iou": {level: float(np.mean(v)) if v else float("nan") for level, v in mask_scores.items()}}
     for variant in variants:
         t1 = time.perf_counter()
         if variant == "oracle":
@@ -301,6 +323,46 @@ def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures
     return result
 
 
+def _mask_source(args: argparse.Namespace):
+    """The product's mask source for an end-to-end run (``--masks builtin`` or ``sam``), made by
+    :func:`engine.masks.registry.make_source` as the engine session makes it."""
+    from ..masks.registry import make_source
+
+    if args.masks == "sam" and not args.sam_checkpoint:
+        raise EngineError("--masks sam needs --sam-checkpoint PATH (a segment-anything checkpoint file)")
+    device = None if args.device == "auto" else args.device
+    return make_source(args.masks, checkpoint=args.sam_checkpoint, model_type=args.sam_model, device=device)
+
+
+def _product_masks(args: argparse.Namespace, synth, g, k: int):
+    """End-to-end training data: the training views rendered from the splats and masked by the
+    product's mask source, through the product's own path (:func:`engine.train.data.views_from_scene`,
+    :func:`engine.train.data.build_caches`). Returns (caches, per-view ViewMasks, per-view
+    (object map, part map) ground truth by contributor vote, per-view images)."""
+    from .evaluation.metrics import vote_labels
+    from ..train.data import build_caches, views_from_scene
+
+    source = _mask_source(args)
+    views = views_from_scene(synth.scene, synth.cameras, source, gaussians=g, contributors_k=k,
+                             on_warning=lambda message: None)
+    truth = []
+    for v in views:
+        if v.contributors is not None:
+            d = v.contributors.to_dense()
+            ids, w = d.ids.cpu().numpy(), d.weights.float().cpu().numpy()
+        else:  # gsplat made the image (CUDA): no contributors were kept
+            from ..render.renderer import render
+
+            c = render(g, v.camera, contributors_k=k).contributors
+            ids, w = c.ids.cpu().numpy(), c.weights.float().cpu().numpy()
+        truth.append((vote_labels(ids, w, synth.object_id), vote_labels(ids, w, synth.part_id)))
+    caches, _ = build_caches(g, views, k)
+    masks, images = [v.masks for v in views], [v.image for v in views]
+    for v in views:
+        v.contributors = None  # the caches hold what training needs
+    return caches, masks, truth, images
+
+
 def _run(args: argparse.Namespace) -> int:
     from .evaluation import metrics as M
     from .evaluation.masksim import noise_level
@@ -318,6 +380,8 @@ def _run(args: argparse.Namespace) -> int:
         raise EngineError("--iterations must be >= 1 and --pixels >= 2")
     if args.jobs < 1:
         raise EngineError("--jobs must be >= 1")
+    if args.masks == "sam" and not args.sam_checkpoint:
+        raise EngineError("--masks sam needs --sam-checkpoint PATH (a segment-anything checkpoint file)")
     base = train_settings(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -339,8 +403,9 @@ def _run(args: argparse.Namespace) -> int:
     prep_s = [r["prep_s"] for r in seed_results]
     all_results = [t for r in seed_results for v in variants for t in r["variants"][v]["targets"]]
     total_s = time.perf_counter() - t_all
+    mask_iou = {level: [r["mask_iou"][level] for r in seed_results] for level in LEVELS}
     report = _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, base.gfl_start, base, jobs,
-                     code_version)
+                     code_version, mask_iou)
     print()
     print(report)
     _write_text(out / "quality.md", report)
@@ -357,18 +422,30 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, height, gfl_start, base, jobs=1,
-            code_version: str = "unknown") -> str:
+            code_version: str = "unknown", mask_iou: dict | None = None) -> str:
     from .evaluation import metrics as M
 
+    if args.masks == "simulated":
+        masks_text = (f"Training masks: simulated SAM-like masks, noise `{args.noise}` "
+                      f"({', '.join(f'{k}={v}' for k, v in noise.as_dict().items())}).")
+    else:
+        masks_text = (f"Training masks: **end-to-end, the product's `{args.masks}` mask source** on the training "
+                      "views rendered from the splats (engine.train.data.views_from_scene, as in the product).")
+    mask_line = []
+    if mask_iou:
+        mc, mf = (float(np.nanmean(mask_iou[level])) for level in LEVELS)
+        mask_line = ["", f"Training masks against the ground truth (best-overlapping segment's IoU per visible "
+                         f"object / part and view, x100, before training): coarse {_fmt(mc, 100)}, fine {_fmt(mf, 100)}."]
+
     lines = [
-        "# Segmentation quality on scenes with known ground truth",
+        "# Segmentation quality on scenes with known ground truth"
+        + ("" if args.masks == "simulated" else f" (end-to-end: {args.masks} masks)"),
         "",
         f"`{args.command_line.strip()}`",
         "",
         f"Means over seeds {args.seeds} ({len(args.seeds)} procedural tabletop scenes, "
-        f"~{args.gaussians} Gaussians, {args.objects} objects of 2-4 parts each), mask noise `{args.noise}` "
-        f"({', '.join(f'{k}={v}' for k, v in noise.as_dict().items())}). {args.views} training views and "
-        f"{args.test_views} held-out test views of {width}x{height} px per scene.",
+        f"~{args.gaussians} Gaussians, {args.objects} objects of 2-4 parts each). {masks_text} {args.views} training "
+        f"views and {args.test_views} held-out test views of {width}x{height} px per scene.",
         f"Training: {args.iterations} iterations, {args.pixels} pixels per iteration, GFL from iteration {gfl_start} "
         f"(clusters every {base.gfl_interval}), other settings the paper's (engine.train.TrainSettings); "
         "training masks without sliver segments and segment-boundary pixels (engine.train.data).",
@@ -393,6 +470,7 @@ def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, heigh
     for v in variants:
         lines.append(f"| {v} | " + " | ".join(_fmt(s.all, 100) for s in per_seed[v]) + " |")
     n_c = per_seed[variants[0]][0].n_coarse if variants else 0
+    lines += mask_line
     lines += [
         "",
         f"Targets per scene: about {n_c} objects and their parts (targets visible in fewer than two test views are skipped).",
@@ -404,7 +482,8 @@ def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, heigh
         "",
         "Pictures (first seed, per variant, `<variant>_seed<N>.png`): per test view, left to right: render, "
         "ground-truth objects, ground-truth parts, segment-everything coarse, segment-everything fine, PCA of the "
-        "coarse feature map, PCA of the fine feature map.",
+        "coarse feature map, PCA of the fine feature map. "
+        f"`masks_{args.masks}_seed<N>.png`: the first two training views' masks (image, coarse, fine).",
     ]
     return "\n".join(lines) + "\n"
 

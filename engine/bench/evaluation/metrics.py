@@ -253,3 +253,28 @@ def mean_summaries(summaries: Sequence[Summary]) -> Summary:
         click_coarse=m("click_coarse"), click_fine=m("click_fine"), click_ms=m("click_ms"),
         n_coarse=sum(s.n_coarse for s in summaries), n_fine=sum(s.n_fine for s in summaries),
     )
+
+
+def mask_best_iou(masks: np.ndarray, gt: np.ndarray, min_pixels: int = 16) -> list[float]:
+    """How well one level of a view's training masks matches its ground truth, target by target.
+
+    masks: int [H, W] segment IDs of one level (-1 = unassigned); gt: int [H, W] ground-truth ids
+    of that level (-1 = background; id 0, the table, is scored too: it is a segment training
+    sees). Returns, per ground-truth id visible with at least ``min_pixels``, the IoU of the
+    mask segment that overlaps it best (0.0 when none overlaps). A quick screen of a mask source
+    without training: an object split into two segments scores the larger piece, two objects
+    merged into one segment score the union's IoU."""
+    m = np.asarray(masks).reshape(-1).astype(np.int64)
+    g = np.asarray(gt).reshape(-1).astype(np.int64)
+    n_m = int(m.max()) + 1 if m.size and m.max() >= 0 else 0
+    n_g = int(g.max()) + 1 if g.size and g.max() >= 0 else 0
+    if n_g == 0:
+        return []
+    area_g = np.bincount(g[g >= 0], minlength=n_g)
+    if n_m == 0:
+        return [0.0 for t in range(n_g) if area_g[t] >= min_pixels]
+    area_m = np.bincount(m[m >= 0], minlength=n_m)
+    both = (m >= 0) & (g >= 0)
+    inter = np.bincount(g[both] * n_m + m[both], minlength=n_g * n_m).reshape(n_g, n_m)
+    ious = inter / np.maximum(area_g[:, None] + area_m[None, :] - inter, 1)
+    return [float(ious[t].max()) for t in range(n_g) if area_g[t] >= min_pixels]
