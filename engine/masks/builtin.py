@@ -73,6 +73,11 @@ class BuiltinSettings:
     min_thickness: float = 1.5
     absorb_parts: float = 0.03
     absorb_share: float = 0.6
+    use_geometry: bool = True
+    depth_jump: float = 0.04
+    link_share: float = 0.5
+    support_tilt_deg: float = 25.0
+    normal_cut_deg: float = 0.0
 
     def __post_init__(self) -> None:
         def setting(name: str, kind: type) -> Any:
@@ -104,7 +109,8 @@ class BuiltinSettings:
             raise MaskError(f"builtin masks: scales must be positive, got {self.scales}")
         if not 0.0 <= self.min_area < 1.0:
             raise MaskError(f"builtin masks: min_area must be a fraction in [0, 1), got {self.min_area}")
-        for name in ("sigma", "min_size", "background_tol", "crop_margin", "min_thickness", "absorb_parts", "absorb_share"):
+        for name in ("sigma", "min_size", "background_tol", "crop_margin", "min_thickness", "absorb_parts", "absorb_share",
+                     "depth_jump", "link_share", "support_tilt_deg", "normal_cut_deg"):
             if not getattr(self, name) >= 0:
                 raise MaskError(f"builtin masks: {name} must not be negative, got {getattr(self, name)}")
 
@@ -170,6 +176,99 @@ def _level_labels(image: np.ndarray, s: BuiltinSettings) -> tuple[list[np.ndarra
         levels.append(lab)
     if s.absorb_parts > 0 and len(levels) > 1:
         levels[-1] = _absorb_parts(levels[-1], s.absorb_parts * h * w, s.absorb_share)
+    return levels, box
+
+
+def _geometry_levels(image: np.ndarray, geometry: Any, s: BuiltinSettings) -> tuple[list[np.ndarray], tuple[int, int, int, int]]:
+    """:func:`_level_labels` for a view rendered from the splats, with its geometry
+    (:class:`engine.masks.geometry.ViewGeometry`): (fine labels, coarse labels) at work size and
+    the box they cover.
+
+    Background: pixels the splats do not cover (alpha < 0.5), exactly. Support: the scene's
+    ground or table (:func:`engine.masks.geometry.support_mask`), one segment at both levels
+    (pieces of it seen between objects are one surface, not parts to push apart) that never
+    joins an object. Fine: colour regions (Felzenszwalb at ``scales[0]``) of the rest, cut where
+    depth jumps (:func:`engine.masks.geometry.depth_edges`: two same-coloured surfaces at
+    different depths are different parts) and, with ``normal_cut_deg``, where normals turn by
+    more. Coarse: fine regions joined into objects when depth runs on across most
+    (``link_share``) of the boundary they share; an object in front of another is cut off by
+    the depth jump along its outline."""
+    from scipy import ndimage
+    from skimage.measure import label as connected
+    from skimage.segmentation import felzenszwalb
+    from skimage.transform import resize
+
+    from .geometry import depth_edges, normal_edges, pair_continuity, support_mask
+
+    h_img, w_img = image.shape[:2]
+    solid_full = geometry.alpha >= 0.5
+    rows, cols = np.flatnonzero(solid_full.any(axis=1)), np.flatnonzero(solid_full.any(axis=0))
+    if rows.size == 0:
+        return [np.full((1, 1), UNASSIGNED, np.int32)] * 2, (0, 1, 0, 1)
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    m = int(round(s.crop_margin * max(y1 - y0, x1 - x0))) + 1
+    box = (max(0, y0 - m), min(h_img, y1 + m), max(0, x0 - m), min(w_img, x1 + m))
+    y0, y1, x0, x1 = box
+    crop = image[y0:y1, x0:x1]
+    h0, w0 = crop.shape[:2]
+    f = s.work_size / max(h0, w0)
+    if f < 1.0:
+        h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
+        small = (resize(crop, (h, w), order=1, anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8)
+    else:
+        small = np.ascontiguousarray(crop)
+    h, w = small.shape[:2]
+    geo = geometry.crop_resize(box, _resize_index(h, h0), _resize_index(w, w0))
+    solid = geo.alpha >= 0.5
+    support = support_mask(geo, max_tilt_deg=s.support_tilt_deg) & solid
+    cut = depth_edges(geo, s.depth_jump)
+    if s.normal_cut_deg > 0:
+        cut |= normal_edges(geo, s.normal_cut_deg)
+    regions = felzenszwalb(small, scale=s.scales[0], sigma=s.sigma, min_size=s.min_size).astype(np.int64)
+    objects = solid & ~support
+    # colour regions, split by the support outline and cut along depth jumps
+    keep = objects & ~cut
+    fine = connected(np.where(keep, regions + 1, 0), background=0, connectivity=1).astype(np.int64) - 1
+    if (fine >= 0).any() and (objects & (fine < 0)).any():  # cut pixels join the nearest region
+        _, (iy, ix) = ndimage.distance_transform_edt(fine < 0, return_indices=True)
+        fill = objects & (fine < 0)
+        fine[fill] = fine[iy[fill], ix[fill]]
+    fine = np.where(objects, fine, UNASSIGNED).astype(np.int32)
+    if (fine >= 0).any():
+        fine = (connected(fine + 1, background=0, connectivity=1) - 1).astype(np.int32)
+    if s.min_thickness > 0:
+        fine = _merge_thin(fine, s.min_thickness)
+    # objects: fine regions joined across depth-continuous boundaries (union-find)
+    n = int(fine.max()) + 1
+    parent = np.arange(max(n, 0))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if n > 1:
+        a, b, cont = pair_continuity(fine, geo, s.depth_jump)
+        lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+        key = lo * n + hi
+        total = np.bincount(key, minlength=n * n)
+        good = np.bincount(key[cont], minlength=n * n)
+        for k in np.flatnonzero((total > 0) & (good >= 2) & (good >= s.link_share * total)):
+            ra, rb = root(int(k // n)), root(int(k % n))
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([root(i) for i in range(n)], np.int64) if n > 0 else np.zeros(0, np.int64)
+    coarse = np.where(fine >= 0, roots[np.maximum(fine, 0)], UNASSIGNED).astype(np.int64)
+    if n > 0:
+        _, inv = np.unique(roots, return_inverse=True)
+        coarse = np.where(fine >= 0, inv.reshape(-1)[np.maximum(fine, 0)], UNASSIGNED)
+    levels = []
+    for lab in (fine.astype(np.int64), coarse.astype(np.int64)):
+        top = int(lab.max()) + 1 if (lab >= 0).any() else 0
+        if support.any():
+            lab = np.where(support, top, lab)
+        levels.append(lab.astype(np.int32))
     return levels, box
 
 
@@ -325,15 +424,26 @@ class BuiltinMaskSource(MaskSourceBase):
             base = BuiltinSettings(**{**asdict(base), **overrides})
         self.config = base
 
-    def settings(self) -> dict[str, Any]:
-        return {"builtin": asdict(self.config), "version": 1}
+    @property
+    def uses_geometry(self) -> bool:  # type: ignore[override]
+        """Whether views rendered from the splats should come with their geometry."""
+        return self.config.use_geometry
 
-    def _segment_labels(self, image: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def settings(self) -> dict[str, Any]:
+        return {"builtin": asdict(self.config), "version": 2}
+
+    def _segment_labels(self, image: np.ndarray, geometry: Any = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(per level int32 [H, W] global segment IDs with -1 = none, per level int64 [R_k]
         areas in pixels). Global IDs number segments level by level, finest first; segments
         smaller than min_area are removed and the rest renumbered."""
         h, w = image.shape[:2]
-        levels, (y0, y1, x0, x1) = _level_labels(image, self.config)
+        if geometry is not None and self.config.use_geometry:
+            if geometry.shape != (h, w):
+                raise MaskError(f"builtin masks: geometry is {geometry.shape[1]}x{geometry.shape[0]} but the image is "
+                                f"{w}x{h}")
+            levels, (y0, y1, x0, x1) = _geometry_levels(image, geometry, self.config)
+        else:
+            levels, (y0, y1, x0, x1) = _level_labels(image, self.config)
         ri, ci = _resize_index(y1 - y0, levels[0].shape[0]), _resize_index(x1 - x0, levels[0].shape[1])
         min_px = self.config.min_area * h * w
         out, areas, offset = [], [], 0
@@ -352,12 +462,14 @@ class BuiltinMaskSource(MaskSourceBase):
         return out, areas
 
     def segments(
-        self, image: np.ndarray, cancel: threading.Event | None = None, report: Report | None = None
+        self, image: np.ndarray, cancel: threading.Event | None = None, report: Report | None = None,
+        geometry: Any = None,
     ) -> list[dict[str, Any]]:
         """image uint8 [H, W, 3] -> SAM-style records (bool ``segmentation`` [H, W], ``area``,
-        ``bbox`` XYWH, ``level`` 0 = finest), fine-scale regions first."""
+        ``bbox`` XYWH, ``level`` 0 = finest), fine-scale regions first. ``geometry``: the view's
+        :class:`engine.masks.geometry.ViewGeometry` when it was rendered from the splats."""
         image = check_image(image)
-        labels, areas = self._segment_labels(image)
+        labels, areas = self._segment_labels(image, geometry)
         records: list[dict[str, Any]] = []
         for k, (full, area) in enumerate(zip(labels, areas)):
             first = len(records)
@@ -378,12 +490,13 @@ class BuiltinMaskSource(MaskSourceBase):
         name: str | None = None,
         cancel: threading.Event | None = None,
         report: Report | None = None,
+        geometry: Any = None,
     ) -> ViewMasks:
         """The area rule over :meth:`segments`, computed directly from the per-level label maps
         (each level is a partition, so a pixel is covered by at most one segment per level):
         identical result, without building [H, W] masks per segment."""
         image = check_image(image, name)
-        labels, areas = self._segment_labels(image)
+        labels, areas = self._segment_labels(image, geometry)
         all_areas = np.concatenate(areas + [np.zeros(1, np.int64)])  # last slot: "none"
         none = all_areas.size - 1
         coarse = np.full(labels[0].shape, UNASSIGNED, np.int32)

@@ -33,7 +33,7 @@ import numpy as np
 from ..core.atomic import atomic_write
 from ..core.errors import Cancelled, MaskError
 from .area_rule import ViewMasks
-from .source import MaskWarning, check_image, view_masks_from
+from .source import MaskWarning, check_image, takes_geometry, view_masks_from
 
 CACHE_VERSION = 1
 
@@ -61,10 +61,14 @@ def image_digest(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def cache_key(fingerprint: dict[str, Any], image: np.ndarray) -> str:
-    """The cache key (hex, 40 characters) of one view for one source fingerprint."""
+def cache_key(fingerprint: dict[str, Any], image: np.ndarray, geometry: Any = None) -> str:
+    """The cache key (hex, 40 characters) of one view for one source fingerprint; with the view's
+    :class:`engine.masks.geometry.ViewGeometry` when the source uses it (a source that reads
+    depth and normals gives other masks for the same image with other geometry, or none)."""
     h = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode())
     h.update(image_digest(image).encode())
+    if geometry is not None:
+        h.update(b"|geometry|" + geometry.digest().encode())
     return h.hexdigest()[:40]
 
 
@@ -113,6 +117,7 @@ def prepare_masks(
     cancel: threading.Event | None = None,
     *,
     on_warning: Callable[[str], Any] | None = None,
+    geometry: Sequence[Any] | None = None,
 ) -> list[ViewMasks]:
     """Two-level masks for every view, computed by ``source`` or read from the cache.
 
@@ -129,6 +134,10 @@ def prepare_masks(
             :class:`engine.core.errors.Cancelled`; views finished so far stay in the cache.
         on_warning: receives non-fatal messages (an empty view, an unwritable cache); default:
             ``warnings.warn(message, MaskWarning)``.
+        geometry: per view a :class:`engine.masks.geometry.ViewGeometry` (a view rendered from the
+            splats) or None (a photo), handed to sources that use it
+            (:func:`engine.masks.source.takes_geometry`) and then part of the view's cache key;
+            None = no view has any.
 
     Returns:
         One :class:`ViewMasks` per view, in order, each the size of its image.
@@ -140,6 +149,9 @@ def prepare_masks(
     warn = on_warning or (lambda message: warnings.warn(message, MaskWarning, stacklevel=3))
     items = list(images)
     total = len(items)
+    if geometry is not None and len(geometry) != total:
+        raise MaskError(f"{len(geometry)} view geometries for {total} views")
+    use_geometry = geometry is not None and takes_geometry(source)
     fingerprint = source_fingerprint(source) if cache_dir is not None else None
     cache = MaskCache(cache_dir) if fingerprint is not None else None
     src_name = str(getattr(source, "name", "source"))
@@ -158,9 +170,12 @@ def prepare_masks(
         name = str(name)
         image = check_image(image, name)
         shape = (int(image.shape[0]), int(image.shape[1]))
+        geo = geometry[i] if use_geometry else None
+        if geo is not None and geo.shape != shape:
+            raise MaskError(f"view {name!r}: geometry is {geo.shape[1]}x{geo.shape[0]} but the image is {shape[1]}x{shape[0]}")
         vm, cached = None, False
         if cache is not None:
-            key = cache_key(fingerprint, image)
+            key = cache_key(fingerprint, image, geo)
             path = cache.path(src_name, key)
             vm = cache.load(path, key, shape)
             cached = vm is not None
@@ -170,7 +185,7 @@ def prepare_masks(
                 if progress is not None:
                     progress(i, total, f"view {name!r}: {message}")
 
-            vm = view_masks_from(source, image, name, cancel, report)
+            vm = view_masks_from(source, image, name, cancel, report, geometry=geo)
             if not isinstance(vm, ViewMasks) or vm.shape != shape:
                 raise MaskError(f"mask source {src_name!r} returned masks of the wrong size for view {name!r}")
             if cache is not None:

@@ -34,8 +34,10 @@ class MaskSource(Protocol):
     quality: for the user, e.g. ``"sam (vit_h)"`` or ``"builtin (lower quality than SAM)"``.
 
     Optional: ``segments`` may also take keyword arguments ``cancel`` (threading.Event; stop
-    early by raising engine.core.errors.Cancelled) and ``report`` (callable receiving progress
-    messages); a ``settings() -> dict`` method (JSON-able) makes the source's masks cacheable.
+    early by raising engine.core.errors.Cancelled), ``report`` (callable receiving progress
+    messages) and ``geometry`` (:class:`engine.masks.geometry.ViewGeometry` of a view rendered
+    from the splats, or None; see :func:`takes_geometry`); a ``settings() -> dict`` method
+    (JSON-able) makes the source's masks cacheable.
     """
 
     name: str
@@ -58,6 +60,7 @@ class MaskSourceBase:
     name: str = "source"
     quality: str = ""
     cacheable: bool = True
+    uses_geometry: bool = False  # True: view_masks / segments take a ``geometry`` keyword
 
     def settings(self) -> dict[str, Any]:
         """JSON-able description of everything that changes this source's output."""
@@ -78,19 +81,42 @@ class MaskSourceBase:
         """The two-level maps of one view: the area rule over :meth:`segments`. ``name`` is the
         view's name (image file name or stem); sources that look masks up by view use it.
         ``cancel``: sources with long per-view work stop early (raising Cancelled) when set.
-        ``report``: sources with long per-view work (SAM) send progress messages to it."""
+        ``report``: sources with long per-view work (SAM) send progress messages to it.
+        Sources that use geometry (:attr:`uses_geometry`) also take ``geometry=``."""
         image = check_image(image, name)
         return area_rule(_segments(self, image, cancel, report), image.shape[0], image.shape[1])
 
 
-def _segments(source: Any, image: np.ndarray, cancel: threading.Event | None, report: Report | None) -> list[dict[str, Any]]:
-    """source.segments(image), passing ``cancel`` / ``report`` only to sources that take them."""
+def _keywords(fn: Any) -> tuple[set[str], bool]:
+    """(names of ``fn``'s parameters, whether it takes ``**kwargs``)."""
     try:
-        params = inspect.signature(source.segments).parameters
+        params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        params = {}
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    extra = {k: v for k, v in (("cancel", cancel), ("report", report)) if takes_all or k in params}
+        return set(), False
+    return set(params), any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def takes_geometry(source: Any) -> bool:
+    """Whether ``source`` wants a view's geometry (:class:`engine.masks.geometry.ViewGeometry`):
+    its ``uses_geometry`` attribute when it has one (the project's sources: the built-in one when
+    its ``use_geometry`` setting is on; SAM and the folder source never), otherwise whether its
+    ``segments`` names a ``geometry`` parameter. Callers render the geometry only for such
+    sources."""
+    flag = getattr(source, "uses_geometry", None)
+    if flag is not None:
+        return bool(flag)
+    names, _ = _keywords(getattr(source, "segments", None))
+    return "geometry" in names
+
+
+def _segments(source: Any, image: np.ndarray, cancel: threading.Event | None, report: Report | None,
+              geometry: Any = None) -> list[dict[str, Any]]:
+    """source.segments(image), passing ``cancel`` / ``report`` only to sources that take them, and
+    ``geometry`` only to sources that take it (:func:`takes_geometry`) when there is one."""
+    names, takes_all = _keywords(source.segments)
+    extra = {k: v for k, v in (("cancel", cancel), ("report", report)) if takes_all or k in names}
+    if geometry is not None and takes_geometry(source) and (takes_all or "geometry" in names):
+        extra["geometry"] = geometry
     return source.segments(image, **extra)
 
 
@@ -100,13 +126,18 @@ def view_masks_from(
     name: str | None = None,
     cancel: threading.Event | None = None,
     report: Report | None = None,
+    geometry: Any = None,
 ) -> ViewMasks:
     """Two-level maps of one view from any source: its own ``view_masks`` for the project's
-    sources, otherwise the area rule over ``segments(image)`` (the bare protocol)."""
+    sources, otherwise the area rule over ``segments(image)`` (the bare protocol). ``geometry``
+    (:class:`engine.masks.geometry.ViewGeometry` or None) reaches only sources that take it
+    (:func:`takes_geometry`)."""
     if isinstance(source, MaskSourceBase):
+        if geometry is not None and takes_geometry(source):
+            return source.view_masks(image, name, cancel, report, geometry=geometry)
         return source.view_masks(image, name, cancel, report)
     image = check_image(image, name)
-    return area_rule(_segments(source, image, cancel, report), image.shape[0], image.shape[1])
+    return area_rule(_segments(source, image, cancel, report, geometry), image.shape[0], image.shape[1])
 
 
 def check_image(image: Any, name: str | None = None) -> np.ndarray:

@@ -374,6 +374,18 @@ def check_memory_for_views(cameras: Sequence[Camera]) -> None:
         )
 
 
+def view_geometry(gaussians: Any, camera: Camera, up_world: np.ndarray | None = None) -> Any:
+    """The :class:`engine.masks.geometry.ViewGeometry` of a view rendered from the splats: depth,
+    normals and opacity (:func:`engine.render.geometry.render_geometry`), the camera's intrinsics
+    and ``up_world`` [3] (the scene's up, world frame) turned into the camera frame."""
+    from ..masks.geometry import ViewGeometry
+    from ..render.geometry import render_geometry
+
+    depth, normals, alpha = render_geometry(gaussians, camera)
+    up = None if up_world is None else np.asarray(camera.viewmat, np.float64)[:3, :3] @ np.asarray(up_world, np.float64)
+    return ViewGeometry(depth, normals, alpha, np.asarray(camera.K, np.float64), up)
+
+
 def views_from_scene(
     scene: Any,
     cameras: Sequence[Camera],
@@ -396,9 +408,16 @@ def views_from_scene(
     the mask preparation's non-fatal warnings (a view without segments, an unwritable cache).
     With ``contributors_k`` > 0 a view whose image is rendered keeps the top-K contributors of
     that render (:func:`render_image_and_contributors`), so :func:`build_caches` with the same K
-    does not render it again."""
+    does not render it again.
+
+    A mask source that uses geometry (:func:`engine.masks.source.takes_geometry`: the built-in one)
+    gets, for every view whose image is rendered from the splats, that view's depth, normals and
+    opacity (:func:`engine.render.geometry.render_geometry`, one more render per view) and the
+    scene's up direction (:func:`engine.core.cameras.estimate_up`) in the camera's frame. Views
+    with a photo get none: the photo's edges need not fall on the splats' to the pixel."""
     from ..render.gaussians import Gaussians
     from ..masks import prepare_masks
+    from ..masks.source import takes_geometry
 
     if not cameras:
         raise CameraError("no cameras given for training")
@@ -409,6 +428,13 @@ def views_from_scene(
         gaussians = Gaussians.from_scene(scene, device)
     named: list[tuple[str, np.ndarray]] = []
     kept: list[Any] = []
+    want_geometry = takes_geometry(mask_source)
+    geometry: list[Any] = []
+    up_world = None
+    if want_geometry:
+        from ..core.cameras import estimate_up
+
+        up_world = estimate_up(scene, cameras)
     for i, cam in enumerate(cameras):
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while preparing training images")
@@ -416,9 +442,13 @@ def views_from_scene(
         if img is None and cam.image_path:
             img = load_image(cam.image_path, cam.width, cam.height)
         contrib = None
+        geo = None
         if img is None:
             img, contrib = render_image_and_contributors(gaussians, cam, contributors_k)
+            if want_geometry:
+                geo = view_geometry(gaussians, cam, up_world)
         kept.append(contrib)
+        geometry.append(geo)
         named.append((cam.name or f"view_{i:03d}", np.ascontiguousarray(img)))
         if progress is not None:
             progress("images", i + 1, len(cameras))
@@ -428,6 +458,6 @@ def views_from_scene(
             progress("masks", int(args[0]), int(args[1]))
 
     masks = prepare_masks(mask_source, named, cache_dir=cache_dir, progress=mask_progress, cancel=cancel,
-                          on_warning=on_warning)
+                          on_warning=on_warning, geometry=geometry if want_geometry else None)
     return [TrainView(camera=c, image=img, masks=m, contributors=k)
             for c, (_, img), m, k in zip(cameras, named, masks, kept)]
