@@ -12,10 +12,20 @@ Everything goes to ``out/demo/`` (``--out``): ``scene.ply`` (the generated scene
 ``label: value unit`` lines). The clicks go through the add-on's own code path: a Blender camera
 placed at one of the scene's views gives the view/window matrices, :mod:`viewport` turns them
 into the engine camera, :func:`ops_click.click` selects — the same functions the click tool
-calls. Where the clicked pixel is: for the procedural scene, the visible object (coarse) and part
-(fine) with the most pixels by ground truth; for a file, the view showing the most red, the
+calls. Where the clicked pixel is (always the pixel deepest inside the target's pixels, so a
+click lands on it, not on its edge): for the procedural scene, among the first 8 views and the
+objects in them, the object whose distinct part (any part but the object's body, its part with
+the most Gaussians: a lamp's shade, a mug's handle, a teapot's lid, a chair's backrest) lies
+deepest inside its pixels (ties: the larger object); the coarse click goes on that object and
+the fine click on that part (so never a sliver such as a chair leg, a part less than 3 pixels
+deep, and never an object's body; only if it selects nothing, as after a very short training,
+the object's other distinct parts, the other objects' and then any part in view are tried, and
+the report says ``fallback``). Both clicks report
+their IoU with the ground truth, by count and opacity-weighted (the quality benchmark's measure). For a file: the view showing the most red, the
 opaque pixel just above its red region (coarse: on the fox, the statue above its bib; the
-rendered scene's centre when nothing is red) and the red region's centre (fine: the red bib).
+rendered scene's centre when nothing is red) and the inside of the red region (fine: the red
+bib); on the fox (recognised by its geometry, :func:`engine.bench.scenes.fox_truth`) the clicks
+report IoU with the statue and the bib.
 """
 
 from __future__ import annotations
@@ -78,14 +88,62 @@ def _view_from_blender_camera(bpy, cam_obj, splat, w: int, h: int):
     return ops_click.view_of(splat, _Region, _RV3D)
 
 
-def _densest_pixel(mask: np.ndarray) -> tuple[float, float]:
-    """Centre (u, v) of the mask pixel closest to the mask's centroid."""
-    vs, us = np.nonzero(mask)
-    if len(us) == 0:
+def _interior_pixel(mask: np.ndarray) -> tuple[float, float, int]:
+    """(u, v, depth): the centre of the mask pixel deepest inside the mask (4-neighbour erosions
+    it survives; of the deepest ones, the nearest their centroid) and that depth in pixels.
+    numpy only: Blender's Python has no scipy."""
+    m = np.asarray(mask, bool)
+    if not m.any():
         raise RuntimeError("nothing to click on in this view")
-    cu, cv = us.mean(), vs.mean()
-    i = int(np.argmin((us - cu) ** 2 + (vs - cv) ** 2))
-    return us[i] + 0.5, vs[i] + 0.5
+    depth = 0
+    while True:
+        p = np.pad(m, 1)
+        e = m & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+        if not e.any():
+            break
+        m, depth = e, depth + 1
+    vs, us = np.nonzero(m)
+    i = int(np.argmin((us - us.mean()) ** 2 + (vs - vs.mean()) ** 2))
+    return us[i] + 0.5, vs[i] + 0.5, depth
+
+
+def _ious(selected: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> dict:
+    """IoU of selected vertex indices with the truth (bool per vertex): by count and weighted by
+    ``weights`` (opacities, as the quality benchmark weighs)."""
+    sel = np.zeros(len(truth), bool)
+    sel[np.asarray(selected, np.int64)] = True
+    inter, union = sel & truth, sel | truth
+    return {"iou": float(inter.sum() / max(union.sum(), 1)),
+            "weighted_iou": float(weights[inter].sum() / max(weights[union].sum(), 1e-12))}
+
+
+def _synth_targets(synth, views, raycast_ids, min_depth: int = 3):
+    """(camera, object id, object map, [(part id, pixel)]) for the procedural scene's clicks
+    (module doc). The parts: first the chosen one, then the fallbacks in case it selects
+    nothing (after a very short training): the object's other distinct parts, the other
+    objects' distinct parts, then any part in view (bodies too), each group deepest first."""
+    body = {}
+    for obj in range(1, synth.num_objects + 1):
+        parts, counts = np.unique(synth.part_id[synth.object_id == obj], return_counts=True)
+        body[obj] = int(parts[np.argmax(counts)])
+    best = None
+    for cam in views[:8]:
+        oid, pid = raycast_ids(synth, cam, "object"), raycast_ids(synth, cam, "part")
+        seen = []  # (depth, part, object, pixel) of every part in view
+        for part in np.unique(pid[pid > 0]):
+            u, v, depth = _interior_pixel(pid == part)
+            seen.append((depth, int(part), int(synth.part_object[part]), (u, v)))
+        seen.sort(key=lambda c: -c[0])
+        distinct = [c for c in seen if c[1] != body[c[2]] and c[0] >= min_depth]
+        for depth, part, obj, px in distinct:
+            score = (depth, int((oid == obj).sum()))  # its clearest part, then its size
+            if best is None or score > best[0]:
+                mine = [c for c in distinct if c[2] == obj]
+                rest = [c for c in distinct if c[2] != obj] + [c for c in seen if c not in distinct and c[0] >= 1]
+                best = (score, cam, obj, oid, [(c[1], c[3]) for c in mine + rest])
+    if best is None:
+        raise RuntimeError(f"no view shows a part of an object at least {min_depth} pixels deep")
+    return best[1:]
 
 
 def _render_png(bpy, path: Path, samples: int) -> float:
@@ -186,22 +244,14 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     rep["train"]["vertices_sorted_by_cluster"] = bool(not np.array_equal(rows, np.arange(len(rows))))
 
     # choose the view and the pixels
+    fox = None
     if synth is not None:
         from click_gaussian_blender.engine.bench.evaluation.synth import raycast_ids
 
-        best = None
-        for cam in views[:8]:
-            oid = raycast_ids(synth, cam, "object")
-            ids, counts = np.unique(oid[oid > 0], return_counts=True)
-            if len(ids) and (best is None or counts.max() > best[0]):
-                best = (counts.max(), cam, int(ids[np.argmax(counts)]), oid)
-        _, cam, main_obj, oid = best
-        pid = raycast_ids(synth, cam, "part")
-        other = (pid > 0) & (oid != main_obj) & (oid > 0)
-        ids, counts = np.unique(pid[other], return_counts=True)
-        parts = [int(p) for p in ids[np.argsort(-counts)][:4]]
-        coarse_px = _densest_pixel(oid == main_obj)
-        fine_pxs = [_densest_pixel(pid == p) for p in parts]
+        cam, main_obj, oid, part_pxs = _synth_targets(synth, views, raycast_ids)
+        parts = [p for p, _ in part_pxs]
+        coarse_px = _interior_pixel(oid == main_obj)[:2]
+        fine_pxs = [px for _, px in part_pxs]
         rep["targets"] = {"object": synth.object_names[main_obj], "parts": [synth.part_names[p] for p in parts]}
     else:
         best = None
@@ -220,9 +270,17 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
             i = int(np.argmin((ou - tu) ** 2 + (ov - tv) ** 2))
             coarse_px = (ou[i] + 0.5, ov[i] + 0.5)
         else:
-            coarse_px = _densest_pixel(opaque)
-        fine_pxs = [_densest_pixel(red)] if red.any() else []
+            coarse_px = _interior_pixel(opaque)[:2]
+        fine_pxs = [_interior_pixel(red)[:2]] if red.any() else []
         rep["targets"] = {"object": "the object above the reddest region", "parts": ["the reddest region"]}
+        from click_gaussian_blender.engine.bench.scenes import fox_truth
+        from click_gaussian_blender.engine.core.errors import EngineError
+
+        try:
+            fox = fox_truth(src)
+            rep["targets"] = {"object": "statue (fox)", "parts": ["bib (fox)"]}
+        except EngineError:  # not the fox: no ground truth to score against
+            fox = None
     cam_obj = _blender_camera(bpy, cam, axis)
     view = _view_from_blender_camera(bpy, cam_obj, splat, cam.width, cam.height)
     rep["view"] = cam.name
@@ -242,9 +300,15 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     _log(res2.message)
     if not res.ok:
         raise RuntimeError(res.message)
-    if synth is not None:  # agreement with the ground truth (per file row: vertex i is row rows[i])
-        truth = np.flatnonzero(synth.object_id[rows] == main_obj)
-        rep["click"]["iou_with_object"] = float(len(np.intersect1d(truth, res.selected)) / len(np.union1d(truth, res.selected)))
+    # agreement with the ground truth (per file row: vertex i is row rows[i])
+    opacity = src.activated_opacities()[rows]
+    if synth is not None:
+        ious = _ious(res.selected, synth.object_id[rows] == main_obj, opacity)
+        rep["click"].update({"iou_with_object": ious["iou"], "weighted_iou_with_object": ious["weighted_iou"]})
+    elif fox is not None:
+        statue = next(t for t in fox.targets if t.name == "statue").truth
+        ious = _ious(res.selected, statue[rows], opacity)
+        rep["click"].update({"iou_with_object": ious["iou"], "weighted_iou_with_object": ious["weighted_iou"]})
     if verify:  # the engine's own answer for the same camera and pixel
         eng = link.client.click(view.camera, *coarse_px, level="coarse").result(timeout=120)
         members = S.group_members(splat, res.group)
@@ -275,10 +339,18 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
         rep.setdefault("fine_clicks", []).append({"ok": fine.ok, "message": fine.message, "group": fine.group,
                                                   "count": int(fine.selected.size), "pixel": list(px)})
         if fine.ok:
+            truth = None
             if synth is not None:
-                truth = np.flatnonzero(synth.part_id[rows] == parts[fine_pxs.index(px)])
-                rep["fine_clicks"][-1]["iou_with_part"] = float(
-                    len(np.intersect1d(truth, fine.selected)) / len(np.union1d(truth, fine.selected)))
+                truth = synth.part_id[rows] == parts[fine_pxs.index(px)]
+                rep["fine_clicks"][-1]["part"] = synth.part_names[parts[fine_pxs.index(px)]]
+            elif fox is not None:
+                truth = next(t for t in fox.targets if t.name == "bib").truth[rows]
+                rep["fine_clicks"][-1]["part"] = "bib"
+            rep["fine_clicks"][-1]["fallback"] = len(rep["fine_clicks"]) > 1  # not the part aimed at
+            if truth is not None:
+                ious = _ious(fine.selected, truth, opacity)
+                rep["fine_clicks"][-1].update({"iou_with_part": ious["iou"],
+                                               "weighted_iou_with_part": ious["weighted_iou"]})
             break
     rep["fine_click"] = rep.get("fine_clicks", [{}])[-1] if fine is not None else {"ok": False}
     fine_ok = fine is not None and fine.ok
@@ -332,6 +404,12 @@ def run_workflow(ply: str | None, out_dir: str | os.PathLike, *, quick: bool = F
     for k, v in T.items():
         unit = "ms" if k.endswith("_ms") else "s"
         print(f"{k[:-3] if k.endswith('_ms') else k[:-2]}: {v:.3f} {unit}")
+    for label, c, key in (("coarse click", rep["click"], "object"), ("fine click", rep["fine_click"], "part")):
+        if f"iou_with_{key}" in c:
+            print(f"{label} ({c.get('part', rep['targets']['object'])}): {c['count']:,} selected, "
+                  f"IoU {c[f'iou_with_{key}']:.3f}, opacity-weighted IoU {c[f'weighted_iou_with_{key}']:.3f}"
+                  + (f" (fallback: the part aimed at, {rep['targets']['parts'][0]}, selected nothing)"
+                     if c.get("fallback") else ""))
     return rep
 
 
