@@ -30,8 +30,11 @@ of candidate rules; heights in the file's units):
   half-extents are linear in z (fitted to the 97th percentiles of 0.1-high slabs) plus a 0.03
   margin. *Ground* (gravel): z < 1.25 outside that footprint. *Contact* (ignored): inside it and
   z < 0.17 (the base's bottom edge meets the gravel at z 0.10-0.17). *Stone base*: inside,
-  0.17 <= z < 1.25. *Pedestal block* (the small block the statue sits on): inside,
-  1.25 <= z < 1.62. *Statue*: inside, z >= 1.62. *Bib*: statue Gaussians above z 1.75 whose
+  0.17 <= z < 1.25, and its top face (1.25 <= z < 1.3 outside the block's footprint). *Pedestal
+  block* (the small block the statue sits on): 1.25 <= z < 1.6 inside the block's footprint (its
+  97th-percentile extents over 1.3 <= z < 1.55 in the same rotated frame, plus 0.02; the footprint
+  shrinks from the base's at z 1.275 and again, to the statue's plinth, at z 1.6). *Statue*:
+  inside, z >= 1.6. *Bib*: statue Gaussians above z 1.75 whose
   base colour is red (r > 0.45, g < 0.3, b < 0.3: the rule of tests/test_masks_builtin.py).
   Everything else (floaters outside the footprint above z 1.25) is *rest*. Front: from the
   statue's centre towards the bib's.
@@ -50,7 +53,8 @@ of candidate rules; heights in the file's units):
 
 Writes to ``--out`` (default ``out/scenes``): ``<scene>_<target>.png`` (per target a strip of
 the four views: top row the selection of the click made in that view, tinted orange, the click
-a cyan cross; bottom row the ground truth tinted green), ``scenes.json`` (every click and the
+a cyan cross; bottom row the ground truth tinted green), ``<scene>_clicks.png`` (the
+selection rows of all targets, one under the other), ``scenes.json`` (every click and the
 run's settings) and the trained features ``<scene>.clickgs.npz`` (reuse with ``--features``).
 Prints ``label: value`` lines.
 """
@@ -146,11 +150,13 @@ def fox_truth(scene: Any) -> SceneTruth:
     fit_u = np.polyfit(slabs + 0.05, ext[:, 0], 1)
     fit_v = np.polyfit(slabs + 0.05, ext[:, 1], 1)
     inside = (uv[:, 0] <= np.polyval(fit_u, z) + 0.03) & (uv[:, 1] <= np.polyval(fit_v, z) + 0.03)
+    blk = (z >= 1.3) & (z < 1.55)
+    on_block = np.all(uv <= np.percentile(uv[blk], 97, axis=0) + 0.02, axis=1)
     ground = (z < 1.25) & ~inside
     contact = inside & (z < 0.17)
-    base = inside & (z >= 0.17) & (z < 1.25)
-    block = inside & (z >= 1.25) & (z < 1.62)
-    statue = inside & (z >= 1.62)
+    base = inside & (((z >= 0.17) & (z < 1.25)) | ((z >= 1.25) & (z < 1.3) & ~on_block))
+    block = inside & on_block & (z >= 1.25) & (z < 1.6)
+    statue = inside & (z >= 1.6)
     bib = statue & (z > 1.75) & (col[:, 0] > 0.45) & (col[:, 1] < 0.3) & (col[:, 2] < 0.3)
     if bib.sum() < 20:
         raise EngineError("scenes: this is not the fox scene (no red bib on the statue)")
@@ -401,6 +407,7 @@ def run_scene(name: str, args: argparse.Namespace, out: Path, log: Callable[[str
         rgbs.append(np.clip(o.values.numpy(), 0.0, 1.0))
         alphas.append(o.alpha.numpy())
     rep["targets"] = {}
+    overview: list[np.ndarray] = []  # every target's selection row, one under the other
     for target in truth.targets:
         values = torch.from_numpy(np.stack([target.aim, target.truth], 1).astype(np.float32))
         rows_sel, rows_truth, clicks = [], [], []
@@ -442,6 +449,9 @@ def run_scene(name: str, args: argparse.Namespace, out: Path, log: Callable[[str
         for k in target.avoid:
             summary[f"max_{k}"] = max((c["avoid"][k] for c in done), default=float("nan"))
         rep["targets"][target.name] = summary
+        overview.append(np.concatenate(rows_sel, 1))
+    if len(overview) > 1:
+        write_png(out / f"{name}_clicks.png", np.concatenate(overview, 0))
     return rep
 
 
