@@ -74,10 +74,12 @@ class BuiltinSettings:
     absorb_parts: float = 0.03
     absorb_share: float = 0.6
     use_geometry: bool = True
-    depth_jump: float = 0.04
-    link_share: float = 0.5
+    depth_jump: float = 0.025
+    link_share: float = 0.75
     support_tilt_deg: float = 25.0
     normal_cut_deg: float = 0.0
+    stack_share: float = 0.0
+    support_colour_tol: float = 60.0
 
     def __post_init__(self) -> None:
         def setting(name: str, kind: type) -> Any:
@@ -110,7 +112,7 @@ class BuiltinSettings:
         if not 0.0 <= self.min_area < 1.0:
             raise MaskError(f"builtin masks: min_area must be a fraction in [0, 1), got {self.min_area}")
         for name in ("sigma", "min_size", "background_tol", "crop_margin", "min_thickness", "absorb_parts", "absorb_share",
-                     "depth_jump", "link_share", "support_tilt_deg", "normal_cut_deg"):
+                     "depth_jump", "link_share", "support_tilt_deg", "normal_cut_deg", "stack_share", "support_colour_tol"):
             if not getattr(self, name) >= 0:
                 raise MaskError(f"builtin masks: {name} must not be negative, got {getattr(self, name)}")
 
@@ -225,6 +227,17 @@ def _geometry_levels(image: np.ndarray, geometry: Any, s: BuiltinSettings) -> tu
     if s.normal_cut_deg > 0:
         cut |= normal_edges(geo, s.normal_cut_deg)
     regions = felzenszwalb(small, scale=s.scales[0], sigma=s.sigma, min_size=s.min_size).astype(np.int64)
+    if support.any() and s.support_colour_tol > 0:
+        # the support is a surface of one look: a colour region lying mostly on the support
+        # plane but coloured unlike it (a flat coaster, a lamp's foot) is an object on it
+        nr = int(regions.max()) + 1
+        on = np.bincount(regions[support], minlength=nr)
+        size = np.bincount(regions[solid], minlength=nr)
+        mean = np.stack([np.bincount(regions[solid], weights=small[..., c][solid].astype(np.float64), minlength=nr)
+                         for c in range(3)], 1) / np.maximum(size, 1)[:, None]
+        ref = np.median(small[support].astype(np.float64), axis=0)
+        unlike = np.linalg.norm(mean - ref, axis=1) > s.support_colour_tol
+        support &= ~unlike[regions]
     objects = solid & ~support
     # colour regions, split by the support outline and cut along depth jumps
     keep = objects & ~cut
@@ -249,11 +262,21 @@ def _geometry_levels(image: np.ndarray, geometry: Any, s: BuiltinSettings) -> tu
         return i
 
     if n > 1:
-        a, b, cont = pair_continuity(fine, geo, s.depth_jump)
+        a, b, cont, pa, pb = pair_continuity(fine, geo, s.depth_jump)
         lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
         key = lo * n + hi
         total = np.bincount(key, minlength=n * n)
         good = np.bincount(key[cont], minlength=n * n)
+        if s.stack_share > 0 and geo.up is not None:
+            # one region standing on the other's flat top (a statue on its pedestal): on the
+            # boundary, the lower side faces up and the upper side does not
+            flat_n = geo.normals.reshape(-1, 3).astype(np.float64) @ geo.up
+            height = geo.points().reshape(-1, 3) @ geo.up
+            faces_up = flat_n > np.cos(np.radians(s.support_tilt_deg))
+            stands = cont & (faces_up[pa] != faces_up[pb]) & (
+                np.where(faces_up[pa], height[pb] > height[pa], height[pa] > height[pb]))
+            stacked = np.bincount(key[stands], minlength=n * n)
+            good = np.where(stacked >= s.stack_share * np.maximum(good, 1), 0, good)
         for k in np.flatnonzero((total > 0) & (good >= 2) & (good >= s.link_share * total)):
             ra, rb = root(int(k // n)), root(int(k % n))
             if ra != rb:

@@ -199,13 +199,17 @@ def support_mask(geometry: ViewGeometry, *, max_tilt_deg: float = 25.0, min_shar
     return support
 
 
-def pair_continuity(labels: np.ndarray, geometry: ViewGeometry, rel_jump: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pair_continuity(labels: np.ndarray, geometry: ViewGeometry, rel_jump: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Where regions of ``labels`` int [H, W] (-1 = none) meet: for every 4-neighbour pixel pair
-    of two different regions, (region a [M], region b [M], continuous bool [M]): whether depth
-    runs on across the pair (no jump as :func:`depth_edges` defines it)."""
+    of two different regions, (region a [M], region b [M], continuous bool [M]: whether depth
+    runs on across the pair (no jump as :func:`depth_edges` defines it), flat pixel index of the
+    a side [M], of the b side [M])."""
     d = geometry.depth.astype(np.float64)
     nz = np.abs(geometry.normals[..., 2]).astype(np.float64)
-    out_a, out_b, out_c = [], [], []
+    h, w = d.shape
+    flat = np.arange(h * w).reshape(h, w)
+    out: list[list[np.ndarray]] = [[], [], [], [], []]
     for axis, focal in ((1, geometry.K[0, 0]), (0, geometry.K[1, 1])):
         sl_a = (slice(None), slice(None, -1)) if axis == 1 else (slice(None, -1), slice(None))
         sl_b = (slice(None), slice(1, None)) if axis == 1 else (slice(1, None), slice(None))
@@ -214,7 +218,8 @@ def pair_continuity(labels: np.ndarray, geometry: ViewGeometry, rel_jump: float)
         da, db = d[sl_a][m], d[sl_b][m]
         cos = np.clip(np.maximum(nz[sl_a][m], nz[sl_b][m]), 0.05, 1.0)
         slope = np.sqrt(1.0 - cos**2) / cos / focal
-        out_a.append(la[m])
-        out_b.append(lb[m])
-        out_c.append(np.abs(da - db) <= np.minimum(da, db) * np.maximum(rel_jump, 4.0 * slope))
-    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_c)
+        for k, v in enumerate((la[m], lb[m], np.abs(da - db) <= np.minimum(da, db) * np.maximum(rel_jump, 4.0 * slope),
+                               flat[sl_a][m], flat[sl_b][m])):
+            out[k].append(v)
+    a, b, c, pa, pb = (np.concatenate(v) for v in out)
+    return a, b, c, pa, pb

@@ -77,14 +77,16 @@ class MaskSourceBase:
         name: str | None = None,
         cancel: threading.Event | None = None,
         report: Report | None = None,
+        geometry: Any = None,
     ) -> ViewMasks:
         """The two-level maps of one view: the area rule over :meth:`segments`. ``name`` is the
         view's name (image file name or stem); sources that look masks up by view use it.
         ``cancel``: sources with long per-view work stop early (raising Cancelled) when set.
         ``report``: sources with long per-view work (SAM) send progress messages to it.
-        Sources that use geometry (:attr:`uses_geometry`) also take ``geometry=``."""
+        ``geometry``: the view's :class:`engine.masks.geometry.ViewGeometry`, handed to
+        :meth:`segments` when this source uses it (:attr:`uses_geometry`)."""
         image = check_image(image, name)
-        return area_rule(_segments(self, image, cancel, report), image.shape[0], image.shape[1])
+        return area_rule(_segments(self, image, cancel, report, geometry), image.shape[0], image.shape[1])
 
 
 def _keywords(fn: Any) -> tuple[set[str], bool]:
