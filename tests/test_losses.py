@@ -200,3 +200,107 @@ def test_weighted_unique_pixels_equal_the_expanded_draw(seed):
     torch.testing.assert_close(n2d_w, n2d_r)
     torch.testing.assert_close(gw, gr)
     assert float(neg_r.detach()) > 0
+
+
+def _rect_direct(n, seg, c, cc, margin, cols=None):
+    """The column-sampled sum by its direct formula: sum_ij c_i cc_j [seg differs][S > m] S, with
+    the columns' features ``cols`` (default: ``n``)."""
+    s = n @ (n if cols is None else cols).T
+    keep = ((seg[:, None] != seg[None, :]) & (s > margin)).to(n.dtype)
+    return (c.to(n.dtype)[:, None] * cc.to(n.dtype)[None, :] * keep * s).sum()
+
+
+@pytest.mark.parametrize("p,k,q,seed,block", [(30, 4, 7, 0, 4), (61, 6, 20, 1, 16), (2100, 12, 1000, 2, 128)])
+def test_column_sampled_negative_term_matches_its_formula(p, k, q, seed, block):
+    """The column-sampled estimate is (1/(|P| Q)) sum_ij c_i c'_j h_ij for the columns c' it drew,
+    and its gradient twice the rows' part of that formula's (columns held fixed) (the last case
+    runs the two-thread path)."""
+    g = torch.Generator().manual_seed(seed)
+    seg = _seg(p, k, seed)
+    x = _feat(p, 24, seed, bias=0.8)
+    c = torch.randint(1, 4, (p,), generator=g)
+    gen = torch.Generator().manual_seed(99)
+    est = L.negative_pair_loss(L.unit(x), seg, 0.5, c, block=block, columns=q, generator=gen)
+    (ge,) = torch.autograd.grad(est, x)
+    # the same columns: draw them again the way negative_pair_loss does (rows sorted by segment)
+    order = torch.argsort(seg, stable=True)
+    cc_sorted = L.sample_columns(c[order], q, torch.Generator().manual_seed(99))
+    cc = torch.zeros_like(c)
+    cc[order] = cc_sorted
+    assert int(cc.sum()) == q and bool((cc <= c).all())
+    ref = _rect_direct(L.unit(x), seg, c, cc, 0.5) / (float(c.sum()) * q)
+    rows_part = _rect_direct(L.unit(x), seg, c, cc, 0.5, cols=L.unit(x).detach()) / (float(c.sum()) * q)
+    (gr,) = torch.autograd.grad(2.0 * rows_part, x)
+    torch.testing.assert_close(est, ref)
+    torch.testing.assert_close(ge, gr)
+    assert float(ref.detach()) > 0
+
+
+def test_column_sampled_negative_term_is_exact_when_the_pixels_fit():
+    seg = _seg(50, 5, 3)
+    x = _feat(50, 24, 4)
+    c = torch.randint(1, 3, (50,), generator=torch.Generator().manual_seed(5))
+    exact = L.negative_pair_loss(L.unit(x), seg, 0.5, c)
+    for q in (int(c.sum()), int(c.sum()) + 10):
+        torch.testing.assert_close(L.negative_pair_loss(L.unit(x), seg, 0.5, c, columns=q), exact)
+
+
+def test_column_sampled_negative_term_is_unbiased():
+    """E[estimate] is the paper's exact term: each pixel's expected column count is c q / |P|
+    (checked by sampling), the estimate and its gradient are linear in the column counts (their
+    formulas evaluated at the expected counts give the exact value and gradient), and plain
+    averages of estimates approach the exact value and gradient."""
+    p, q = 24, 6
+    seg = _seg(p, 3, 8)
+    x = _feat(p, 12, 9, bias=0.9)
+    c = torch.randint(1, 4, (p,), generator=torch.Generator().manual_seed(10))
+    rep = torch.repeat_interleave(torch.arange(p), c)
+    exact = L.negative_pair_loss_reference(L.unit(x[rep]), seg[rep], 0.5)
+    (g_exact,) = torch.autograd.grad(exact, x)
+    assert float(exact) > 0
+    gen = torch.Generator().manual_seed(11)
+    runs = 4000
+    cols = torch.stack([L.sample_columns(c, q, gen) for _ in range(runs)]).double().mean(0)
+    expected_cols = c.double() * q / float(c.sum())
+    torch.testing.assert_close(cols, expected_cols, atol=0.04, rtol=0)
+    at_mean = _rect_direct(L.unit(x), seg, c, expected_cols, 0.5) / (float(c.sum()) * q)
+    rows_at_mean = _rect_direct(L.unit(x), seg, c, expected_cols, 0.5, cols=L.unit(x).detach()) / (float(c.sum()) * q)
+    (g_mean,) = torch.autograd.grad(2.0 * rows_at_mean, x)
+    torch.testing.assert_close(at_mean, exact)
+    torch.testing.assert_close(g_mean, g_exact)
+    vals, grads = [], []
+    for _ in range(400):
+        est = L.negative_pair_loss(L.unit(x), seg, 0.5, c, columns=q, generator=gen)
+        grads.append(torch.autograd.grad(est, x)[0])
+        vals.append(float(est.detach()))
+    ests, gs = torch.tensor(vals, dtype=torch.float64), torch.stack(grads)
+    assert float(ests.std()) > 0.05 * float(exact)  # one estimate alone is not the exact value
+    assert abs(float(ests.mean()) - float(exact)) < 4 * float(ests.std()) / 20
+    spread = float(gs.std(0).norm()) / 20  # standard error of the mean gradient, all entries
+    assert float((gs.mean(0) - g_exact).norm()) < 4 * spread
+
+
+@pytest.mark.parametrize("every", [False, True])
+def test_fused_regularisers_equal_autograd_over_their_formulas(every):
+    """norm3d_loss and spatial_loss (closed-form gradients) against autograd over the direct
+    formulas: a sample with a repeated index, all rows at once, and a zero feature row."""
+    m, k = 40, 5
+    g = torch.Generator().manual_seed(3)
+    f0 = torch.randn(m, 24, generator=g, dtype=torch.float64)
+    f0[7] = 0.0
+    idx = torch.arange(m) if every else torch.tensor([0, 3, 3, 7, 19, 39])
+    nbr = torch.randint(0, m, (idx.numel(), k), generator=g)
+    cases = [(L.norm3d_loss, L.norm3d_loss_reference, ()), (L.spatial_loss, L.spatial_loss_reference, (idx, nbr))]
+    if every:  # the same through the neighbour matrix
+        cases.append((lambda x, i, n: L.spatial_loss(x, i, n, L.spatial_adjacency(n)), L.spatial_loss_reference,
+                      (idx, nbr)))
+    for fast, ref, args in cases:
+        x = f0.clone().requires_grad_()
+        v = fast(x, *args)
+        (gf,) = torch.autograd.grad(3.0 * v, x)
+        y = f0.clone().requires_grad_()
+        w = ref(y, *args)
+        (gr,) = torch.autograd.grad(3.0 * w, y)
+        torch.testing.assert_close(v, w)
+        torch.testing.assert_close(gf, gr)
+        assert float(gf.abs().sum()) > 0

@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=400, help="training iterations (paper: 3000)")
     p.add_argument("--pixels", type=int, default=1024, help="pixels per iteration (paper: 10000)")
     p.add_argument("--gfl-start", type=int, default=None, help="GFL start iteration (default 2/3 of --iterations, paper: 2000)")
+    p.add_argument("--settings", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="TrainSettings fields to change for every variant, e.g. neg_columns=0")
     p.add_argument("--gaussians", type=int, default=20_000, help="Gaussians per scene (approximate)")
     p.add_argument("--objects", type=int, default=6, help="objects per scene (1-8)")
     p.add_argument("--views", type=int, default=24, help="training views per scene")
@@ -233,11 +235,38 @@ def train_settings(args: argparse.Namespace):
     from ..train import TrainSettings
 
     gfl_start = args.gfl_start if args.gfl_start is not None else gfl_start_for(args.iterations)
-    return TrainSettings(
+    settings = TrainSettings(
         iterations=args.iterations, pixels_per_iter=args.pixels, gfl_start=gfl_start,
         gfl_interval=gfl_interval_for(args.iterations), checkpoint_every=10**6,
         device=str(resolve_device(args.device, "--device")),
     )
+    return settings.replace(**_settings_overrides(getattr(args, "settings", None) or [], settings))
+
+
+def _settings_overrides(pairs: list[str], settings) -> dict:
+    """``--settings KEY=VALUE`` pairs as TrainSettings fields, each value read as the type of the
+    field's current value (bool: true/false/1/0); TrainingError for an unknown field or value."""
+    from ..core.errors import TrainingError
+
+    out: dict = {}
+    known = settings.to_dict()
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in known:
+            raise TrainingError(f"--settings {pair!r}: expected FIELD=VALUE with a TrainSettings field")
+        kind = type(known[key])
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                out[key] = text.lower() in ("true", "1")
+            else:
+                out[key] = kind(text)
+        except ValueError:
+            raise TrainingError(f"--settings {pair!r}: {text!r} is not a {kind.__name__}") from None
+    return out
+
+
 
 
 def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures: int, threads: int) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -174,24 +175,145 @@ class HingedPairSum(torch.autograd.Function):
         return grad * g, None, None, None, None
 
 
+def _hinged_rect_blocks(
+    nr: torch.Tensor, nc: torch.Tensor, mc: torch.Tensor, col_bounds: list[tuple[int, int, int, int]],
+    margin: float, block: int, starts: list[int],
+) -> torch.Tensor:
+    """The row blocks ``starts`` of :class:`HingedColumnSum`: g = keep @ mc for those rows
+    ([P, D], zero elsewhere)."""
+    import bisect
+
+    p = nr.shape[0]
+    g_rows = torch.zeros_like(nr)
+    keep_buf = torch.empty(min(block, p) * nc.shape[0], dtype=nr.dtype, device=nr.device)
+    seg_starts = [b[0] for b in col_bounds]
+    for r0 in starts:
+        r1 = min(r0 + block, p)
+        s = nr[r0:r1] @ nc.T  # [b, Q]
+        j = max(0, bisect.bisect_right(seg_starts, r0) - 1)
+        while j < len(col_bounds) and col_bounds[j][0] < r1:
+            a, e, ca, ce = col_bounds[j]
+            if e > r0 and ce > ca:
+                s[max(a, r0) - r0 : min(e, r1) - r0, ca:ce] = 0.0
+            j += 1
+        keep = keep_buf[: s.numel()].view(s.shape)
+        torch.gt(s, margin, out=keep)
+        torch.mm(keep, mc, out=g_rows[r0:r1])
+    return g_rows
+
+
+class HingedColumnSum(torch.autograd.Function):
+    """sum_{i, j: seg differs, S > margin} c_i c'_j S(i, j) between every row ``n`` [P, D] (unit,
+    sorted by segment, multiplicities ``c`` [P]) and the columns ``n[cols]`` ([Q] indices into the
+    rows, ascending, multiplicities ``cc`` [Q]): the rectangular twin of :class:`HingedPairSum`
+    for the column-sampled estimate (:func:`negative_pair_loss` with ``columns``).
+
+    ``bounds`` [(start, end, col_start, col_end), ...] give each segment's row range and the
+    range of its columns (both contiguous thanks to the sorting); that band of every row block is
+    set to 0 (below every margin > 0). With mc = cc n[cols], keep = [S > margin], g = keep @ mc:
+    value = sum_i c_i n_i . g_i, and the gradient handed back is 2 c_i g_i: the rows' part of the
+    derivative, doubled. Why doubled: in the exact symmetric sum every pixel is a row and a
+    column alike, so its derivative is twice its row part; E[row part of the estimate] is the
+    exact row part, so 2 c_i g_i is an unbiased estimate of the exact gradient. It is also the
+    lower-variance choice: a pixel's column part would be non-zero only when it is one of the Q
+    columns (then |P|/Q times too large), and skipping it saves one of three products."""
+
+    @staticmethod
+    def forward(ctx, n: torch.Tensor, c: torch.Tensor, cols: torch.Tensor, cc: torch.Tensor,  # type: ignore[override]
+                bounds: list[tuple[int, int, int, int]], margin: float, block: int):
+        if margin <= 0:
+            raise ValueError("HingedColumnSum needs a positive margin")
+        p = n.shape[0]
+        nd = n.detach().contiguous()
+        cw = c.detach().to(nd.dtype)
+        nc = nd[cols]
+        mc = nc * cc.detach().to(nd.dtype)[:, None]
+        starts = list(range(0, p, block))
+        # as many pairs as the triangle of sqrt(2 P Q) rows: the same threading rule
+        workers = pair_workers(nd.device, int(math.sqrt(2.0 * p * nc.shape[0])))
+        if workers == 1:
+            g = _hinged_rect_blocks(nd, nc, mc, bounds, margin, block, starts)
+        else:
+            parts: list = [None] * workers
+
+            def work(i: int) -> None:
+                torch.set_num_threads(1)
+                parts[i] = _hinged_rect_blocks(nd, nc, mc, bounds, margin, block, starts[i::workers])
+
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if any(x is None for x in parts):
+                raise RuntimeError("a pair-loss worker failed")
+            g = parts[0]
+            for x in parts[1:]:
+                g += x
+        g.mul_(cw[:, None])
+        total = float((nd * g).sum())
+        ctx.save_for_backward(g.mul_(2.0))
+        return torch.tensor(total, dtype=n.dtype, device=n.device)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * g, None, None, None, None, None, None
+
+
+def sample_columns(c: torch.Tensor, q: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Multiplicities [P] (int64) of ``q`` draws taken without replacement from the ``sum(c)``
+    draws that the multiplicities ``c`` [P] (int, >= 1) stand for: each draw of the pixel sample
+    is a column with probability q / sum(c), so E[result] = c q / sum(c) exactly."""
+    ends = torch.cumsum(c.long(), 0)  # draw t belongs to the pixel whose range holds it
+    pick = torch.randperm(int(ends[-1]), generator=generator, device=c.device)[:q]
+    return torch.bincount(torch.searchsorted(ends, pick, right=True), minlength=c.shape[0])
+
+
 def negative_pair_loss(
-    n: torch.Tensor, seg: torch.Tensor, margin: float, weights: torch.Tensor | None = None, *, block: int = 128
+    n: torch.Tensor, seg: torch.Tensor, margin: float, weights: torch.Tensor | None = None, *, block: int = 128,
+    columns: int = 0, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """L_neg of one level: (1/|P|^2) sum_{p1,p2} [M(p1) != M(p2)] [S > m] S, fused (see
     :class:`HingedPairSum`). n: [P, D] unit rendered features; seg: [P] int64 IDs >= 0;
-    weights: [P] optional multiplicities (|P| = their sum)."""
+    weights: [P] optional integer multiplicities (|P| = their sum).
+
+    ``columns`` Q > 0 (ours, a CPU speed-up): when |P| > Q, every pixel is compared with Q
+    columns only, drawn without replacement from the |P| sampled pixels (:func:`sample_columns`,
+    with ``generator``), and the sum is scaled by |P| / Q:
+    L_neg ~= (1/(|P| Q)) sum_{p1 in P} sum_{p2 in columns} [M(p1) != M(p2)] [S > m] S.
+    Each of the |P| draws is a column with probability Q/|P|, so the estimate's expectation is
+    the paper's term exactly; the gradient used is an unbiased estimate of the exact term's
+    gradient too (:class:`HingedColumnSum`: twice the rows' part; the hinge's indicator is
+    piecewise constant). It is the paper's term itself, value and gradient, when |P| <= Q. The
+    cost is O(|P| Q d) instead of O(|P|^2 d); the extra noise is like that of the pixel sampling
+    the paper already does (each pixel is pushed away from Q sampled negatives instead of all
+    |P|). ``columns`` 0: the exact term."""
     p = n.shape[0]
     if p == 0:
         return n.sum() * 0.0
-    c = torch.ones(p, dtype=n.dtype, device=n.device) if weights is None else weights.to(n.dtype)
+    if weights is None:
+        c = torch.ones(p, dtype=torch.long, device=n.device)
+    else:
+        c = weights
+    size = float(c.sum())
     order = torch.argsort(seg, stable=True)
     seg_sorted = seg[order]
     change = torch.nonzero(seg_sorted[1:] != seg_sorted[:-1]).flatten() + 1
     edges = [0] + change.tolist() + [p]
     bounds = list(zip(edges[:-1], edges[1:]))
-    total = HingedPairSum.apply(n[order], c[order], bounds, float(margin), int(block))
-    size = float(c.sum())
-    return total / (size * size)
+    c_sorted = c[order]
+    if columns <= 0 or size <= columns:
+        total = HingedPairSum.apply(n[order], c_sorted.to(n.dtype), bounds, float(margin), int(block))
+        return total / (size * size)
+    if weights is not None and (weights.dtype.is_floating_point or bool((weights < 1).any())):
+        raise ValueError("the column-sampled negative term needs integer multiplicities >= 1")
+    cc = sample_columns(c_sorted, int(columns), generator)
+    cols = torch.nonzero(cc).flatten()  # ascending: sorted by segment like the rows
+    col_edges = torch.searchsorted(cols, torch.tensor(edges, device=cols.device)).tolist()
+    rect = [(a, e, col_edges[k], col_edges[k + 1]) for k, (a, e) in enumerate(bounds)]
+    total = HingedColumnSum.apply(n[order], c_sorted.to(n.dtype), cols, cc[cols], rect, float(margin), int(block))
+    return total / (size * float(columns))
 
 
 def negative_pair_loss_reference(n: torch.Tensor, seg: torch.Tensor, margin: float) -> torch.Tensor:
@@ -213,6 +335,8 @@ def contrastive_loss(
     weights: torch.Tensor | None = None,
     block: int = 128,
     reference: bool = False,
+    neg_columns: int = 0,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_pos, L_neg) summed over both levels; the caller forms L_cont = L_pos + 0.1 L_neg.
 
@@ -220,7 +344,9 @@ def contrastive_loss(
     The fine negative term uses concat(sg(F_c), F_f'): it cannot push the coarse half apart.
     weights: [P] optional pixel multiplicities (pixels drawn several times are passed once with
     their count: exactly the same losses, fewer pairs). ``reference=True`` uses the direct
-    P x P formulas (tests; no weights)."""
+    P x P formulas (tests; no weights). ``neg_columns`` Q > 0: each level's negative term is the
+    unbiased column-sampled estimate (:func:`negative_pair_loss`, columns drawn with
+    ``generator``); 0: exact."""
     if reference and weights is not None:
         raise ValueError("the reference formulas take no weights")
     pos = rendered.sum() * 0.0
@@ -241,7 +367,8 @@ def contrastive_loss(
             neg = neg + negative_pair_loss_reference(unit(f_neg), s, margin)
         else:
             pos = pos + positive_pair_loss(unit(f_pos), s, w)
-            neg = neg + negative_pair_loss(unit(f_neg), s, margin, w, block=block)
+            neg = neg + negative_pair_loss(unit(f_neg), s, margin, w, block=block, columns=neg_columns,
+                                           generator=generator)
     return pos, neg
 
 
@@ -288,9 +415,42 @@ def gfl_loss(
 
 
 # ----------------------------------------------------------------------------- regularisers
+def _unit_backward(u: torch.Tensor, norms: torch.Tensor, grad_u: torch.Tensor) -> torch.Tensor:
+    """d/dx of :func:`unit` (x / max(||x||, eps)) given u = unit(x) [M, D], the raw row norms
+    [M] and dL/du [M, D]: (g - u (u . g)) / ||x|| (just g / eps for rows shorter than eps)."""
+    long_rows = (norms > _EPS).to(u.dtype)[:, None]
+    radial = (u * grad_u).sum(1, keepdim=True) * long_rows
+    return grad_u.sub_(u * radial).div_(norms.clamp_min(_EPS)[:, None])
+
+
+class _Norm3d(torch.autograd.Function):
+    """:func:`norm3d_loss` with its gradient in closed form: d/df_h (||f_h|| - 1)^2 / M =
+    2 (1 - 1/||f_h||) f_h / M for each half h (one pass; autograd's would make ~10)."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor):  # type: ignore[override]
+        halves = f.detach().view(f.shape[0], 2, COARSE_DIM)
+        norms = torch.linalg.vector_norm(halves, dim=2)  # [M, 2]
+        ctx.save_for_backward(f, norms)
+        return ((norms - 1.0) ** 2).sum() / f.shape[0]
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        f, norms = ctx.saved_tensors
+        coef = (1.0 - 1.0 / norms.clamp_min(_EPS)).mul_(2.0 * g / f.shape[0])  # [M, 2]
+        return (f.detach().view(f.shape[0], 2, COARSE_DIM) * coef[:, :, None]).view(f.shape)
+
+
 def norm3d_loss(f: torch.Tensor) -> torch.Tensor:
     """L_3d = (1/M) sum_i (||f_c|| - 1)^2 + (||f_f'|| - 1)^2 for features f [M, 24]: the coarse
     feature on the unit sphere, the 24-d fine feature on the sphere of radius sqrt(2)."""
+    if f.shape[0] == 0:
+        return f.sum() * 0.0
+    return _Norm3d.apply(f.contiguous())
+
+
+def norm3d_loss_reference(f: torch.Tensor) -> torch.Tensor:
+    """:func:`norm3d_loss` by autograd over the direct formula (tests only)."""
     nc = f[:, :COARSE_DIM].norm(dim=1)
     nf = f[:, COARSE_DIM:].norm(dim=1)
     return ((nc - 1.0) ** 2 + (nf - 1.0) ** 2).mean()
@@ -311,17 +471,91 @@ def norm2d_loss(rendered: torch.Tensor, *, use_prior: bool = True, weights: torc
     return 0.5 * (per * w).sum() / w.sum()
 
 
-def spatial_loss(f: torch.Tensor, idx: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+class _Spatial(torch.autograd.Function):
+    """:func:`spatial_loss` with its gradient in closed form. With u = unit(f), a_i = u_idx[i]
+    and nsum_i = sum_k u_nbr[i, k]: L = -(1/(N_s K)) sum_i a_i . nsum_i, so
+    dL/du = -(1/(N_s K)) (scatter of nsum_i to idx[i] + scatter of a_i to each nbr[i, k]), then
+    through the normalisation (:func:`_unit_backward`). No [N_s, K, D] tensor and no sort (the
+    embedding_bag backward sorts its indices)."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, idx: torch.Tensor | None, nbr: torch.Tensor):  # type: ignore[override]
+        fd = f.detach()
+        norms = torch.linalg.vector_norm(fd, dim=1)
+        u = fd / norms.clamp_min(_EPS)[:, None]
+        nsum = F.embedding_bag(nbr, u, mode="sum")  # [N_s, D]: fused gather + sum
+        a = u if idx is None else u[idx]
+        ctx.save_for_backward(u, norms, nbr, nsum, a, idx)
+        ctx.all_rows = idx is None
+        return -(a * nsum).sum() / float(nbr.numel())
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        u, norms, nbr, nsum, a, idx = ctx.saved_tensors
+        if ctx.all_rows:
+            grad_u = nsum.clone()
+        else:
+            grad_u = torch.zeros_like(u).index_add_(0, idx, nsum)
+        for k in range(nbr.shape[1]):
+            grad_u.index_add_(0, nbr[:, k], a)
+        grad_u.mul_(-g / float(nbr.numel()))
+        return _unit_backward(u, norms, grad_u), None, None
+
+
+class _SpatialAll(torch.autograd.Function):
+    """:func:`spatial_loss` over every row, through the symmetric neighbour matrix
+    B = A + A^T (:func:`spatial_adjacency`): sum_i u_i . sum_k u_nbr[i, k] = u . (A u) =
+    (1/2) u . (B u), and d/du of it is B u, so one sparse product gives value and gradient."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, adjacency: torch.Tensor, count: int):  # type: ignore[override]
+        fd = f.detach()
+        norms = torch.linalg.vector_norm(fd, dim=1)
+        u = fd / norms.clamp_min(_EPS)[:, None]
+        bu = adjacency @ u  # [N, D]
+        ctx.save_for_backward(u, norms, bu)
+        ctx.count = count
+        return -0.5 * (u * bu).sum() / float(count)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        u, norms, bu = ctx.saved_tensors
+        return _unit_backward(u, norms, bu * (-g / float(ctx.count))), None, None
+
+
+def spatial_adjacency(neighbours: torch.Tensor) -> torch.Tensor:
+    """B = A + A^T as a sparse CSR matrix [N, N] (values: how often a pair is linked) for the
+    neighbour lists ``neighbours`` [N, K] of every row (A[i, j] = #k with neighbours[i, k] = j),
+    for :func:`spatial_loss` over all rows."""
+    n, k = neighbours.shape
+    rows = torch.arange(n, device=neighbours.device).repeat_interleave(k)
+    cols = neighbours.reshape(-1)
+    both = torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])])
+    vals = torch.ones(both.shape[1], dtype=torch.float32, device=neighbours.device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")  # "beta state" notices
+        return torch.sparse_coo_tensor(both, vals, (n, n)).coalesce().to_sparse_csr()
+
+
+def spatial_loss(
+    f: torch.Tensor, idx: torch.Tensor, neighbours: torch.Tensor, adjacency: torch.Tensor | None = None
+) -> torch.Tensor:
     """L_spatial = -(1/(N_s K)) sum_{i in sample} sum_{k in KNN(i)} cos(f_i, f_k) on the full
-    24-d features. idx: [N_s] int64 sampled Gaussians; neighbours: [N_s, K] int64."""
+    24-d features. idx: [N_s] int64 sampled Gaussians; neighbours: [N_s, K] int64;
+    ``adjacency``: :func:`spatial_adjacency` of ``neighbours``, used when the sample is every row
+    of ``f`` in order (one sparse product instead of gathers and scatters)."""
     if idx.numel() == 0:
         return f.sum() * 0.0
-    # sum_k cos(f_i, f_k) = u_i . (sum_k u_k): the neighbour sum is one embedding_bag (fused
-    # gather + sum, cheap backward) instead of materialising [N_s, K, 24] for an einsum.
+    every = idx.numel() == f.shape[0] and _is_arange(idx)
+    if every and adjacency is not None:
+        return _SpatialAll.apply(f.contiguous(), adjacency.to(f.dtype), neighbours.numel())
+    return _Spatial.apply(f.contiguous(), None if every else idx, neighbours)
+
+
+def spatial_loss_reference(f: torch.Tensor, idx: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """:func:`spatial_loss` by autograd over the direct formula (tests only)."""
     u = unit(f)
-    nsum = F.embedding_bag(neighbours, u, mode="sum")  # [N_s, 24]
-    a = u if idx.numel() == f.shape[0] and bool((idx[:1] == 0).all()) and _is_arange(idx) else u[idx]
-    return -(a * nsum).sum() / float(neighbours.numel())
+    return -(u[idx][:, None, :] * u[neighbours]).sum() / float(neighbours.numel())
 
 
 def _is_arange(idx: torch.Tensor) -> bool:

@@ -34,6 +34,12 @@ class TrainSettings:
     - ``contributors_k`` 32: per-pixel contributors kept in the frozen-geometry cache
       (99.8-99.9% of the blending weight; PERFORMANCE-NOTES).
     - ``checkpoint_every`` 250 iterations (and always on cancel and at the end).
+    - ``neg_columns`` 1024 (CPU only): on the CPU the hinged negative term of each level compares
+      every sampled pixel with ``neg_columns`` columns drawn without replacement from the sampled
+      pixels, scaled so that its expectation (and its gradient's) is the paper's exact
+      (1/|P|^2) sum (:func:`engine.train.losses.negative_pair_loss`); exact whenever a level has
+      at most that many sampled pixels. 0: the exact term on the CPU too. CUDA always computes
+      the exact term.
     """
 
     iterations: int = 3000
@@ -64,6 +70,7 @@ class TrainSettings:
     use_spatial: bool = True
     contributors_k: int = 32
     checkpoint_every: int = 250
+    neg_columns: int = 1024
     seed: int = 0
     device: str = "auto"
 
@@ -72,7 +79,7 @@ class TrainSettings:
             return TrainingError(f"training setting {name}={getattr(self, name)!r} {why}")
 
         for name in ("iterations", "pixels_per_iter", "spatial_samples", "spatial_k", "gfl_samples",
-                     "contributors_k", "checkpoint_every", "gfl_interval"):
+                     "contributors_k", "checkpoint_every", "gfl_interval", "neg_columns"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise bad(name, "must be an integer")
@@ -104,6 +111,8 @@ class TrainSettings:
         for name in ("spatial_samples", "spatial_k", "gfl_samples", "contributors_k", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
+        if self.neg_columns < 0:
+            raise bad("neg_columns", "must be >= 0 (0: the exact negative term)")
         if self.contributors_k > 256:
             raise bad("contributors_k", "must be at most 256")
         if not isinstance(self.device, str) or not (

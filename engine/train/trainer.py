@@ -95,6 +95,8 @@ class RowAdam:
     def step(self, param: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor | None) -> None:
         """One step of ``param[rows]`` with ``grad`` [len(rows), D] (``rows`` None: all rows)."""
         b1, b2 = self.betas
+        if rows is None and self._fused_dense(param, grad):
+            return
         if rows is None:
             self.steps += 1
             t, m, v = self.steps, self.m, self.v
@@ -113,6 +115,26 @@ class RowAdam:
         else:
             self.m[rows], self.v[rows] = m, v
             param.index_add_(0, rows, upd, alpha=-1.0)
+
+    def _fused_dense(self, param: torch.Tensor, grad: torch.Tensor) -> bool:
+        """A step of every row with torch's fused Adam kernel (the arithmetic of
+        torch.optim.Adam(fused=True): one pass instead of ~10) when all rows have the same step
+        count (always so on the dense path); False when it does not apply."""
+        fused = getattr(torch, "_fused_adam_", None)
+        if fused is None or param.dtype != torch.float32 or not (param.is_contiguous() and grad.is_contiguous()):
+            return False
+        t = int(self.steps[0]) if len(self.steps) else 0
+        if len(self.steps) and not bool((self.steps == t).all()):
+            return False
+        self.steps += 1
+        step = torch.tensor(float(t + 1), device=param.device)
+        try:
+            fused([param], [grad], [self.m], [self.v], [], [step], lr=self.lr, beta1=self.betas[0],
+                  beta2=self.betas[1], weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+        except (RuntimeError, TypeError):  # a build without the CPU kernel
+            self.steps -= 1
+            return False
+        return True
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"m": self.m.cpu(), "v": self.v.cpu(), "steps": self.steps.cpu()}
@@ -310,6 +332,8 @@ def _train_loop(
         }
 
     knn = knn_neighbours(scene.means, s.spatial_k).to(device) if s.use_spatial and s.w_spatial > 0 else None
+    # every row is in the spatial term each iteration up to spatial_samples: one sparse product
+    adjacency = L.spatial_adjacency(knn) if knn is not None and n <= s.spatial_samples else None
     all_rows = torch.arange(n, device=device)
     mark = torch.zeros(n, dtype=torch.bool, device=device)  # rows touched this iteration
     slot = torch.zeros(n, dtype=torch.long, device=device)  # global row -> row of ``sub``
@@ -352,6 +376,9 @@ def _train_loop(
     # is one kernel launch plus a host sync, so fewer, larger blocks (a [2048, P] block is ~80 MB
     # at P = 10k).
     pair_block = 128 if device.type == "cpu" else 2048
+    # the column-sampled negative term (unbiased for the paper's, TrainSettings.neg_columns) is a
+    # CPU measure: a GPU computes the exact term at these sizes quickly
+    neg_columns = s.neg_columns if device.type == "cpu" else 0
     last: dict[str, float] = {}
     t_loop = time.perf_counter()
     report_every = max(1, min(10, s.iterations // 100))
@@ -413,7 +440,7 @@ def _train_loop(
             pos, neg = L.contrastive_loss(
                 rendered, cache.seg_c[rows], cache.seg_f[rows], use_prior=s.use_prior,
                 margin_coarse=s.margin_coarse, margin_fine=s.margin_fine, weights=counts,
-                block=pair_block,
+                block=pair_block, neg_columns=neg_columns, generator=gen,
             )
             terms["pos"] = pos
             terms["neg"] = s.w_neg * neg
@@ -429,7 +456,8 @@ def _train_loop(
         if s.use_2d_norm and s.w_2d > 0:
             terms["2d"] = s.w_2d * L.norm2d_loss(rendered, use_prior=s.use_prior, weights=counts)
         if si is not None:
-            terms["spatial"] = s.w_spatial * L.spatial_loss(sub, local(si), local(knn[si]))
+            nb = knn if si is all_rows else local(knn[si])
+            terms["spatial"] = s.w_spatial * L.spatial_loss(sub, local(si), nb, adjacency)
         total = sum(terms.values())
         total.backward()  # type: ignore[union-attr]
         opt.step(features, sub.grad, touched)
