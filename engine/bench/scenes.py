@@ -13,7 +13,7 @@ Click positions are chosen from the ground truth, never typed in: per view the t
 Gaussians are rendered as values, and the click goes to the pixel farthest from the boundary of
 the pixels they own (>= 70% of the pixel's blending weight; the quality benchmark's rule,
 :func:`engine.bench.evaluation.metrics.interior_point`). A view where that pixel is less than
-2 pixels from the boundary does not show the target: no click there.
+3 pixels from the boundary does not show the target: no click there.
 
 Scores (weights = activated opacities, so faint floaters count little): precision
 ``w(sel & truth) / w(sel - ignored)``, recall ``w(sel & truth) / w(truth)``, IoU
@@ -85,7 +85,7 @@ PASS_PRECISION = 0.8
 PASS_RECALL = 0.7
 PASS_LEAK = 0.05
 OWN_SHARE = 0.7  # a pixel shows the target when the target has this share of its blending weight
-MIN_INTERIOR_PX = 2.0  # the click pixel must lie at least this far inside the target's pixels
+MIN_INTERIOR_PX = 3.0  # the click pixel must lie at least this far inside the target's pixels
 VIEW_NAMES = ("front", "right", "back", "left")
 ELEVATION_DEG = 20.0
 SELECT_TINT = np.array([1.0, 0.55, 0.0], np.float32)
@@ -417,7 +417,7 @@ def run_scene(name: str, args: argparse.Namespace, out: Path, log: Callable[[str
             truth_img = _tinted(rgb, shares[..., 1], alpha, TRUTH_TINT)
             if px is None:
                 clicks.append({"view": cam.name, "visible": False})
-                rows_sel.append(_label((rgb * 0.45 * 255).astype(np.uint8), f"{cam.name}: not visible"))
+                rows_sel.append(_label((rgb * 0.45 * 255).astype(np.uint8), f"{target.name}, {cam.name}: not visible"))
                 rows_truth.append(_label(truth_img, "ground truth"))
                 continue
             t0 = time.perf_counter()
@@ -432,8 +432,8 @@ def run_scene(name: str, args: argparse.Namespace, out: Path, log: Callable[[str
             share = render(g, cam, values=torch.from_numpy(sel_vals)).values.numpy()[..., 0]
             img = _tinted(rgb, share, alpha, SELECT_TINT)
             _mark(img, *px)
-            label = (f"{cam.name}: P {sc['precision']:.2f} R {sc['recall']:.2f}" if res.selected.size
-                     else f"{cam.name}: nothing selected")
+            label = f"{target.name} ({target.level}), {cam.name}: " + (
+                f"P {sc['precision']:.2f} R {sc['recall']:.2f}" if res.selected.size else "nothing selected")
             rows_sel.append(_label(img, label))
             rows_truth.append(_label(truth_img, "ground truth"))
         picture = out / f"{name}_{re.sub(r'[^A-Za-z0-9]+', '_', target.name).strip('_')}.png"
