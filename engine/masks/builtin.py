@@ -80,6 +80,9 @@ class BuiltinSettings:
     normal_cut_deg: float = 0.0
     stack_share: float = 0.0
     support_colour_tol: float = 60.0
+    normal_sigma: float = 0.0
+    support_smooth: int = 1
+    depth_median: int = 1
 
     def __post_init__(self) -> None:
         def setting(name: str, kind: type) -> Any:
@@ -112,7 +115,7 @@ class BuiltinSettings:
         if not 0.0 <= self.min_area < 1.0:
             raise MaskError(f"builtin masks: min_area must be a fraction in [0, 1), got {self.min_area}")
         for name in ("sigma", "min_size", "background_tol", "crop_margin", "min_thickness", "absorb_parts", "absorb_share",
-                     "depth_jump", "link_share", "support_tilt_deg", "normal_cut_deg", "stack_share", "support_colour_tol"):
+                     "depth_jump", "link_share", "support_tilt_deg", "normal_cut_deg", "stack_share", "support_colour_tol", "normal_sigma", "depth_median", "support_smooth"):
             if not getattr(self, name) >= 0:
                 raise MaskError(f"builtin masks: {name} must not be negative, got {getattr(self, name)}")
 
@@ -221,6 +224,7 @@ def _geometry_levels(image: np.ndarray, geometry: Any, s: BuiltinSettings) -> tu
         small = np.ascontiguousarray(crop)
     h, w = small.shape[:2]
     geo = geometry.crop_resize(box, _resize_index(h, h0), _resize_index(w, w0))
+    geo = geo.smoothed(s.normal_sigma, s.depth_median)
     solid = geo.alpha >= 0.5
     support = support_mask(geo, max_tilt_deg=s.support_tilt_deg) & solid
     cut = depth_edges(geo, s.depth_jump)
@@ -238,6 +242,11 @@ def _geometry_levels(image: np.ndarray, geometry: Any, s: BuiltinSettings) -> tu
         ref = np.median(small[support].astype(np.float64), axis=0)
         unlike = np.linalg.norm(mean - ref, axis=1) > s.support_colour_tol
         support &= ~unlike[regions]
+    if support.any() and s.support_smooth > 1:
+        # rough ground (gravel) has normals that scatter pixel by pixel: the support is what
+        # most of each pixel's neighbourhood is
+        frac = ndimage.uniform_filter(support.astype(np.float64), size=s.support_smooth)
+        support = solid & (frac > 0.5)
     objects = solid & ~support
     # colour regions, split by the support outline and cut along depth jumps
     keep = objects & ~cut

@@ -87,6 +87,28 @@ class ViewGeometry:
         K[1, 2] = (K[1, 2] - y0) * sy
         return ViewGeometry(self.depth[sub], self.normals[sub], self.alpha[sub], K, self.up)
 
+    def smoothed(self, normal_sigma: float, depth_median: int) -> "ViewGeometry":
+        """A copy with the normals blurred by a Gaussian of ``normal_sigma`` pixels (and made unit
+        again) and the depth median-filtered over ``depth_median`` x ``depth_median`` pixels, both
+        within the covered pixels only. Why: the Gaussians of a trained real scene are not all
+        flat, so single pixels' normals and blended depths scatter on rough surfaces (gravel,
+        weathered stone) while their neighbourhoods agree."""
+        from scipy import ndimage
+
+        solid = (self.alpha >= 0.5).astype(np.float64)
+        normals, depth = self.normals, self.depth
+        if normal_sigma > 0:
+            acc = np.stack([ndimage.gaussian_filter(self.normals[..., c] * solid, normal_sigma) for c in range(3)], -1)
+            norm = np.linalg.norm(acc, axis=-1, keepdims=True)
+            normals = np.where((norm > 1e-6) & (solid[..., None] > 0), acc / np.maximum(norm, 1e-6), 0.0)
+        if depth_median > 1:
+            # uncovered pixels (depth 0) must not pull the median down at an outline: give them
+            # the covered neighbourhood's largest depth before filtering, then restore them
+            big = ndimage.maximum_filter(np.where(solid > 0, self.depth, 0.0), size=depth_median)
+            filled = np.where(solid > 0, self.depth, big)
+            depth = np.where(solid > 0, ndimage.median_filter(filled, size=depth_median), 0.0)
+        return ViewGeometry(depth, normals, self.alpha, self.K, self.up)
+
     def points(self) -> np.ndarray:
         """float64 [H, W, 3] camera-frame points of the pixels' centres at their depth."""
         h, w = self.shape
@@ -173,6 +195,14 @@ def support_mask(geometry: ViewGeometry, *, max_tilt_deg: float = 25.0, min_shar
     facing = solid & (geometry.normals.astype(np.float64) @ up > np.cos(np.radians(max_tilt_deg)))
     if facing.sum() < max(16, 0.03 * solid.sum()):
         return none
+    # the plane's own normal: the given up (the mean of the cameras' up, a guess) refined to the
+    # mean normal of the pixels facing roughly up, once
+    mean = geometry.normals[facing].astype(np.float64).mean(axis=0)
+    if np.linalg.norm(mean) > 0.5:
+        up = mean / np.linalg.norm(mean)
+        facing = solid & (geometry.normals.astype(np.float64) @ up > np.cos(np.radians(max_tilt_deg)))
+        if facing.sum() < max(16, 0.03 * solid.sum()):
+            return none
     height = geometry.points() @ up  # larger = higher
     depth = geometry.depth.astype(np.float64)
     hs = height[facing]
