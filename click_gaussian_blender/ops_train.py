@@ -15,15 +15,19 @@ import bpy
 
 from . import engine_link, feature_store, io_export, preferences, scene_settings, selection, vertex_order
 from .engine.core.errors import EngineError, TrainingError
-from .engine.core.schedule import gfl_interval_for, gfl_start_for
+from .engine.core.schedule import GFL_START_LATEST, gfl_interval_for, gfl_start_for, preset_fields
 
 
 def settings_dict(props) -> dict:
     """TrainSettings fields from the panel: iterations, pixels per iteration, and GFL from the
-    panel's fraction of the run (default 2/3: the paper's 2000 of 3000; engine.core.schedule)."""
+    panel's fraction of the run but no later than the product's latest start (engine.core.schedule);
+    with *Paper Constants* on, the paper's L_neg weight and GFL start (2/3 of the run) instead."""
     it = int(props.iterations)
-    return {"iterations": it, "pixels_per_iter": int(props.pixels_per_iter),
-            "gfl_start": gfl_start_for(it, float(props.gfl_start_fraction)), "gfl_interval": gfl_interval_for(it)}
+    out = {"iterations": it, "pixels_per_iter": int(props.pixels_per_iter)}
+    if props.paper_constants:
+        return {**out, **preset_fields("paper", it)}
+    return {**out, "gfl_start": gfl_start_for(it, float(props.gfl_start_fraction), GFL_START_LATEST),
+            "gfl_interval": gfl_interval_for(it)}
 
 
 def training_request(context, obj, props=None, settings: dict | None = None) -> engine_link.TrainRequest:

@@ -68,7 +68,11 @@ class CLICKGS_PT_main(_Base, bpy.types.Panel):
         row = box.row(align=True)
         row.prop(props, "iterations")
         row.prop(props, "pixels_per_iter", text="Pixels")
-        box.prop(props, "gfl_start_fraction")
+        row = box.row(align=True)
+        row.prop(props, "paper_constants")
+        sub = row.row(align=True)
+        sub.enabled = not props.paper_constants  # the paper's constants fix GFL's start at 2/3
+        sub.prop(props, "gfl_start_fraction")
         job = link.job
         if job is not None and job.state == "running":
             box.progress(factor=job.fraction, type="BAR", text=job.status_text())

@@ -4,7 +4,7 @@ granularity, similarity threshold and the click tool's last message."""
 from __future__ import annotations
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from .engine.core.features import LEVELS
 from .engine.core.schedule import GFL_START_FRACTION
@@ -49,8 +49,13 @@ class ClickGaussianSettings(bpy.types.PropertyGroup):
     gfl_start_fraction: FloatProperty(
         name="GFL Start", default=GFL_START_FRACTION, min=0.0, max=1.0, subtype="FACTOR",
         description="When global feature-guided learning starts, as a fraction of the run (the paper: 2/3, "
-                    "iteration 2000 of 3000). Earlier keeps small parts apart that the masks sometimes show "
-                    "only as part of their object")
+                    "iteration 2000 of 3000), but no later than the defaults' latest start (iteration 266) "
+                    "unless Paper Constants is on. Earlier keeps small parts apart that the masks sometimes "
+                    "show only as part of their object")
+    paper_constants: BoolProperty(
+        name="Paper Constants", default=False,
+        description="Train with the paper's constants (L_neg weight 0.1, GFL from 2/3 of the run) instead of "
+                    "the defaults, which keep small parts apart better (docs/quality.md)")
     message: StringProperty(name="Last Message", default="")
     group_index: IntProperty(name="Selection", default=0)
 

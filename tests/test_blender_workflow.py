@@ -506,6 +506,7 @@ def test_wrong_interpreter_is_reported(bpy, tmp_path):
 def test_training_inputs_are_checked(bpy, fox_path, shared_data, tmp_path):
     from click_gaussian_blender import ops_train, scene_settings
     from click_gaussian_blender.engine.core.errors import EngineError
+    from click_gaussian_blender.engine.core.schedule import GFL_START_LATEST, gfl_start_for
 
     obj = _import(bpy, fox_path)
     props = scene_settings.get(bpy.context.scene)
@@ -524,11 +525,15 @@ def test_training_inputs_are_checked(bpy, fox_path, shared_data, tmp_path):
     props.mask_source = "builtin"
     req = ops_train.training_request(bpy.context, obj, props)
     assert req.orbit == (props.orbit_views, props.orbit_size, props.orbit_size) and req.mask_kind == "builtin"
-    assert req.settings["iterations"] == 3000 and req.settings["gfl_start"] == 2000
+    assert req.settings["iterations"] == 3000
+    assert req.settings["gfl_start"] == gfl_start_for(3000, latest=GFL_START_LATEST)  # the product's start
     props.iterations, props.gfl_start_fraction = 400, 0.1  # GFL within short runs, from the panel's fraction
     req = ops_train.training_request(bpy.context, obj, props)
     assert (req.settings["iterations"], req.settings["gfl_start"], req.settings["gfl_interval"]) == (400, 40, 13)
-    props.iterations, props.gfl_start_fraction = 3000, 2 / 3
+    props.paper_constants = True  # the paper's constants: GFL from 2/3 of the run, L_neg weight 0.1
+    req = ops_train.training_request(bpy.context, obj, props)
+    assert (req.settings["gfl_start"], req.settings["w_neg"]) == (266, 0.1)
+    props.iterations, props.gfl_start_fraction, props.paper_constants = 3000, 2 / 3, False
     empty = bpy.data.objects.new("empty", None)
     with pytest.raises(EngineError, match="select a Gaussian Splatting object"):
         ops_train.training_request(bpy.context, empty, props)

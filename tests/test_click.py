@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine.core.cameras import Camera
+from engine.core import click
 from engine.core.click import ClickIndex, blended_feature, click_query, match_clusters
 from engine.core.errors import EngineError, TrainingError
 from engine.core.features import TrainedFeatures, normalize_rows, scene_hash
@@ -134,3 +135,100 @@ def test_click_module_is_numpy_only():
     code = "import sys, engine.core.click, engine.core.features; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- the fine click's rule
+def _one_splat_scene(n_off: int):
+    """Gaussian 0 fills the centre of :func:`_front_camera`'s view (opaque, 5 units ahead);
+    ``n_off`` more lie far off to the side, where no click of that view reaches them."""
+    from engine.core.scene import GaussianScene
+
+    n = 1 + n_off
+    means = np.zeros((n, 3), np.float32)
+    means[0] = (0, 0, 5)
+    means[1:, 0] = 100 + np.arange(n_off)
+    scales = np.full((n, 3), np.log(0.02), np.float32)
+    scales[0] = np.log(1.0)
+    quats = np.tile(np.array([1, 0, 0, 0], np.float32), (n, 1))
+    opac = np.full(n, 4.0, np.float32)  # logit: opacity 0.98
+    return GaussianScene(means, scales, quats, opac, np.zeros((n, 3), np.float32), np.zeros((n, 0, 3), np.float32))
+
+
+def _front_camera() -> Camera:
+    K = np.array([[50.0, 0, 32], [0, 50.0, 32], [0, 0, 1]])
+    return Camera(np.eye(4), K, 64, 64, "front")
+
+
+def _unit(*v: float) -> np.ndarray:
+    x = np.asarray(v, np.float64)
+    return x / np.linalg.norm(x)
+
+
+def _trained(scene, coarse_feat, fine_feat, coarse_centers, fine_centers, coarse_labels, fine_labels):
+    feats = np.zeros((scene.num_gaussians, 24), np.float32)
+    feats[0, :12], feats[0, 12:] = coarse_feat, fine_feat
+    return TrainedFeatures(feats, normalize_rows(coarse_centers), normalize_rows(fine_centers),
+                           np.asarray(coarse_labels, np.int32), np.asarray(fine_labels, np.int32), {}, scene_hash(scene))
+
+
+def _e(i: int, d: int = 12, scale: float = 1.0) -> np.ndarray:
+    x = np.zeros(d)
+    x[i] = scale
+    return x
+
+
+def test_fine_click_stays_inside_the_clicked_object():
+    # Two alike objects A (coarse 0) and B (coarse 1), coarse cosine 0.95 (above the coarse
+    # margin, below the 0.9 merge rule's reach of the clicked pixel's match: the click matches A
+    # only). The clicked splat belongs to A, part cluster fine 0; fine 1 holds B's part. The
+    # clicked fine feature lies nearer B's part (cosine 0.97) than A's (0.85): the old rule
+    # (best fine cluster anywhere) selects B's part, the new one A's.
+    scene = _one_splat_scene(8)
+    coarse_a, coarse_b = _e(0), np.concatenate([_unit(1, 0.33), np.zeros(10)])
+    tail_a, tail_b = _e(0), np.concatenate([_unit(0.7, np.sqrt(1 - 0.49)), np.zeros(10)])
+    fine_centers = np.stack([np.concatenate([coarse_a, tail_a]), np.concatenate([coarse_b, tail_b])])
+    tf = _trained(scene, coarse_a, tail_b, np.stack([coarse_a, _e(1)]), fine_centers,
+                  [0, 0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1, 1, 1])
+    index = ClickIndex.build(scene)
+    cam = _front_camera()
+    assert click_query(index, tf, cam, 32.5, 32.5, "coarse").clusters == [0]  # the object under the cursor: A
+    old = click_query(index, tf, cam, 32.5, 32.5, "fine", within_object=False)
+    new = click_query(index, tf, cam, 32.5, 32.5, "fine")
+    assert old.clusters == [1] and set(old.selected) == {5, 6, 7, 8}  # B's part
+    assert new.clusters == [0] and set(new.selected) == {0, 1, 2, 3, 4}  # A's part
+    assert 0.8 < new.similarity < 0.9
+
+
+def test_fine_click_takes_a_part_split_in_two_and_not_its_sibling(monkeypatch):
+    # One object (coarse 0) with two parts; part P came out as two fine clusters (0 and 1, the
+    # two sides of a thin part: centres at cosine 0.99), its sibling S as cluster 2 (cosine 0.8).
+    scene = _one_splat_scene(6)
+    coarse = _e(0)
+    side_a = np.concatenate([coarse, _unit(1, 0.0, *[0] * 10)])
+    side_b = np.concatenate([coarse, _unit(1, 0.2, *[0] * 10)])
+    sibling = np.concatenate([coarse, _unit(0, 1, *[0] * 10)])
+    fine_centers = np.stack([side_a, side_b, sibling])
+    assert float(normalize_rows(fine_centers)[0] @ normalize_rows(fine_centers)[1]) > 0.98
+    assert float(normalize_rows(fine_centers)[0] @ normalize_rows(fine_centers)[2]) < 0.9
+    tf = _trained(scene, coarse, _unit(1, 0.0, *[0] * 10), coarse[None], fine_centers,
+                  [0] * 7, [0, 0, 0, 1, 1, 2, 2])
+    index = ClickIndex.build(scene)
+    cam = _front_camera()
+    new = click_query(index, tf, cam, 32.5, 32.5, "fine")
+    monkeypatch.setattr(click, "SAME_PART_COS", None)  # the rule before: the best cluster alone
+    old = click_query(index, tf, cam, 32.5, 32.5, "fine", within_object=False)
+    assert old.clusters == [0] and set(old.selected) == {0, 1, 2}  # one side of the part only
+    assert sorted(new.clusters) == [0, 1] and set(new.selected) == {0, 1, 2, 3, 4}  # the whole part, not S
+
+
+def test_clusters_inside_counts_opacity_majorities():
+    from engine.core.click import clusters_inside
+
+    fine = np.array([0, 0, 0, 1, 1, 2, -1, 3])
+    coarse = np.array([0, 0, 1, 1, 1, 0, 0, -1])
+    w = np.array([1, 1, 1, 1, 1, 0.5, 9, 1.0])
+    # fine 0: 2 of 3 inside object {0}; fine 1: none; fine 2: all; fine 3: its Gaussian has no coarse label
+    np.testing.assert_array_equal(clusters_inside(fine, coarse, w, [0], 5), [0, 2])
+    np.testing.assert_array_equal(clusters_inside(fine, coarse, w, [0, 1], 5), [0, 1, 2])
+    np.testing.assert_array_equal(clusters_inside(fine, coarse, w, [0], 5, share=0.9), [2])
+    assert clusters_inside(fine, coarse, w, [4], 5).size == 0

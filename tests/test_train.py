@@ -80,11 +80,12 @@ def test_settings_reject_absurd_values():
         TrainSettings(margin_fine=1.5)
     with pytest.raises(TrainingError, match="at least one"):
         TrainSettings(use_contrastive=False, use_gfl=False, use_spatial=False)
-    s = TrainSettings()
+    s = TrainSettings.paper()  # the paper's constants (the defaults differ in two: engine.core.schedule)
     assert (s.iterations, s.lr, s.pixels_per_iter, s.gfl_start) == (3000, 0.01, 10_000, 2000)
     assert (s.margin_coarse, s.margin_fine, s.w_neg, s.w_gfl, s.w_3d, s.w_2d, s.w_spatial) == (
         0.5, 0.75, 0.1, 10.0, 0.2, 0.2, 0.5)
     assert TrainSettings.from_dict(s.to_dict()) == s
+    assert TrainSettings().replace(w_neg=s.w_neg, gfl_start=s.gfl_start) == s
 
 
 def test_importance_sampling_gives_every_segment_equal_mass():

@@ -86,7 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
     p.add_argument("--iterations", type=int, default=400, help="training iterations (paper: 3000)")
     p.add_argument("--pixels", type=int, default=1024, help="pixels per iteration (paper: 10000)")
-    p.add_argument("--gfl-start", type=int, default=None, help="GFL start iteration (default 2/3 of --iterations, paper: 2000)")
+    p.add_argument("--preset", choices=("product", "paper"), default="product",
+                   help="training constants (engine.core.schedule): product (default) or the paper's")
+    p.add_argument("--gfl-start", type=int, default=None,
+                   help="GFL start iteration (default: the preset's fraction of --iterations; paper: 2000 of 3000)")
     p.add_argument("--settings", nargs="+", default=[], metavar="KEY=VALUE",
                    help="TrainSettings fields to change for every variant, e.g. neg_columns=0")
     p.add_argument("--gaussians", type=int, default=20_000, help="Gaussians per scene (approximate)")
@@ -228,17 +231,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train_settings(args: argparse.Namespace):
-    """The TrainSettings of a run: iterations, pixels, GFL start (the schedule's unless given) and
-    device from ``args`` (also used by ``python -m engine.bench diagnose``)."""
+    """The TrainSettings of a run: the preset's constants (``args.preset``, default the product's),
+    iterations, pixels, GFL start (the preset's fraction of the run unless given) and device from
+    ``args`` (also used by ``python -m engine.bench diagnose``)."""
     from ..render.gaussians import resolve_device
-    from ..core.schedule import gfl_interval_for, gfl_start_for
+    from ..core.schedule import preset_fields
     from ..train import TrainSettings
 
-    gfl_start = args.gfl_start if args.gfl_start is not None else gfl_start_for(args.iterations)
+    fields = preset_fields(getattr(args, "preset", "product"), args.iterations)
+    if args.gfl_start is not None:
+        fields["gfl_start"] = args.gfl_start
     settings = TrainSettings(
-        iterations=args.iterations, pixels_per_iter=args.pixels, gfl_start=gfl_start,
-        gfl_interval=gfl_interval_for(args.iterations), checkpoint_every=10**6,
-        device=str(resolve_device(args.device, "--device")),
+        iterations=args.iterations, pixels_per_iter=args.pixels, checkpoint_every=10**6,
+        device=str(resolve_device(args.device, "--device")), **fields,
     )
     return settings.replace(**_settings_overrides(getattr(args, "settings", None) or [], settings))
 
@@ -265,8 +270,6 @@ def _settings_overrides(pairs: list[str], settings) -> dict:
         except ValueError:
             raise TrainingError(f"--settings {pair!r}: {text!r} is not a {kind.__name__}") from None
     return out
-
-
 
 
 def _run_seed(args: argparse.Namespace, seed: int, variants: list[str], pictures: int, threads: int) -> dict:
@@ -476,7 +479,8 @@ def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, heigh
         f"~{args.gaussians} Gaussians, {args.objects} objects of 2-4 parts each). {masks_text} {args.views} training "
         f"views and {args.test_views} held-out test views of {width}x{height} px per scene.",
         f"Training: {args.iterations} iterations, {args.pixels} pixels per iteration, GFL from iteration {gfl_start} "
-        f"(clusters every {base.gfl_interval}), other settings the paper's (engine.train.TrainSettings); "
+        f"(clusters every {base.gfl_interval}), L_neg weight {base.w_neg:g}, preset "
+        f"`{getattr(args, 'preset', 'product')}`, other settings engine.train.TrainSettings'; "
         "training masks without sliver segments and segment-boundary pixels (engine.train.data).",
         "",
         "Label propagation mIoU (x100) as in the paper's Tables 1 and 3: coarse = objects, fine = parts, "

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from ..core.errors import Cancelled, TrainingError
-from ..core.schedule import gfl_interval_for, gfl_start_for
+from ..core.schedule import PRESETS, preset_fields
 from .options import add_source_arguments, add_view_arguments, make_source, select_cameras
 
 
@@ -32,10 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_arguments(parser)
     parser.add_argument("--iterations", type=int, default=None, help="training iterations (default 3000, the paper's)")
     parser.add_argument("--pixels", type=int, default=None, help="sampled pixels per iteration (default 10000)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="product",
+                        help="training constants: product (default: L_neg weight 1, GFL from 10%% of the run) or "
+                             "paper (the paper's L_neg weight 0.1, GFL from 2/3 of the run); see docs/quality.md")
     parser.add_argument("--gfl-start", type=int, default=None,
-                        help="first iteration of global feature-guided learning (default 2/3 of the run, the "
-                             "paper's 2000 of 3000; an earlier start keeps small parts apart that SAM sometimes "
-                             "returns only with their object, see docs/quality.md)")
+                        help="first iteration of global feature-guided learning (default: the preset's fraction "
+                             "of the run)")
     parser.add_argument("--out", help="features file (default: <scene>.clickgs.npz beside the scene)")
     parser.add_argument("--mask-cache", help="mask cache folder (default <out>.masks)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint <out>.ckpt")
@@ -44,15 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_settings(args: argparse.Namespace):
-    """TrainSettings from the command line: the paper's defaults, GFL from 2/3 of any run (a
-    400-iteration run starts it at 266 instead of never) unless --gfl-start says otherwise.
-    Raises TrainingError (one line) for values TrainSettings refuses."""
+    """TrainSettings from the command line: the ``--preset``'s constants (engine.core.schedule),
+    GFL from the preset's fraction of any run (a 400-iteration run starts it within the run, not
+    never) unless --gfl-start says otherwise. Raises TrainingError (one line) for values
+    TrainSettings refuses."""
     from ..train import TrainSettings
 
     iterations = args.iterations if args.iterations is not None else TrainSettings.iterations
     overrides: dict[str, Any] = {"device": args.device, "seed": args.seed, "iterations": iterations,
-                                 "gfl_start": args.gfl_start if args.gfl_start is not None else gfl_start_for(iterations),
-                                 "gfl_interval": gfl_interval_for(iterations)}
+                                 **preset_fields(getattr(args, "preset", "product"), iterations)}
+    if args.gfl_start is not None:
+        overrides["gfl_start"] = args.gfl_start
     if args.pixels is not None:
         overrides["pixels_per_iter"] = args.pixels
     return TrainSettings(**overrides)

@@ -20,9 +20,13 @@ Algorithm (per click, after a one-off :meth:`ClickIndex.build` of the scene):
    prior the 24-d fine features of the parts of one object share their coarse half and sit
    close in cosine: measured on the quality benchmark, the 0.9 rule selected a part together
    with its neighbours (lid + teapot body, seat + legs), part click IoU 0.60 -> 0.76 with the
-   best cluster alone. When no cluster reaches 0.9 the single best one is taken if it passes
-   the level's label threshold (coarse 0.5, fine 0.75 = the margins; stored in the features'
-   settings). Otherwise nothing is selected and ``reason`` says why.
+   best cluster alone. And a part lies inside the object under the cursor: the fine match is
+   made among the fine clusters that lie mostly (:data:`INSIDE_SHARE` of their labelled
+   Gaussians' opacity) inside the object a coarse click at the same pixel selects
+   (:func:`clusters_inside`); all fine clusters compete only when that object has none or the
+   pixel matches no object. When no cluster reaches 0.9 the single best one is taken if it
+   passes the level's label threshold (coarse 0.5, fine 0.75 = the margins; stored in the
+   features' settings). Otherwise nothing is selected and ``reason`` says why.
 4. Selection: every Gaussian whose precomputed label (``TrainedFeatures.*_labels``: the cluster
    that gets most of the Gaussian's blending weight in the training views) is one of the
    selected clusters (``np.flatnonzero`` over the labels).
@@ -49,6 +53,13 @@ MATCH_COS = 0.9  # clusters at least this similar to the clicked feature are sel
 # per level: other clusters at least this similar are selected too (None: the best cluster only)
 MERGE_COS: dict[str, float | None] = {"coarse": MATCH_COS, "fine": None}
 EMPTY_ALPHA = 0.5  # a pixel the splats cover less than this is empty space
+# a fine cluster belongs to the clicked object when at least this share of its labelled
+# Gaussians' opacity carries one of the object's coarse clusters (a majority)
+INSIDE_SHARE = 0.5
+WITHIN_OBJECT = True  # the fine match is made among the clicked object's fine clusters first
+# fine clusters whose centres are at least this similar to the matched cluster's centre are the
+# same part split in two by the clustering (e.g. the two sides of a thin part); None: off
+SAME_PART_COS: float | None = 0.97
 DEFAULT_MIN_COS = {"coarse": 0.5, "fine": 0.75}
 
 
@@ -267,18 +278,45 @@ class ClickResult:
         return self.selected.size == 0
 
 
+def _blend(trained: TrainedFeatures, ids: np.ndarray, w: np.ndarray, level: str) -> np.ndarray:
+    """Feature float32 [D] of ``level`` blended from Gaussians ``ids`` [M] with weights ``w`` [M]."""
+    d = level_dim(level)
+    if ids.size == 0:
+        return np.zeros(d, np.float32)
+    f = trained.features[ids, :d].astype(np.float64)
+    if level == "fine" and not trained.granularity_prior:
+        f[:, :COARSE_DIM] = 0.0
+    return (w @ f).astype(np.float32)
+
+
 def blended_feature(
     index: ClickIndex, trained: TrainedFeatures, camera: Camera, u: float, v: float, level: str = "coarse"
 ) -> tuple[np.ndarray, float, float, np.ndarray]:
     """(feature float32 [D], alpha, depth, contributor ids) at image point (u, v)."""
-    d = level_dim(level)
+    level_dim(level)
     ids, w, depth = index.pixel_weights(camera, u, v)
     if ids.size == 0:
-        return np.zeros(d, np.float32), 0.0, 0.0, ids
-    f = trained.features[ids, :d].astype(np.float64)
-    if level == "fine" and not trained.granularity_prior:
-        f[:, :COARSE_DIM] = 0.0
-    return (w @ f).astype(np.float32), float(w.sum()), depth, ids
+        return _blend(trained, ids, w, level), 0.0, 0.0, ids
+    return _blend(trained, ids, w, level), float(w.sum()), depth, ids
+
+
+def clusters_inside(
+    fine_labels: np.ndarray, coarse_labels: np.ndarray, weights: np.ndarray, objects: list[int],
+    n_fine: int, share: float = INSIDE_SHARE,
+) -> np.ndarray:
+    """Fine clusters (int64 [K], ascending) that lie inside the object made of the coarse
+    clusters ``objects``: at least ``share`` of the summed ``weights`` (opacities [N]) of the
+    Gaussians labelled with the fine cluster have one of ``objects`` as coarse label.
+
+    fine_labels, coarse_labels: int [N] per-Gaussian labels (-1 = none); n_fine: number of fine
+    clusters. A fine cluster with no labelled Gaussian is never inside."""
+    fine = np.asarray(fine_labels)
+    ok = fine >= 0
+    w = np.asarray(weights, np.float64)
+    inside = ok & np.isin(coarse_labels, np.asarray(objects, dtype=np.int64))
+    total = np.bincount(fine[ok], weights=w[ok], minlength=n_fine)
+    held = np.bincount(fine[inside], weights=w[inside], minlength=n_fine)
+    return np.flatnonzero((held > 0) & (held >= share * total)).astype(np.int64)
 
 
 def match_clusters(
@@ -312,8 +350,12 @@ def click_query(
     u: float,
     v: float,
     level: str = "coarse",
+    within_object: bool | None = None,
 ) -> ClickResult:
-    """Select what is under image point (u, v) of ``camera`` at ``level`` (module doc)."""
+    """Select what is under image point (u, v) of ``camera`` at ``level`` (module doc).
+
+    within_object: at the fine level, match only fine clusters inside the object under the
+    cursor (module doc, step 3); False: among all fine clusters; None: :data:`WITHIN_OBJECT`."""
     if index.num_gaussians != trained.num_gaussians:
         raise TrainingError(
             f"features are for {trained.num_gaussians} Gaussians but the scene has {index.num_gaussians}: retrain"
@@ -323,7 +365,8 @@ def click_query(
         raise EngineError(f"click position ({u}, {v}) is not a finite pixel position")
     if not (0 <= u <= camera.width and 0 <= v <= camera.height):
         raise EngineError(f"click position ({u:.1f}, {v:.1f}) is outside the {camera.width}x{camera.height} view")
-    feature, alpha, depth, ids = blended_feature(index, trained, camera, u, v, level)
+    ids, w, depth = index.pixel_weights(camera, u, v)
+    feature, alpha = _blend(trained, ids, w, level), float(w.sum())
     none = np.zeros(0, np.int64)
     if alpha < EMPTY_ALPHA:
         return ClickResult(feature, [], none, float("nan"), alpha, depth, level,
@@ -333,10 +376,39 @@ def click_query(
         return ClickResult(feature, [], none, float("nan"), alpha, depth, level,
                            f"the features have no {level} clusters (train longer or with more views)", ids)
     min_cos = float(trained.settings.get(f"label_min_cos_{level}", DEFAULT_MIN_COS[level]))
-    clusters, best = match_clusters(feature, centers, min_cos, MERGE_COS[level])
+    allowed = None
+    if level == "fine" and (WITHIN_OBJECT if within_object is None else within_object):
+        allowed = _fine_within_object(index, trained, _blend(trained, ids, w, "coarse"))
+    pool = np.arange(len(centers))
+    if allowed is not None:
+        sub, best = match_clusters(feature, centers[allowed], min_cos, MERGE_COS[level])
+        if sub:
+            pool = allowed
+    if pool is not allowed:  # no object under the cursor, or none of its parts matches: every cluster
+        sub, best = match_clusters(feature, centers, min_cos, MERGE_COS[level])
+    clusters = [int(pool[k]) for k in sub]
+    if level == "fine" and SAME_PART_COS is not None and clusters:
+        twins = pool[centers[pool] @ centers[clusters[0]] >= SAME_PART_COS]
+        clusters += [int(k) for k in twins if int(k) not in clusters]
     if not clusters:
         return ClickResult(feature, [], none, best, alpha, depth, level,
                            f"no {level} cluster matches this point (best cosine {best:.2f} < {min_cos:.2f})", ids)
     selected = trained.members(level, clusters).astype(np.int64)
     reason = "" if selected.size else f"{level} cluster(s) {clusters} have no labelled Gaussians"
     return ClickResult(feature, clusters, selected, best, alpha, depth, level, reason, ids)
+
+
+def _fine_within_object(index: ClickIndex, trained: TrainedFeatures, coarse_feature: np.ndarray) -> np.ndarray | None:
+    """The fine clusters a fine click may choose from (module doc, step 3): those inside the
+    object a coarse click with ``coarse_feature`` [12] selects; None (every fine cluster) when
+    that click selects no object or the object holds no fine cluster."""
+    coarse_centers = trained.centers("coarse")
+    if len(coarse_centers) == 0:
+        return None
+    min_cos = float(trained.settings.get("label_min_cos_coarse", DEFAULT_MIN_COS["coarse"]))
+    objects, _ = match_clusters(coarse_feature, coarse_centers, min_cos, MERGE_COS["coarse"])
+    if not objects:
+        return None
+    inside = clusters_inside(trained.fine_labels, trained.coarse_labels, index.opacities, objects,
+                             len(trained.fine_centers))
+    return inside if inside.size else None

@@ -322,8 +322,9 @@ class EngineSession:
               cancel: threading.Event | None = None, save_path: str | None = None,
               checkpoint_path: str | None = None, resume: bool = False) -> dict[str, Any]:
         """Train features (engine.train.train), preparing masks first if needed. ``settings``:
-        TrainSettings fields; with ``iterations`` but no ``gfl_start`` / ``gfl_interval`` those
-        follow the run's length (engine.core.schedule: GFL after 2/3 of it, the paper's 2000 of 3000).
+        TrainSettings fields, and optionally ``"preset"``: ``"product"`` (the default) or ``"paper"``
+        (the paper's constants); with ``iterations`` but no ``gfl_start`` / ``gfl_interval`` those
+        follow the run's length at the preset's fraction (engine.core.schedule.with_run_schedule).
         The result is kept in the session and written to ``save_path`` (default ``<scene>.clickgs.npz`` beside a
         scene loaded from a file; nothing is written for an uploaded scene unless asked). A
         checkpoint goes to ``checkpoint_path`` (default ``<save_path>.ckpt``, or
@@ -334,7 +335,7 @@ class EngineSession:
         from ..train import TrainSettings, train
 
         fields = {f.name for f in dataclasses.fields(TrainSettings)}
-        unknown = sorted(set(settings or {}) - fields)
+        unknown = sorted(set(settings or {}) - fields - {"preset"})
         if unknown:
             raise TrainingError(f"unknown training settings: {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
         settings = dict(settings or {})

@@ -7,18 +7,24 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core import schedule
 from ..core.errors import TrainingError
 from . import losses
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Every knob of Click-Gaussian training. Defaults are the paper's values where it gives one
-    (``../shared/paper/METHOD.md``); the others are ours and documented here.
+    """Every knob of Click-Gaussian training. Defaults are the product's (preset ``"product"``):
+    the paper's values (``../shared/paper/METHOD.md``) except two, set by
+    :mod:`engine.core.schedule`; :meth:`paper` gives the paper's constants throughout.
 
     Paper: iterations 3000, Adam lr 0.01, 10k pixels per iteration, GFL from iteration 2000,
     margins 0.5 / 0.75, loss weights (L_neg 0.1, GFL 10, 3D norm 0.2, 2D norm 0.2, spatial 0.5),
     spatial N_s = 100k samples with K = 5 neighbours, HDBSCAN epsilons 1e-2 / 1e-3.
+
+    Where the product may differ from the paper: the L_neg weight (``w_neg``) and GFL's start
+    (``gfl_start``), set by the presets of :mod:`engine.core.schedule` (the evidence is in
+    docs/quality.md).
 
     Ours:
     - ``gfl_interval`` 100: the global clusters are recomputed every 100 iterations from
@@ -45,11 +51,11 @@ class TrainSettings:
     iterations: int = 3000
     lr: float = 0.01
     pixels_per_iter: int = 10_000
-    gfl_start: int = 2000
+    gfl_start: int = schedule.preset_fields("product")["gfl_start"]
     gfl_interval: int = 100
     margin_coarse: float = losses.MARGIN_COARSE
     margin_fine: float = losses.MARGIN_FINE
-    w_neg: float = 0.1
+    w_neg: float = schedule.W_NEG
     w_gfl: float = 10.0
     w_3d: float = 0.2
     w_2d: float = 0.2
@@ -121,6 +127,18 @@ class TrainSettings:
             raise bad("device", "must be 'auto', 'cpu' or 'cuda[:N]'")
         if not any((self.use_contrastive, self.use_gfl, self.use_spatial)):
             raise TrainingError("training needs at least one of use_contrastive, use_gfl, use_spatial")
+
+    @classmethod
+    def preset(cls, name: str = "product", **fields: Any) -> "TrainSettings":
+        """Settings of preset ``name`` (``"product"``: the defaults; ``"paper"``: the paper's
+        constants) with ``fields`` changed; GFL's start and interval follow ``iterations`` at the
+        preset's fraction of the run unless given (:func:`engine.core.schedule.with_run_schedule`)."""
+        return cls.from_dict(schedule.with_run_schedule({"preset": name, **fields}))
+
+    @classmethod
+    def paper(cls, **fields: Any) -> "TrainSettings":
+        """The paper's constants (L_neg weight 0.1, GFL from 2/3 of the run) with ``fields`` changed."""
+        return cls.preset("paper", **fields)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
