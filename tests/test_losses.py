@@ -132,6 +132,16 @@ def test_gfl_terms_match_direct_formula():
     assert wp < 0 and wn > 0
     assert math.isclose(float(pos), wp, rel_tol=1e-9)
     assert math.isclose(float(neg), wn, rel_tol=1e-9)
+    # the closed-form gradients against autograd over the formula, each term and a mix
+    for wpos, wneg in ((1.0, 0.0), (0.0, 1.0), (2.0, -3.0)):
+        x = f.clone().requires_grad_()
+        p_, n_ = L.gfl_loss_level(x, centers, 0.5)
+        (gf,) = torch.autograd.grad(wpos * p_ + wneg * n_, x)
+        y = f.clone().requires_grad_()
+        rp, rn = L.gfl_loss_level_reference(y, centers, 0.5)
+        (gr,) = torch.autograd.grad(wpos * rp + wneg * rn, y)
+        torch.testing.assert_close(gf, gr)
+        assert float(gf.abs().sum()) > 0
 
 
 def test_gfl_total_uses_fine_prior():

@@ -144,6 +144,30 @@ class RowAdam:
             getattr(self, k).copy_(st[k])
 
 
+class _Side:
+    """``fn()`` run in a helper thread with one torch intra-op thread; :meth:`result` waits for
+    it and returns its value (re-raising its exception)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._out: list = [None, None]
+
+        def run() -> None:
+            torch.set_num_threads(1)
+            try:
+                self._out[0] = fn()
+            except BaseException as exc:  # handed to the caller
+                self._out[1] = exc
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._out[1] is not None:
+            raise self._out[1]
+        return self._out[0]
+
+
 def knn_neighbours(means: np.ndarray, k: int) -> torch.Tensor:
     """[N, k] int64 indices of each Gaussian's k nearest other Gaussians (scipy cKDTree built
     once; with fewer than k+1 Gaussians, neighbours repeat)."""
@@ -379,6 +403,7 @@ def _train_loop(
     # the column-sampled negative term (unbiased for the paper's, TrainSettings.neg_columns) is a
     # CPU measure: a GPU computes the exact term at these sizes quickly
     neg_columns = s.neg_columns if device.type == "cpu" else 0
+    overlap = device.type == "cpu" and (os.cpu_count() or 1) > 1  # the Gaussians' terms in a helper thread
     last: dict[str, float] = {}
     t_loop = time.perf_counter()
     report_every = max(1, min(10, s.iterations // 100))
@@ -434,8 +459,33 @@ def _train_loop(
             slot[touched] = torch.arange(len(touched), device=device)
             local = slot.__getitem__
             sub = features[touched].requires_grad_()
-        rendered = blend(local(ids), cache.weights[rows], sub)  # [U, 24]
+        # Two groups of terms with separate graphs: the pixels' (blend, contrastive, 2D norm) and
+        # the Gaussians' own (GFL, 3D norm, spatial), which read only ``sub``. On a CPU the
+        # second group runs in a helper thread while this one does the pixels (torch releases
+        # the GIL inside its ops), and the two gradients are added; the same sum as one graph.
+        sub_g = sub.detach().requires_grad_()  # same values, own graph
+
+        def gaussian_terms() -> dict[str, torch.Tensor]:
+            out: dict[str, torch.Tensor] = {}
+            if use_gfl:
+                fg = sub_g if gi is None else sub_g[local(gi)]
+                out["gfl"] = s.w_gfl * L.gfl_loss(
+                    fg, clusters.coarse, clusters.fine, use_prior=s.use_prior,
+                    margin_coarse=s.margin_coarse, margin_fine=s.margin_fine,
+                )
+            if s.use_3d_norm and s.w_3d > 0:
+                # the mean over all N restricted to the touched rows (exact for them)
+                out["3d"] = s.w_3d * L.norm3d_loss(sub_g) * (sub_g.shape[0] / n)
+            if si is not None:
+                nb = knn if si is all_rows else local(knn[si])
+                out["spatial"] = s.w_spatial * L.spatial_loss(sub_g, local(si), nb, adjacency)
+            if out:
+                sum(out.values()).backward()  # type: ignore[union-attr]
+            return out
+
+        side = _Side(gaussian_terms) if overlap else None
         terms: dict[str, torch.Tensor] = {}
+        rendered = blend(local(ids), cache.weights[rows], sub)  # [U, 24]
         if s.use_contrastive:
             pos, neg = L.contrastive_loss(
                 rendered, cache.seg_c[rows], cache.seg_f[rows], use_prior=s.use_prior,
@@ -444,23 +494,18 @@ def _train_loop(
             )
             terms["pos"] = pos
             terms["neg"] = s.w_neg * neg
-        if use_gfl:
-            fg = sub if gi is None else sub[local(gi)]
-            terms["gfl"] = s.w_gfl * L.gfl_loss(
-                fg, clusters.coarse, clusters.fine, use_prior=s.use_prior,
-                margin_coarse=s.margin_coarse, margin_fine=s.margin_fine,
-            )
-        if s.use_3d_norm and s.w_3d > 0:
-            # the mean over all N restricted to the touched rows (exact for them)
-            terms["3d"] = s.w_3d * L.norm3d_loss(sub) * (sub.shape[0] / n)
         if s.use_2d_norm and s.w_2d > 0:
             terms["2d"] = s.w_2d * L.norm2d_loss(rendered, use_prior=s.use_prior, weights=counts)
-        if si is not None:
-            nb = knn if si is all_rows else local(knn[si])
-            terms["spatial"] = s.w_spatial * L.spatial_loss(sub, local(si), nb, adjacency)
-        total = sum(terms.values())
-        total.backward()  # type: ignore[union-attr]
-        opt.step(features, sub.grad, touched)
+        if terms:
+            sum(terms.values()).backward()  # type: ignore[union-attr]
+        terms.update(side.result() if side is not None else gaussian_terms())
+        grad = sub.grad
+        if sub_g.grad is not None:
+            grad = sub_g.grad if grad is None else grad.add_(sub_g.grad)
+        if grad is None:
+            grad = torch.zeros_like(sub)
+        total = sum(t.detach() for t in terms.values())
+        opt.step(features, grad, touched)
         done = it + 1
         if checkpoint_path and (done % s.checkpoint_every == 0) and done < s.iterations:
             save_checkpoint(checkpoint_path, make_state(done))
