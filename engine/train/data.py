@@ -350,12 +350,17 @@ def pack_for_training(contrib: Any) -> Any:
     return PackedContributors.from_dense(Contributors(ids, contrib.weights), weight_dtype=torch.float32)
 
 
-# Bytes per training pixel held until training ends: the image (3), two int32 mask maps (8), the
-# compact contributor cache (int32 id + float16 weight for the ~60% of its 32 slots a foreground
-# pixel fills on real scenes: ~115) and, for a view rendered from the splats, the contributors of
-# that render kept for the cache (int32 id + float32 weight for the same slots: ~150). An estimate
-# to refuse absurd requests, not a budget.
-_BYTES_PER_PIXEL = 3 + 8 + 115 + 150
+# Bytes per view pixel held until training ends, by layout: the image (3), two int32 mask maps
+# (8), the training cache (:class:`ViewCache`: per kept pixel 32 contributor slots of int32 id +
+# float32 weight and 28 bytes of segment IDs, probability and pixel index: 284) and, for a view
+# rendered from the splats, the contributors of that render kept for the cache
+# (:class:`~engine.render.renderer.PackedContributors`: an int64 offset per pixel and int32 id +
+# float32 weight per filled slot: up to 264). A real capture covers the whole frame and its masks
+# most of it, so the figure is the full-frame one (every pixel kept, every slot filled): 559.
+# Measured (``python -m engine.bench train`` prints the cache size): the fox, an object on an
+# empty background (20% of pixels kept, 26% covered), holds 3 + 8 + 57 (cache) + 53
+# (contributors) = 121 per view pixel. An estimate to refuse absurd requests, not a budget.
+_BYTES_PER_PIXEL = 3 + 8 + 284 + 264
 
 
 def check_memory_for_views(cameras: Sequence[Camera]) -> None:
