@@ -1,9 +1,10 @@
-"""``python -m engine.bench train [--pixels 10000] [--iterations 20] [--scene PLY] [--views 8] [--grid 20]``:
+"""``python -m engine.bench train [--pixels 10000] [--iterations 20] [--scene PLY] [--views 8] [--grid 1 20 120]``:
 where a training iteration's time goes, and how it grows with the number of Gaussians.
 
 1. The pair terms on ``--pixels`` random unit features with 30 segments: the fused hinged
    negative term (:class:`engine.train.losses.HingedPairSum`) against autograd over the P x P
-   matrix (its reference twin), and the exact O(P d) positive term against its P x P twin
+   matrix (its reference twin) and against the CPU's column-sampled estimate
+   (``TrainSettings.neg_columns``), and the exact O(P d) positive term against its P x P twin
    (values compared too).
 2. Whole iterations on a real scene (``--grid G``: G copies of it side by side, 20 x the fox =
    1M Gaussians, built at run time): ``--views`` orbit views rendered from the splats with
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +56,15 @@ def pair_terms(p: int, d: int = 24, seed: int = 0) -> None:
     print(f"neg_term_fused_{p}x{d}: {_time(fused) * 1e3:.1f} ms")
     print(f"neg_term_autograd_{p}x{d}: {_time(reference, 1) * 1e3:.1f} ms")
     print(f"neg_term_rel_diff: {abs(vf - vr) / max(abs(vr), 1e-12):.2e} ratio")
+    from ..train import TrainSettings
+
+    q = TrainSettings().neg_columns
+    gen = torch.Generator().manual_seed(seed)
+
+    def sampled() -> None:
+        L.negative_pair_loss(L.unit(x), seg, 0.5, columns=q, generator=gen).backward()
+
+    print(f"neg_term_columns_{q}_{p}x{d}: {_time(sampled) * 1e3:.1f} ms (unbiased estimate, CPU default)")
 
     def pos_fast() -> None:
         L.positive_pair_loss(L.unit(x), seg).backward()
@@ -167,13 +179,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scene", default=str(default))
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--grid", type=int, default=1, help="tile the scene this many times (20 x the fox = 1M Gaussians)")
+    ap.add_argument("--grid", type=int, nargs="+", default=[1],
+                    help="tile the scene this many times (20 x the fox = 1M Gaussians, 120 x = 6M); several "
+                         "values: one child process each (own peak memory), then a summary table")
     ap.add_argument("--skip-scene", action="store_true", help="only the pair-term measurements")
     ap.add_argument("--skip-pairs", action="store_true", help="only the whole-iteration measurements")
     args = ap.parse_args(argv)
     print(f"torch_threads: {torch.get_num_threads()} threads")
     if not args.skip_pairs:
-        pair_terms(args.pixels)
-    if not args.skip_scene:
-        iterations(args.scene, args.views, args.size, args.iterations, args.pixels, args.grid)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in training (the pair term makes its own threads)
+        try:
+            pair_terms(args.pixels)
+        finally:
+            torch.set_num_threads(before)
+    if args.skip_scene:
+        return 0
+    if len(args.grid) == 1:
+        iterations(args.scene, args.views, args.size, args.iterations, args.pixels, args.grid[0])
+        return 0
+    rows = []
+    for grid in args.grid:
+        cmd = [sys.executable, "-m", "engine.bench", "train", "--skip-pairs", "--grid", str(grid), "--scene", args.scene,
+               "--views", str(args.views), "--size", str(args.size), "--iterations", str(args.iterations),
+               "--pixels", str(args.pixels)]
+        print(f"# {' '.join(cmd[1:])}", flush=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+        sys.stdout.write(out.stdout)
+        if out.returncode != 0:
+            sys.stdout.write(out.stderr)
+            print(f"grid {grid}: failed (exit {out.returncode})")
+            continue
+        rows.append(dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line and not line.startswith("#")))
+    keys = ["gaussians", f"iteration_{args.pixels}_pixels_no_gfl", f"iteration_{args.pixels}_pixels_gfl",
+            "projected_3000_iterations", "first_clickable_result", "peak_rss", "load_average_1min"]
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(r.get(k, "n/a").split(" (")[0] for k in keys) + " |")
     return 0
