@@ -82,6 +82,8 @@ class BuiltinSettings:
     support_colour_tol: float = 60.0
     normal_sigma: float = 0.0
     support_smooth: int = 1
+    part_colour_tol: float = 20.0
+    support_height_tol: float = 0.03
     depth_median: int = 1
 
     def __post_init__(self) -> None:
@@ -115,7 +117,7 @@ class BuiltinSettings:
         if not 0.0 <= self.min_area < 1.0:
             raise MaskError(f"builtin masks: min_area must be a fraction in [0, 1), got {self.min_area}")
         for name in ("sigma", "min_size", "background_tol", "crop_margin", "min_thickness", "absorb_parts", "absorb_share",
-                     "depth_jump", "link_share", "support_tilt_deg", "normal_cut_deg", "stack_share", "support_colour_tol", "normal_sigma", "depth_median", "support_smooth"):
+                     "depth_jump", "link_share", "support_tilt_deg", "normal_cut_deg", "stack_share", "support_colour_tol", "normal_sigma", "depth_median", "support_smooth", "part_colour_tol", "support_height_tol"):
             if not getattr(self, name) >= 0:
                 raise MaskError(f"builtin masks: {name} must not be negative, got {getattr(self, name)}")
 
@@ -226,7 +228,7 @@ def _geometry_levels(image: np.ndarray, geometry: Any, s: BuiltinSettings) -> tu
     geo = geometry.crop_resize(box, _resize_index(h, h0), _resize_index(w, w0))
     geo = geo.smoothed(s.normal_sigma, s.depth_median)
     solid = geo.alpha >= 0.5
-    support = support_mask(geo, max_tilt_deg=s.support_tilt_deg) & solid
+    support = support_mask(geo, max_tilt_deg=s.support_tilt_deg, height_tol=s.support_height_tol) & solid
     cut = depth_edges(geo, s.depth_jump)
     if s.normal_cut_deg > 0:
         cut |= normal_edges(geo, s.normal_cut_deg)
@@ -295,6 +297,21 @@ def _geometry_levels(image: np.ndarray, geometry: Any, s: BuiltinSettings) -> tu
     if n > 0:
         _, inv = np.unique(roots, return_inverse=True)
         coarse = np.where(fine >= 0, inv.reshape(-1)[np.maximum(fine, 0)], UNASSIGNED)
+    if n > 1 and s.part_colour_tol > 0:
+        # within one object, regions of one colour are one part even where they do not touch
+        # (a chair's four legs, a handle seen on both sides of a body)
+        ok = fine >= 0
+        cnt = np.bincount(fine[ok], minlength=n).astype(np.float64)
+        col = np.stack([np.bincount(fine[ok], weights=small[..., c][ok].astype(np.float64), minlength=n)
+                        for c in range(3)], 1) / np.maximum(cnt, 1)[:, None]
+        obj = inv.reshape(-1) if n > 0 else np.zeros(0, np.int64)
+        part = np.arange(n)
+        for i in range(n):
+            for j in range(i):
+                if obj[i] == obj[j] and part[j] == j and np.linalg.norm(col[i] - col[j]) <= s.part_colour_tol:
+                    part[i] = j
+                    break
+        fine = np.where(ok, part[np.maximum(fine, 0)], UNASSIGNED).astype(np.int32)
     levels = []
     for lab in (fine.astype(np.int64), coarse.astype(np.int64)):
         top = int(lab.max()) + 1 if (lab >= 0).any() else 0
