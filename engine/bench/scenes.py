@@ -363,6 +363,10 @@ def _parser() -> argparse.ArgumentParser:
 def _code_version() -> str:
     try:
         here = Path(__file__).resolve().parents[2]
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        if not top or Path(top).resolve() != here:  # an exported copy inside another checkout
+            return "unknown (not a git checkout)"
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
                              timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "engine"], cwd=here,
