@@ -106,14 +106,16 @@ class RowAdam:
             m, v = self.m[rows], self.v[rows]
         m.lerp_(grad, 1 - b1)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        if rows is not None:
+            self.m[rows], self.v[rows] = m, v
         tf = t.to(grad.dtype)[:, None]
-        bc1 = 1 - b1 ** tf
-        denom = (v.sqrt() / (1 - b2 ** tf).sqrt()).add_(self.eps)
-        upd = (m / denom).mul_(self.lr / bc1)
+        # lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), torch's order of operations,
+        # computed in one buffer (the [rows, D] passes dominate a sparse step)
+        upd = v.sqrt().div_((1 - b2 ** tf).sqrt_()).add_(self.eps)
+        torch.div(m, upd, out=upd).mul_(self.lr / (1 - b1 ** tf))
         if rows is None:
             param.sub_(upd)
         else:
-            self.m[rows], self.v[rows] = m, v
             param.index_add_(0, rows, upd, alpha=-1.0)
 
     def _fused_dense(self, param: torch.Tensor, grad: torch.Tensor) -> bool:
