@@ -82,8 +82,9 @@ class BuiltinSettings:
     support_colour_tol: float = 60.0
     normal_sigma: float = 0.0
     support_smooth: int = 1
-    part_colour_tol: float = 20.0
+    part_colour_tol: float = 0.0
     support_height_tol: float = 0.03
+    colour_veto_area: float = 0.015
     depth_median: int = 1
 
     def __post_init__(self) -> None:
@@ -117,7 +118,7 @@ class BuiltinSettings:
         if not 0.0 <= self.min_area < 1.0:
             raise MaskError(f"builtin masks: min_area must be a fraction in [0, 1), got {self.min_area}")
         for name in ("sigma", "min_size", "background_tol", "crop_margin", "min_thickness", "absorb_parts", "absorb_share",
-                     "depth_jump", "link_share", "support_tilt_deg", "normal_cut_deg", "stack_share", "support_colour_tol", "normal_sigma", "depth_median", "support_smooth", "part_colour_tol", "support_height_tol"):
+                     "depth_jump", "link_share", "support_tilt_deg", "normal_cut_deg", "stack_share", "support_colour_tol", "normal_sigma", "depth_median", "support_smooth", "part_colour_tol", "support_height_tol", "colour_veto_area"):
             if not getattr(self, name) >= 0:
                 raise MaskError(f"builtin masks: {name} must not be negative, got {getattr(self, name)}")
 
@@ -288,10 +289,31 @@ def _geometry_levels(image: np.ndarray, geometry: Any, s: BuiltinSettings) -> tu
                 np.where(faces_up[pa], height[pb] > height[pa], height[pa] > height[pb]))
             stacked = np.bincount(key[stands], minlength=n * n)
             good = np.where(stacked >= s.stack_share * np.maximum(good, 1), 0, good)
-        for k in np.flatnonzero((total > 0) & (good >= 2) & (good >= s.link_share * total)):
+        if s.colour_veto_area > 0:
+            # large regions join only within one coarse colour region (stacked blocks of one
+            # monument stay apart); small ones (a handle, a cap) join across colours
+            big = felzenszwalb(small, scale=s.scales[-1], sigma=s.sigma,
+                               min_size=int(round(s.min_size * s.scales[-1] / s.scales[0]))).astype(np.int64)
+            okf = fine >= 0
+            nb = int(big.max()) + 1
+            tab = np.bincount(fine[okf].astype(np.int64) * nb + big[okf], minlength=n * nb).reshape(n, nb)
+            colour_of = tab.argmax(axis=1)
+            area = tab.sum(axis=1)
+            # a group's colour: that of its large regions (-1 while it has none)
+            group_colour = np.where(area >= s.colour_veto_area * h * w, colour_of, -1)
+        else:
+            group_colour = np.full(n, -1, np.int64)
+        links = np.flatnonzero((total > 0) & (good >= 2) & (good >= s.link_share * total))
+        for k in links[np.argsort(-(good[links] / total[links]), kind="stable")]:  # surest links first
             ra, rb = root(int(k // n)), root(int(k % n))
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
+            if ra == rb:
+                continue
+            ca, cb = group_colour[ra], group_colour[rb]
+            if ca >= 0 and cb >= 0 and ca != cb:
+                continue
+            keep, gone = min(ra, rb), max(ra, rb)
+            parent[gone] = keep
+            group_colour[keep] = max(ca, cb)
     roots = np.array([root(i) for i in range(n)], np.int64) if n > 0 else np.zeros(0, np.int64)
     coarse = np.where(fine >= 0, roots[np.maximum(fine, 0)], UNASSIGNED).astype(np.int64)
     if n > 0:
