@@ -32,9 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_arguments(parser)
     parser.add_argument("--iterations", type=int, default=None, help="training iterations (default 3000, the paper's)")
     parser.add_argument("--pixels", type=int, default=None, help="sampled pixels per iteration (default 10000)")
+    product, paper = PRESETS["product"], PRESETS["paper"]
+    latest = "" if product.gfl_start_latest is None else f" but no later than iteration {product.gfl_start_latest}"
     parser.add_argument("--preset", choices=tuple(PRESETS), default="product",
-                        help="training constants: product (default: L_neg weight 1, GFL from 10%% of the run) or "
-                             "paper (the paper's L_neg weight 0.1, GFL from 2/3 of the run); see docs/quality.md")
+                        help=f"training constants: product (default: L_neg weight {product.w_neg:g}, GFL from 2/3 of "
+                             f"the run{latest}) or paper (L_neg weight {paper.w_neg:g}, GFL from 2/3 of the run); "
+                             "see docs/quality.md")
     parser.add_argument("--gfl-start", type=int, default=None,
                         help="first iteration of global feature-guided learning (default: the preset's fraction "
                              "of the run)")
