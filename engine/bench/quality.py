@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                         "default), builtin (end-to-end: the product's built-in mask source on the training views "
                         "rendered from the splats, through engine.train.views_from_scene as in the product) or sam "
                         "(end-to-end with segment-anything; needs --sam-checkpoint)")
+    p.add_argument("--masks-options", default=None,
+                   help='JSON settings of the --masks source, e.g. \'{"use_geometry": false}\' (the built-in '
+                        "masks from colour alone, as before they used the splats' geometry)")
     p.add_argument("--sam-checkpoint", default=None, help="SAM checkpoint file for --masks sam")
     p.add_argument("--sam-model", default=None, help="SAM model type for --masks sam (default: from the file name)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
@@ -363,7 +366,21 @@ def _mask_source(args: argparse.Namespace):
     if args.masks == "sam" and not args.sam_checkpoint:
         raise EngineError("--masks sam needs --sam-checkpoint PATH (a segment-anything checkpoint file)")
     device = None if args.device == "auto" else args.device
-    return make_source(args.masks, checkpoint=args.sam_checkpoint, model_type=args.sam_model, device=device)
+    return make_source(args.masks, checkpoint=args.sam_checkpoint, model_type=args.sam_model, device=device,
+                       options=_masks_options(args))
+
+
+def _masks_options(args: argparse.Namespace) -> dict:
+    """``--masks-options`` as a dict (a JSON object), with a one-line error otherwise."""
+    if not args.masks_options:
+        return {}
+    try:
+        options = json.loads(args.masks_options)
+    except json.JSONDecodeError as exc:
+        raise EngineError(f"--masks-options must be a JSON object ({exc.msg})") from None
+    if not isinstance(options, dict):
+        raise EngineError("--masks-options must be a JSON object, e.g. '{\"use_geometry\": false}'")
+    return options
 
 
 def _product_masks(args: argparse.Namespace, synth, g, k: int):
@@ -414,6 +431,8 @@ def _run(args: argparse.Namespace) -> int:
         raise EngineError("--jobs must be >= 1")
     if args.masks == "sam" and not args.sam_checkpoint:
         raise EngineError("--masks sam needs --sam-checkpoint PATH (a segment-anything checkpoint file)")
+    if args.masks == "builtin":
+        _mask_source(args)  # bad --masks-options fail here, in one line, not in every worker
     base = train_settings(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -461,7 +480,8 @@ def _report(args, variants, per_seed, wall, prep_s, total_s, noise, width, heigh
         masks_text = (f"Training masks: simulated SAM-like masks, noise `{args.noise}` "
                       f"({', '.join(f'{k}={v}' for k, v in noise.as_dict().items())}).")
     else:
-        masks_text = (f"Training masks: **end-to-end, the product's `{args.masks}` mask source** on the training "
+        masks_text = (f"Training masks: **end-to-end, the product's `{args.masks}` mask source**"
+                      f"{f' with settings `{args.masks_options}`' if args.masks_options else ''} on the training "
                       "views rendered from the splats (engine.train.data.views_from_scene, as in the product).")
     mask_line = []
     if mask_iou:
