@@ -119,9 +119,11 @@ def iterations(scene_path: str, views: int, size: int, n_iter: int, pixels: int,
     half = max(1, n_iter // 2)
     s = TrainSettings(iterations=n_iter, pixels_per_iter=pixels, gfl_start=half, gfl_interval=10**6, device="cpu")
     marks: list[tuple[int, str, float, str]] = []
+    cpu_marks: list[tuple[int, str, float, str]] = []  # the same with the process's CPU time
 
     def progress(p) -> None:
         marks.append((p.iteration, p.phase, time.perf_counter(), p.message))
+        cpu_marks.append((p.iteration, p.phase, time.process_time(), p.message))
 
     t = time.perf_counter()
     published: list[float] = []
@@ -158,6 +160,15 @@ def iterations(scene_path: str, views: int, size: int, n_iter: int, pixels: int,
     print(f"setup_before_first_iteration: {setup - per_pre:.2f} s")
     print(f"iteration_{pixels}_pixels_no_gfl: {per_pre * 1e3:.0f} ms")
     print(f"iteration_{pixels}_pixels_gfl: {per_post * 1e3:.0f} ms")
+    # CPU time (all threads) per iteration over the same stretches: on a shared machine the wall
+    # time grows with the other processes' load, the CPU time much less
+    ct = [(i, tt) for i, ph, tt, m in cpu_marks if ph == "train" and m != "building an intermediate result"]
+    built = [i for i, ph, tt, m in cpu_marks if m == "building an intermediate result"]
+    gfl_from = max([half] + [i for i in built if i >= half])  # after the last result built in the phase
+    for name, seg in (("no_gfl", [x for x in ct if x[0] <= min([half] + built)]),
+                      ("gfl", [x for x in ct if x[0] > gfl_from])):
+        if len(seg) > 1:
+            print(f"iteration_{pixels}_pixels_{name}_cpu: {(seg[-1][1] - seg[0][1]) / (seg[-1][0] - seg[0][0]) * 1e3:.0f} ms CPU time")
     print(f"global_clusters: {max(first_clusters, 0.0):.2f} s")
     print(f"final_clusters_and_labels: {final_clusters:.2f} s")
     proj = setup - per_pre + 2000 * per_pre + 1000 * per_post + 10 * max(first_clusters, 0.0) + final_clusters
@@ -212,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows.append(dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line and not line.startswith("#")))
     keys = ["gaussians", f"iteration_{args.pixels}_pixels_no_gfl", f"iteration_{args.pixels}_pixels_gfl",
+            f"iteration_{args.pixels}_pixels_no_gfl_cpu", f"iteration_{args.pixels}_pixels_gfl_cpu",
             "projected_3000_iterations", "first_clickable_result", "peak_rss", "load_average_1min"]
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
