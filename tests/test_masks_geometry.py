@@ -115,10 +115,13 @@ def test_depth_jump_splits_one_colour() -> None:
     assert (vm.coarse[geo.alpha < 0.5] < 0).all()  # the uncovered background is no segment
 
 
-def test_support_surface_is_its_own_segment() -> None:
+@pytest.mark.parametrize("options", [{}, {"normal_sigma": 1.5, "depth_median": 3}, {"support_smooth": 5},
+                                     {"part_colour_tol": 20.0}, {"stack_share": 0.5}, {"normal_cut_deg": 50.0},
+                                     {"colour_veto_area": 0.0}])
+def test_support_surface_is_its_own_segment(options: dict) -> None:
     """A ground plane seen from above at 45 degrees with a same-coloured box standing on it: the
     ground is found by its normals and height, one segment at both levels that the box never
-    joins."""
+    joins (with the default settings and with each optional step on)."""
     h = w = 64
     up = np.array([0.0, -np.sqrt(0.5), -np.sqrt(0.5)])  # camera pitched down by 45 degrees
     v, u = np.mgrid[0:h, 0:w] + 0.5
@@ -135,7 +138,7 @@ def test_support_surface_is_its_own_segment() -> None:
     assert sup[(depth > 0) & ~box].mean() > 0.95 and not sup[box].any()
     image = np.repeat(np.where(depth > 0, 120, 0).astype(np.uint8)[..., None], 3, axis=2)
     image[box] = 130  # nearly the ground's colour
-    vm = BuiltinMaskSource().view_masks(image, geometry=geo)
+    vm = BuiltinMaskSource(**options).view_masks(image, geometry=geo)
     ground = (depth > 0) & ~box
     for level in (vm.fine, vm.coarse):
         ids = np.unique(level[ground])
