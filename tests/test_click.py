@@ -197,6 +197,12 @@ def test_fine_click_stays_inside_the_clicked_object():
     assert old.clusters == [1] and set(old.selected) == {5, 6, 7, 8}  # B's part
     assert new.clusters == [0] and set(new.selected) == {0, 1, 2, 3, 4}  # A's part
     assert 0.8 < new.similarity < 0.9
+    # none of A's parts matches (A's part cluster at cosine 0.5 < the fine threshold 0.75):
+    # every fine cluster competes, as before
+    fine_centers[0, 12:] = _e(2)
+    tf = _trained(scene, coarse_a, tail_b, np.stack([coarse_a, _e(1)]), fine_centers,
+                  [0, 0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1, 1, 1])
+    assert click_query(index, tf, cam, 32.5, 32.5, "fine").clusters == [1]
 
 
 def test_fine_click_takes_a_part_split_in_two_and_not_its_sibling(monkeypatch):
