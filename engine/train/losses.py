@@ -9,8 +9,11 @@ Fast paths (measured in ``engine/bench/train.py``):
 - the positive contrastive term needs no pairs: for unit vectors n_p,
   sum_{p1,p2 in S} n_p1 . n_p2 = ||sum_{p in S} n_p||^2, so it is exact in O(P d);
 - the hinged negative term is a fused autograd Function over row blocks (:class:`HingedPairSum`):
-  value and gradient in one pass, no P x P matrix kept. Each has a direct-formula twin
-  (``*_reference``) that the tests compare against.
+  value and gradient in one pass, no P x P matrix kept; on the CPU the trainer uses its unbiased
+  column-sampled estimate (:func:`negative_pair_loss` with ``columns``, :class:`HingedColumnSum`);
+- GFL, the 3D norm and the spatial term have closed-form gradients (autograd Functions), the
+  spatial term over every Gaussian one sparse product with the neighbour matrix.
+Each has a direct-formula twin (``*_reference``) that the tests compare against.
 """
 
 from __future__ import annotations
