@@ -49,3 +49,34 @@ def test_gfl_clusters_counts_candidates_per_iteration(tmp_path: Path, level: str
     names = synth.object_names[1:3] if level == "coarse" else synth.part_names[1:3]
     res = _run(tmp_path, "gfl-clusters", level, "0", names[0], names[1], "10", "20")
     assert set(res) == {"10", "20"} and all(r["candidates"] > 0 for r in res.values())
+
+
+def test_fine_rules_rescores_fine_clicks_and_rereads_saved_features(tmp_path: Path, capsys) -> None:
+    from engine.core import click as C
+
+    current = f"{'obj' if C.WITHIN_OBJECT else 'all'}" + (f"+dup{C.SAME_PART_COS}" if C.SAME_PART_COS else "")
+    same_part = C.SAME_PART_COS
+    rules = f"all,{current},{current}+cut"
+    store = tmp_path / "features"
+    res = _run(tmp_path, "fine-rules", "0", "a:60", "p:30:preset=paper,frac=0.1,w_neg=0.5", "--rules", rules,
+               "--features", str(store))
+    assert C.SAME_PART_COS == same_part  # the rule's threshold is put back
+    assert set(res) == {"a", "p"} and sorted(p.name for p in store.iterdir()) == ["seed0_a.npz", "seed0_p.npz"]
+    assert (res["p"]["gfl_start"], res["p"]["w_neg"]) == (3, 0.5) and not res["a"]["loaded"]
+    for r in res.values():
+        assert 0.0 <= r["all"] <= 1.0 and set(r["rules"]) == set(rules.split(","))
+        assert r["per_target"] and all(0.0 <= x <= 1.0 for t in r["per_target"].values() for x in t.values())
+        # the committed rule, re-scored through the rule machinery, is what the benchmark scored
+        assert all(t[current] == pytest.approx(t["current"]) for t in r["per_target"].values())
+        assert r["rules"][current] == pytest.approx(r["click_part"])
+    assert "seed 0 a: coarse" in capsys.readouterr().out
+    again = _run(tmp_path, "fine-rules", "0", "a:60", "--rules", rules, "--features", str(store))
+    assert again["a"]["loaded"] and again["a"]["per_target"] == res["a"]["per_target"]
+
+
+@pytest.mark.parametrize("argv", [["a:60", "--rules", "obj+dip"], ["a:60", "--rules", "any"], ["a"],
+                                  ["a:60:frac=2"], ["a:60:no_such_field=1"], ["a:60:preset=other"]])
+def test_fine_rules_refuses_bad_input_in_one_line(argv: list[str], capsys) -> None:
+    assert diagnose.main(["fine-rules", "0", *argv, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1

@@ -26,6 +26,19 @@ Modes (each prints one result per configuration and writes them all as JSON with
   iterations without GFL (the state at GFL's start), and where A's and B's Gaussians point.
   LEVEL coarse: A, B are objects ("chair 1"), a mask covering both is a merge; LEVEL fine:
   parts ("bottle 1/neck"), a mask covering both is the object returned whole.
+- ``fine-rules SEED NAME:ITERS[:KEY=VALUE,...] ...``: training configurations x fine-click rules
+  (docs/quality.md "The fine level (Dec 7)"). Every configuration is trained from the same
+  contributor caches (``realistic`` masks), scored by :func:`engine.bench.quality.evaluate`
+  (mIoU and click IoU with the current click rule), then every fine target's click (the
+  benchmark's interior point in its reference view) is re-scored with each rule of ``--rules``
+  on the same features. KEY=VALUE: ``preset=paper`` (the paper's training constants; default
+  the product's), ``frac=0.1`` (GFL from that fraction of the run, no cap) or a TrainSettings
+  field (w_neg=0.1, gfl_start=266, ...). A rule is ``all`` (best fine cluster among all) or
+  ``obj`` (among the clicked object's fine clusters first), then optionally ``+dupC`` (clusters
+  within cosine C of the matched one selected with it) and ``+cut`` (the selection cut to the
+  Gaussians a coarse click at the same pixel selects); ``obj+dup0.95`` is the committed rule.
+  ``--features DIR`` reads a configuration's trained features from ``DIR/seed<SEED>_<NAME>.npz``
+  when that file exists (re-scoring without training) and writes them there otherwise.
 
 Scene size: the quality benchmark's CPU schedule by default (about 20,000 Gaussians, 6 objects,
 24 training and 8 test views of 160x160, 1,024 pixels per iteration); ``--gaussians``,
@@ -36,18 +49,21 @@ tiny).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
-__all__ = ["main", "diag_scene", "cluster_candidates"]
+__all__ = ["main", "diag_scene", "cluster_candidates", "FineRule", "parse_rule", "click_with_rule"]
 
 
 # ---------------------------------------------------------------------------- the scene
@@ -406,6 +422,157 @@ def _gfl_clusters(args: argparse.Namespace, S: DiagScene) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------- fine-rules
+
+@dataclass(frozen=True)
+class FineRule:
+    """A fine-click rule (module doc, ``fine-rules``): ``within_object`` (match among the clicked
+    object's fine clusters first), ``same_part_cos`` (clusters whose centres are at least this
+    similar to the matched one are selected with it; None: off) and ``cut`` (keep only the
+    Gaussians a coarse click at the same pixel selects)."""
+
+    name: str
+    within_object: bool
+    same_part_cos: float | None
+    cut: bool
+
+
+def parse_rule(text: str) -> FineRule:
+    """``all|obj[+dupC][+cut]`` as a :class:`FineRule`; ValueError with a one-line message otherwise."""
+    head, *mods = text.strip().split("+")
+    if head not in ("all", "obj"):
+        raise ValueError(f"fine rule {text!r}: must start with 'all' or 'obj' (e.g. obj+dup0.95)")
+    dup, cut = None, False
+    for m in mods:
+        if m == "cut":
+            cut = True
+        elif m.startswith("dup"):
+            try:
+                dup = float(m[3:])
+            except ValueError:
+                raise ValueError(f"fine rule {text!r}: {m!r} is not dup<cosine>, e.g. dup0.95") from None
+            if not -1.0 <= dup <= 1.0:
+                raise ValueError(f"fine rule {text!r}: cosine {dup} is outside [-1, 1]")
+        else:
+            raise ValueError(f"fine rule {text!r}: unknown part {m!r} (known: dup<cosine>, cut)")
+    return FineRule(text.strip(), head == "obj", dup, cut)
+
+
+@contextlib.contextmanager
+def _same_part_cos(value: float | None) -> Iterator[None]:
+    """:data:`engine.core.click.SAME_PART_COS` set to ``value`` inside the block, restored after."""
+    from ..core import click as C
+
+    old = C.SAME_PART_COS
+    C.SAME_PART_COS = value
+    try:
+        yield
+    finally:
+        C.SAME_PART_COS = old
+
+
+def click_with_rule(index, trained, camera, u: float, v: float, rule: FineRule) -> np.ndarray:
+    """Gaussian indices (int64 [K]) a fine click at image point (u, v) (pixels) selects under
+    ``rule``, through :func:`engine.core.click.click_query` itself."""
+    from ..core.click import click_query
+
+    with _same_part_cos(rule.same_part_cos):
+        sel = np.asarray(click_query(index, trained, camera, u, v, "fine", within_object=rule.within_object).selected,
+                         np.int64)
+    if rule.cut and sel.size:
+        obj = np.asarray(click_query(index, trained, camera, u, v, "coarse").selected, np.int64)
+        if obj.size:  # no object under the cursor: nothing to cut to
+            sel = np.intersect1d(sel, obj)
+    return sel
+
+
+def _rules_settings(args: argparse.Namespace, iters: int, kv: dict[str, str]):
+    """TrainSettings of a ``fine-rules`` configuration: :func:`engine.bench.quality.train_settings`
+    with the configuration's preset and TrainSettings overrides; ``frac`` sets the GFL start."""
+    from ..core.schedule import gfl_start_for
+    from .quality import train_settings
+
+    kv = dict(kv)
+    preset = kv.pop("preset", "product")
+    frac = kv.pop("frac", None)
+    gfl_start = gfl_start_for(iters, float(frac)) if frac is not None and "gfl_start" not in kv else None
+    return train_settings(SimpleNamespace(iterations=iters, pixels=args.pixels, gfl_start=gfl_start, device="cpu",
+                                          preset=preset, settings=[f"{k}={v}" for k, v in kv.items()]))
+
+
+def _fine_rules_inputs(args: argparse.Namespace) -> tuple[list[FineRule], list[tuple[str, int, dict[str, str]]]]:
+    """``--rules`` and the configurations of ``fine-rules`` parsed and checked (training settings
+    included) before the scene is built; ValueError / TrainingError with a one-line message."""
+    rules = [parse_rule(r) for r in args.rules.split(",") if r.strip()]
+    if not rules:
+        raise ValueError("--rules: give at least one fine-click rule, e.g. obj+dup0.95")
+    configs = []
+    for cfg in args.configs:
+        parts = cfg.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1].isdigit() or int(parts[1]) < 1:
+            raise ValueError(f"configuration {cfg!r}: expected NAME:ITERS[:KEY=VALUE,...] with ITERS >= 1")
+        pairs = parts[2].split(",") if len(parts) == 3 and parts[2] else []
+        if any("=" not in x for x in pairs):
+            raise ValueError(f"configuration {cfg!r}: settings must be KEY=VALUE, comma-separated")
+        kv = dict(x.split("=", 1) for x in pairs)
+        _rules_settings(args, int(parts[1]), kv)  # an unknown field or bad value fails here, in one line
+        configs.append((parts[0], int(parts[1]), kv))
+    return rules, configs
+
+
+def _fine_rules(args: argparse.Namespace, S: DiagScene) -> dict:
+    from .evaluation import metrics as M
+    from .evaluation.masksim import simulate_view_masks
+    from .quality import evaluate
+    from ..core.features import TrainedFeatures
+    from ..train.data import cache_from_contributors
+    from ..train.trainer import train_from_caches
+
+    synth, seed = S.synth, args.seed
+    rules, configs = _fine_rules_inputs(args)
+    masks = simulate_view_masks([v.object_map for v in S.train_gt], [v.part_map for v in S.train_gt], "realistic",
+                                seed=seed)
+    caches = [c for c in (cache_from_contributors(d.ids, d.weights, m, device="cpu", name=v.camera.name)
+                          for d, m, v in zip(S.dense, masks, S.train_gt)) if c is not None]
+    store = Path(args.features) if args.features else None
+    out = {}
+    for name, iters, kv in configs:
+        path = store / f"seed{seed}_{name}.npz" if store else None
+        st = _rules_settings(args, iters, kv).replace(seed=seed)
+        t0 = time.time()
+        if path is not None and path.is_file():
+            trained, wall, loaded = TrainedFeatures.load(path), 0.0, True
+        else:
+            trained = train_from_caches(synth.scene, caches, st)
+            wall, loaded = time.time() - t0, False
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                trained.save(path)
+        res = evaluate(synth, S.test_gt, trained, S.gaussians, S.index)
+        s = M.summarize(res)
+        per_target: dict[str, dict[str, float]] = {}
+        for r in res:
+            if r.level != "fine":
+                continue
+            view = S.test_gt[r.ref_view]
+            pt = M.interior_point(view.part_map == r.gt_id)
+            truth = synth.part_id == r.gt_id
+            per_target[r.name] = {"current": float(r.click_iou)}
+            for rule in rules:
+                sel = click_with_rule(S.index, trained, view.camera, pt[0] + 0.5, pt[1] + 0.5, rule)
+                per_target[r.name][rule.name] = float(M.weighted_iou(sel, truth, S.opac))
+        means = {rule.name: float(np.mean([t[rule.name] for t in per_target.values()])) if per_target
+                 else float("nan") for rule in rules}
+        out[name] = dict(coarse=s.coarse, fine=s.fine, all=s.all, click_obj=s.click_coarse, click_part=s.click_fine,
+                         rules=means, per_target=per_target, wall=round(wall, 1), loaded=loaded,
+                         w_neg=st.w_neg, gfl_start=st.gfl_start, iterations=iters)
+        print(f"seed {seed} {name}: coarse {s.coarse * 100:.1f} fine {s.fine * 100:.1f} all {s.all * 100:.1f} "
+              f"click obj {s.click_coarse:.3f} part {s.click_fine:.3f} | part click by rule "
+              + " ".join(f"{k} {v:.3f}" for k, v in means.items())
+              + (" (features read)" if loaded else f" ({wall:.0f} s)"), flush=True)
+    return out
+
+
 # ---------------------------------------------------------------------------- main
 
 def _parser() -> argparse.ArgumentParser:
@@ -428,6 +595,13 @@ def _parser() -> argparse.ArgumentParser:
             m.add_argument("--settings", default="", help="TrainSettings overrides, KEY=VALUE,...")
         else:
             m.add_argument("--watch", default="", help="part ids whose trajectory to print, e.g. 5,10")
+    r = sub.add_parser("fine-rules", parents=[size], help="see the module docstring (fine-rules)")
+    r.add_argument("seed", type=int)
+    r.add_argument("configs", nargs="+", help="NAME:ITERS[:KEY=VALUE,...]")
+    r.add_argument("--rules", default="all,obj,all+dup0.95,obj+dup0.95",
+                   help="comma-separated fine-click rules: all|obj[+dupC][+cut]")
+    r.add_argument("--features", default=None,
+                   help="folder of trained features seed<SEED>_<NAME>.npz: read when there, else written")
     g = sub.add_parser("gfl-clusters", parents=[size], help="see the module docstring (gfl-clusters)")
     g.add_argument("level", choices=("coarse", "fine"))
     g.add_argument("seed", type=int)
@@ -440,12 +614,22 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     args.width, args.height = (int(v) for v in args.size.lower().split("x"))
+    if args.mode == "fine-rules":
+        from ..core.errors import EngineError
+
+        try:
+            _fine_rules_inputs(args)
+        except (ValueError, EngineError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     S = diag_scene(args.seed, args, test_views=args.mode != "gfl-clusters")
     with tempfile.TemporaryDirectory(prefix="clickgs-diagnose-") as work:
         if args.mode == "merges":
             out = _merges(args, S, work)
         elif args.mode == "fine":
             out = _fine(args, S, work)
+        elif args.mode == "fine-rules":
+            out = _fine_rules(args, S)
         else:
             out = _gfl_clusters(args, S)
     if args.out:
