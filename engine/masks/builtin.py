@@ -128,6 +128,27 @@ def _resize_index(n_out: int, n_in: int) -> np.ndarray:
     return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
 
 
+def _grown_box(rows: np.ndarray, cols: np.ndarray, h: int, w: int, margin: float) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the box around the non-empty ``rows`` / ``cols`` (sorted pixel indices)
+    grown by ``margin`` of its longer side (plus one pixel), clipped to an [h, w] image."""
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    m = int(round(margin * max(y1 - y0, x1 - x0))) + 1
+    return max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
+
+
+def _to_work_size(crop: np.ndarray, work_size: int) -> np.ndarray:
+    """uint8 [h, w, 3] ``crop`` shrunk (anti-aliased) so its long side is ``work_size``; a crop
+    already that small is returned as it is (never enlarged)."""
+    from skimage.transform import resize
+
+    h0, w0 = crop.shape[:2]
+    f = work_size / max(h0, w0)
+    if f >= 1.0:
+        return np.ascontiguousarray(crop)
+    h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
+    return (resize(crop, (h, w), order=1, anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8)
+
+
 def _content_box(image: np.ndarray, s: BuiltinSettings) -> tuple[tuple[int, int, int, int], np.ndarray | None]:
     """((y0, y1, x0, x1), background colour [3] or None): the box around everything that is
     not the flat border colour, grown by ``crop_margin`` of its size, or the whole image when
@@ -143,9 +164,7 @@ def _content_box(image: np.ndarray, s: BuiltinSettings) -> tuple[tuple[int, int,
     rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
     if rows.size == 0:
         return whole, bg
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    m = int(round(s.crop_margin * max(y1 - y0, x1 - x0))) + 1
-    return (max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)), bg
+    return _grown_box(rows, cols, h, w, s.crop_margin), bg
 
 
 def _level_labels(image: np.ndarray, s: BuiltinSettings) -> tuple[list[np.ndarray], tuple[int, int, int, int]]:
@@ -156,18 +175,12 @@ def _level_labels(image: np.ndarray, s: BuiltinSettings) -> tuple[list[np.ndarra
     view is segmented alike; it is resized so its long side is ``work_size``."""
     from skimage.measure import label as connected
     from skimage.segmentation import felzenszwalb
-    from skimage.transform import resize
 
     box, bg = _content_box(image, s)
     y0, y1, x0, x1 = box
     crop = image[y0:y1, x0:x1]
     h0, w0 = crop.shape[:2]
-    f = s.work_size / max(h0, w0)
-    if f < 1.0:
-        h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
-        small = (resize(crop, (h, w), order=1, anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8)
-    else:
-        small = np.ascontiguousarray(crop)
+    small = _to_work_size(crop, s.work_size)
     h, w = small.shape[:2]
     levels = []
     for scale in s.scales:
@@ -204,7 +217,6 @@ def _geometry_levels(image: np.ndarray, geometry: Any, s: BuiltinSettings) -> tu
     from scipy import ndimage
     from skimage.measure import label as connected
     from skimage.segmentation import felzenszwalb
-    from skimage.transform import resize
 
     from .geometry import depth_edges, normal_edges, pair_continuity, support_mask
 
@@ -213,18 +225,11 @@ def _geometry_levels(image: np.ndarray, geometry: Any, s: BuiltinSettings) -> tu
     rows, cols = np.flatnonzero(solid_full.any(axis=1)), np.flatnonzero(solid_full.any(axis=0))
     if rows.size == 0:
         return [np.full((1, 1), UNASSIGNED, np.int32)] * 2, (0, 1, 0, 1)
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    m = int(round(s.crop_margin * max(y1 - y0, x1 - x0))) + 1
-    box = (max(0, y0 - m), min(h_img, y1 + m), max(0, x0 - m), min(w_img, x1 + m))
+    box = _grown_box(rows, cols, h_img, w_img, s.crop_margin)
     y0, y1, x0, x1 = box
     crop = image[y0:y1, x0:x1]
     h0, w0 = crop.shape[:2]
-    f = s.work_size / max(h0, w0)
-    if f < 1.0:
-        h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
-        small = (resize(crop, (h, w), order=1, anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8)
-    else:
-        small = np.ascontiguousarray(crop)
+    small = _to_work_size(crop, s.work_size)
     h, w = small.shape[:2]
     geo = geometry.crop_resize(box, _resize_index(h, h0), _resize_index(w, w0))
     geo = geo.smoothed(s.normal_sigma, s.depth_median)
