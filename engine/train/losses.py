@@ -22,6 +22,7 @@ import math
 import os
 import threading
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +89,28 @@ def pair_workers(device: torch.device, p: int) -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def _dealt_to_threads(run: Any, starts: list[int], workers: int) -> list[Any]:
+    """``[run(starts[i::workers]) for i in range(workers)]``, each in its own Python thread with
+    one torch thread (blocks dealt alternately, so a triangle's work is balanced).
+
+    Why threads and not torch's OpenMP: the GIL is released inside the ops, and on a shared
+    2-core CPU OpenMP's barriers stall whenever another process holds a core."""
+    parts: list[Any] = [None] * workers
+
+    def work(i: int) -> None:
+        torch.set_num_threads(1)
+        parts[i] = run(starts[i::workers])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if any(x is None for x in parts):
+        raise RuntimeError("a pair-loss worker failed")
+    return parts
+
+
 def _hinged_blocks(
     nd: torch.Tensor, m: torch.Tensor, bounds: list[tuple[int, int]], margin: float, block: int, starts: list[int]
 ) -> tuple[float, torch.Tensor]:
@@ -148,22 +171,7 @@ class HingedPairSum(torch.autograd.Function):
         if workers == 1:
             total, grad = _hinged_blocks(nd, m, bounds, margin, block, starts)
         else:
-            # Independent Python threads with one torch thread each (the GIL is released inside
-            # the ops): on a shared 2-core CPU this beats OpenMP, whose barriers stall whenever
-            # another process holds a core. Blocks are dealt alternately (triangle: balanced).
-            parts: list = [None] * workers
-
-            def work(i: int) -> None:
-                torch.set_num_threads(1)
-                parts[i] = _hinged_blocks(nd, m, bounds, margin, block, starts[i::workers])
-
-            threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            if any(x is None for x in parts):
-                raise RuntimeError("a pair-loss worker failed")
+            parts = _dealt_to_threads(lambda mine: _hinged_blocks(nd, m, bounds, margin, block, mine), starts, workers)
             total = sum(x[0] for x in parts)
             grad = parts[0][1]
             for x in parts[1:]:
@@ -237,19 +245,8 @@ class HingedColumnSum(torch.autograd.Function):
         if workers == 1:
             g = _hinged_rect_blocks(nd, nc, mc, bounds, margin, block, starts)
         else:
-            parts: list = [None] * workers
-
-            def work(i: int) -> None:
-                torch.set_num_threads(1)
-                parts[i] = _hinged_rect_blocks(nd, nc, mc, bounds, margin, block, starts[i::workers])
-
-            threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            if any(x is None for x in parts):
-                raise RuntimeError("a pair-loss worker failed")
+            parts = _dealt_to_threads(lambda mine: _hinged_rect_blocks(nd, nc, mc, bounds, margin, block, mine),
+                                      starts, workers)
             g = parts[0]
             for x in parts[1:]:
                 g += x
