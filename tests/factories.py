@@ -39,3 +39,14 @@ def random_trained(scene: GaussianScene, settings: dict[str, Any] | None = None)
         settings=dict(settings) if settings is not None else {"iterations": 10, "lr": 0.01, "views": 4},
         scene_hash=scene_hash(scene),
     )
+
+
+def majority(ids: np.ndarray, where: np.ndarray) -> int:
+    """The most frequent non-negative id of ``ids[where]`` (-1 when there is none): which
+    segment a ground-truth region mostly falls in."""
+    v = ids[where]
+    v = v[v >= 0]
+    if v.size == 0:
+        return -1
+    u, c = np.unique(v, return_counts=True)
+    return int(u[np.argmax(c)])

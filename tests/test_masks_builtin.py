@@ -11,6 +11,7 @@ import pytest
 
 from engine.core.errors import MaskError
 from engine.masks import BuiltinMaskSource, BuiltinSettings, area_rule
+from factories import majority
 
 
 def synthetic_statue(seed: int, h: int = 192, w: int = 160) -> tuple[np.ndarray, np.ndarray]:
@@ -30,15 +31,6 @@ def synthetic_statue(seed: int, h: int = 192, w: int = 160) -> tuple[np.ndarray,
     truth = np.full((h, w), -1)
     truth[ped], truth[block], truth[statue], truth[bib] = 3, 2, 1, 0
     return np.clip(img, 0, 255).astype(np.uint8), truth
-
-
-def majority(ids: np.ndarray, where: np.ndarray) -> int:
-    v = ids[where]
-    v = v[v >= 0]
-    if v.size == 0:
-        return -1
-    u, c = np.unique(v, return_counts=True)
-    return int(u[np.argmax(c)])
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -16,6 +16,7 @@ from engine.masks import BuiltinMaskSource, MaskSourceBase, prepare_masks
 from engine.masks.cache import cache_key, source_fingerprint
 from engine.masks.geometry import ViewGeometry, depth_edges, support_mask
 from engine.masks.source import takes_geometry, view_masks_from
+from factories import majority
 
 K = np.array([[100.0, 0.0, 32.0], [0.0, 100.0, 32.0], [0.0, 0.0, 1.0]])
 
@@ -221,25 +222,16 @@ def _fox_view_with_geometry(fox_path: Path, index: int) -> tuple[np.ndarray, Vie
     return image, view_geometry(g, cams[index], estimate_up(scene, cams)), truth
 
 
-def _majority(ids: np.ndarray, where: np.ndarray) -> int:
-    v = ids[where]
-    v = v[v >= 0]
-    if v.size == 0:
-        return -1
-    u, c = np.unique(v, return_counts=True)
-    return int(u[np.argmax(c)])
-
-
 def test_fox_with_geometry_keeps_the_ground_out(fox_path: Path) -> None:
     """The issue's fox: with the splats' geometry the gravel ground is not part of the stone base's
     coarse segment, the ground's segment is purer than from colour alone, and the bib stays a part
     of its own."""
     image, geo, truth = _fox_view_with_geometry(fox_path, 6)
     plain = BuiltinMaskSource(use_geometry=False).view_masks(image)
-    plain_purity = (truth[plain.coarse == _majority(plain.coarse, truth == 4)] == 4).mean()
+    plain_purity = (truth[plain.coarse == majority(plain.coarse, truth == 4)] == 4).mean()
     vm = BuiltinMaskSource().view_masks(image, geometry=geo)
-    coarse = [_majority(vm.coarse, truth == k) for k in range(5)]
-    fine = [_majority(vm.fine, truth == k) for k in range(5)]
+    coarse = [majority(vm.coarse, truth == k) for k in range(5)]
+    fine = [majority(vm.fine, truth == k) for k in range(5)]
     assert fine[0] != fine[1] and min(fine) >= 0, fine
     assert min(coarse) >= 0 and coarse[3] != coarse[4] and coarse[1] != coarse[3], coarse
     purity = (truth[vm.coarse == coarse[4]] == 4).mean()
@@ -255,6 +247,6 @@ def test_fox_orbit_with_geometry(fox_path: Path) -> None:
         image, geo, truth = _fox_view_with_geometry(fox_path, i)
         vm = BuiltinMaskSource().view_masks(image, geometry=geo)
         for a, b in apart:
-            ma, mb = _majority(vm.coarse, truth == a), _majority(vm.coarse, truth == b)
+            ma, mb = majority(vm.coarse, truth == a), majority(vm.coarse, truth == b)
             apart[(a, b)] += ma >= 0 and mb >= 0 and ma != mb
     assert apart[(1, 2)] >= 6 and apart[(2, 3)] >= 6 and apart[(3, 4)] >= 7, apart
