@@ -225,6 +225,11 @@ def test_fine_click_takes_a_part_split_in_two_and_not_its_sibling(monkeypatch):
     old = click_query(index, tf, cam, 32.5, 32.5, "fine", within_object=False)
     assert old.clusters == [0] and set(old.selected) == {0, 1, 2}  # one side of the part only
     assert sorted(new.clusters) == [0, 1] and set(new.selected) == {0, 1, 2, 3, 4}  # the whole part, not S
+    table = index.fine_in_coarse  # built by the first fine click, kept for the next ones
+    assert table is not None and table[0] is tf.fine_labels
+    monkeypatch.undo()  # today's rule again
+    again = click_query(index, tf, cam, 32.5, 32.5, "fine")
+    assert index.fine_in_coarse is table and again.clusters == new.clusters
 
 
 def test_clusters_inside_counts_opacity_majorities():
@@ -238,3 +243,19 @@ def test_clusters_inside_counts_opacity_majorities():
     np.testing.assert_array_equal(clusters_inside(fine, coarse, w, [0, 1], 5), [0, 1, 2])
     np.testing.assert_array_equal(clusters_inside(fine, coarse, w, [0], 5, share=0.9), [2])
     assert clusters_inside(fine, coarse, w, [4], 5).size == 0
+
+
+def test_fine_coarse_table_gives_the_same_clusters_and_is_built_once_per_labels():
+    from engine.core.click import clusters_inside, fine_coarse_weights
+
+    rng = np.random.default_rng(3)
+    fine = rng.integers(-1, 6, 500)
+    coarse = rng.integers(-1, 3, 500)
+    w = rng.random(500)
+    table = fine_coarse_weights(fine, coarse, w, 6, 3)
+    assert table.shape == (6, 4)
+    np.testing.assert_allclose(table.sum(), w[fine >= 0].sum())
+    for objects in ([0], [1, 2], [0, 1, 2], [5]):
+        for share in (0.3, 0.5, 0.9):
+            np.testing.assert_array_equal(clusters_inside(fine, coarse, w, objects, 6, share),
+                                          clusters_inside(fine, coarse, w, objects, 6, share, table=table))

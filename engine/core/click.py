@@ -134,6 +134,9 @@ class ClickIndex:
     chunk_radii: np.ndarray
     sub_centers: np.ndarray
     sub_radii: np.ndarray
+    # (fine labels, coarse labels, fine_coarse_weights of them): built on the first fine click
+    # with those labels, so a click does not pass over all N labels (:func:`_fine_within_object`)
+    fine_in_coarse: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_gaussians(self) -> int:
@@ -300,29 +303,46 @@ def blended_feature(
     index: ClickIndex, trained: TrainedFeatures, camera: Camera, u: float, v: float, level: str = "coarse"
 ) -> tuple[np.ndarray, float, float, np.ndarray]:
     """(feature float32 [D], alpha, depth, contributor ids) at image point (u, v)."""
-    level_dim(level)
     ids, w, depth = index.pixel_weights(camera, u, v)
+    feature = _blend(trained, ids, w, level)
     if ids.size == 0:
-        return _blend(trained, ids, w, level), 0.0, 0.0, ids
-    return _blend(trained, ids, w, level), float(w.sum()), depth, ids
+        return feature, 0.0, 0.0, ids
+    return feature, float(w.sum()), depth, ids
+
+
+def fine_coarse_weights(
+    fine_labels: np.ndarray, coarse_labels: np.ndarray, weights: np.ndarray, n_fine: int, n_coarse: int,
+) -> np.ndarray:
+    """float64 [n_fine, n_coarse + 1]: per fine cluster, the summed ``weights`` (opacities [N]) of
+    its labelled Gaussians by their coarse label (last column: no coarse label).
+
+    fine_labels, coarse_labels: int [N] per-Gaussian labels (-1 = none)."""
+    fine = np.asarray(fine_labels)
+    coarse = np.asarray(coarse_labels)
+    ok = fine >= 0
+    col = np.where((coarse >= 0) & (coarse < n_coarse), coarse, n_coarse)[ok]
+    flat = np.bincount(fine[ok].astype(np.int64) * (n_coarse + 1) + col,
+                       weights=np.asarray(weights, np.float64)[ok], minlength=n_fine * (n_coarse + 1))
+    return flat[: n_fine * (n_coarse + 1)].reshape(n_fine, n_coarse + 1)
 
 
 def clusters_inside(
     fine_labels: np.ndarray, coarse_labels: np.ndarray, weights: np.ndarray, objects: list[int],
-    n_fine: int, share: float = INSIDE_SHARE,
+    n_fine: int, share: float = INSIDE_SHARE, table: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fine clusters (int64 [K], ascending) that lie inside the object made of the coarse
     clusters ``objects``: at least ``share`` of the summed ``weights`` (opacities [N]) of the
     Gaussians labelled with the fine cluster have one of ``objects`` as coarse label.
 
     fine_labels, coarse_labels: int [N] per-Gaussian labels (-1 = none); n_fine: number of fine
-    clusters. A fine cluster with no labelled Gaussian is never inside."""
-    fine = np.asarray(fine_labels)
-    ok = fine >= 0
-    w = np.asarray(weights, np.float64)
-    inside = ok & np.isin(coarse_labels, np.asarray(objects, dtype=np.int64))
-    total = np.bincount(fine[ok], weights=w[ok], minlength=n_fine)
-    held = np.bincount(fine[inside], weights=w[inside], minlength=n_fine)
+    clusters; table: their :func:`fine_coarse_weights` when already at hand (then the labels
+    are not read). A fine cluster with no labelled Gaussian is never inside."""
+    if table is None:
+        n_coarse = int(max(np.max(coarse_labels, initial=-1), max(objects, default=-1))) + 1
+        table = fine_coarse_weights(fine_labels, coarse_labels, weights, n_fine, n_coarse)
+    objects_ok = [k for k in objects if 0 <= k < table.shape[1] - 1]
+    total = table.sum(axis=1)
+    held = table[:, objects_ok].sum(axis=1)
     return np.flatnonzero((held > 0) & (held >= share * total)).astype(np.int64)
 
 
@@ -416,6 +436,11 @@ def _fine_within_object(index: ClickIndex, trained: TrainedFeatures, coarse_feat
     objects, _ = match_clusters(coarse_feature, coarse_centers, min_cos, MERGE_COS["coarse"])
     if not objects:
         return None
+    cached = index.fine_in_coarse
+    if cached is None or cached[0] is not trained.fine_labels or cached[1] is not trained.coarse_labels:
+        table = fine_coarse_weights(trained.fine_labels, trained.coarse_labels, index.opacities,
+                                    len(trained.fine_centers), len(coarse_centers))
+        index.fine_in_coarse = cached = (trained.fine_labels, trained.coarse_labels, table)
     inside = clusters_inside(trained.fine_labels, trained.coarse_labels, index.opacities, objects,
-                             len(trained.fine_centers))
+                             len(trained.fine_centers), table=cached[2])
     return inside if inside.size else None
