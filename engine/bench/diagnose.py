@@ -612,7 +612,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = _parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    from .evaluation.synth import scene_size_problem
+
+    problem = scene_size_problem(args.gaussians, args.objects)
+    if problem:
+        parser.error(problem.replace("n_gaussians", "--gaussians").replace("n_objects", "--objects"))
     args.width, args.height = (int(v) for v in args.size.lower().split("x"))
     if args.mode == "fine-rules":
         from ..core.errors import EngineError

@@ -221,7 +221,13 @@ def _fmt(x: float, scale: float = 1.0, digits: int = 1) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from .evaluation.synth import scene_size_problem
+
+    problem = scene_size_problem(args.gaussians, args.objects)
+    if problem:
+        parser.error(problem.replace("n_gaussians", "--gaussians").replace("n_objects", "--objects"))
     args.command_line = "python -m engine.bench quality " + " ".join(argv)
     try:
         return _run(args)
